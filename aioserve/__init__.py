@@ -1,0 +1,17 @@
+"""aioserve: an asyncio-native HTTP/1.1 server framework built for tight latency budgets."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .app import App
+from .config import Config
+from .errors import ClientDisconnected, HTTPError
+from .request import Request
+from .response import Response, StreamResponse, html, json, redirect, stream, text
+from .router import Router
+from .server import Server, run, serve
+
+__all__ = [
+    "App", "ClientDisconnected", "Config", "HTTPError", "Request", "Response", "Router", "Server",
+    "StreamResponse", "__version__", "html", "json", "redirect", "run", "serve", "stream", "text",
+]

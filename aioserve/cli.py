@@ -1,0 +1,123 @@
+"""``python -m aioserve MODULE:ATTR``: flags follow uvicorn's names where one exists.
+
+Every problem the user can fix (a bad target, a port in use, a bad flag value) ends in one line on
+stderr starting with ``aioserve: error:`` and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .app import App
+from .router import Router
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not the usage block
+        self.exit(2, f"aioserve: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m aioserve", description="Serve an aioserve App or Router.")
+    p.add_argument("target", help="MODULE:ATTR naming an App, a Router, or (with --factory) a callable returning one")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; '::' for IPv6)")
+    p.add_argument("--port", type=int, default=8000, help="bind port (default 8000; 0 picks a free one)")
+    p.add_argument("--uds", help="bind a Unix domain socket at this path instead of host/port")
+    p.add_argument("--fd", type=int, help="serve on an inherited, already listening socket descriptor")
+    p.add_argument("--factory", action="store_true", help="TARGET is a callable that returns the app")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop (default auto: uvloop when installed)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                   help="log one line per request (default on)")
+    p.add_argument("--server-header", default="aioserve", help="Server header value; '' turns it off")
+    p.add_argument("--backlog", type=int, default=2048, help="listen() backlog (default 2048)")
+    p.add_argument("--max-body-size", type=int, default=1024 * 1024,
+                   help="largest request body in bytes (default 1048576; -1 for no limit)")
+    p.add_argument("--limit-pipeline", type=int, default=32,
+                   help="pipelined requests queued per connection before reading pauses (default 32)")
+    p.add_argument("--timeout-keep-alive", type=float, default=75.0, help="idle keep-alive timeout, s (default 75)")
+    p.add_argument("--timeout-header", type=float, default=15.0, help="time to send a request head, s (default 15)")
+    p.add_argument("--timeout-body", type=float, default=30.0, help="time a stalled body may wait, s (default 30)")
+    p.add_argument("--timeout-graceful-shutdown", type=float, default=30.0,
+                   help="how long shutdown waits for in-flight requests, s (default 30)")
+    p.add_argument("--version", action="version", version=f"aioserve {__version__}")
+    return p
+
+
+def die(message: str) -> None:
+    sys.stderr.write(f"aioserve: error: {message}\n")
+    raise SystemExit(1)
+
+
+def load_target(target: str, factory: bool = False) -> App | Router:
+    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return something servable."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        die(f"target {target!r} must look like MODULE:ATTR, e.g. examples.hello:app")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            die(f"cannot import module {module_name!r}: no module named {exc.name!r} (run from the directory that contains it)")
+        die(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        die(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            die(f"module {module_name!r} has no attribute {attr!r}")
+    if factory:
+        if not callable(obj):
+            die(f"--factory was given but {target} is a {type(obj).__name__}, not a callable")
+        try:
+            obj = obj()
+        except Exception as exc:
+            die(f"the factory {target} raised {type(exc).__name__}: {exc}")
+    if isinstance(obj, (App, Router)):
+        return obj
+    if callable(obj) and not factory:
+        die(f"{target} is a callable, not an App or Router; add --factory if it returns one")
+    die(f"{target} is a {type(obj).__name__}, not an aioserve App or Router")
+    raise AssertionError  # unreachable
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "host": args.host,
+        "port": args.port,
+        "uds": args.uds,
+        "fd": args.fd,
+        "loop": args.loop,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+        "server_header": args.server_header or None,
+        "backlog": args.backlog,
+        "max_body_size": None if args.max_body_size < 0 else args.max_body_size,
+        "limit_pipeline": args.limit_pipeline,
+        "timeout_keep_alive": args.timeout_keep_alive,
+        "timeout_header": args.timeout_header,
+        "timeout_body": args.timeout_body,
+        "timeout_graceful_shutdown": args.timeout_graceful_shutdown,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    app = load_target(args.target, args.factory)
+    from .server import run
+
+    try:
+        run(app, **settings_from_args(args))
+    except (ValueError, TypeError) as exc:
+        die(str(exc))
+    except KeyboardInterrupt:
+        pass

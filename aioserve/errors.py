@@ -1,0 +1,39 @@
+"""Exceptions that are part of the public API."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+class HTTPError(Exception):
+    """Raise from a handler to end the request with ``status``.
+
+    ``detail`` becomes the body: a ``str`` as text, a ``dict``/``list`` as JSON, ``None`` the reason phrase.
+    """
+
+    def __init__(self, status: int, detail: Any = None, headers: Mapping[str, str] | None = None) -> None:
+        if not 100 <= int(status) <= 999:
+            raise ValueError(f"HTTPError status must be a 3-digit code, not {status!r}")
+        self.status = int(status)
+        self.detail = detail
+        self.headers = dict(headers) if headers else None
+        super().__init__(status, detail)
+
+    def __repr__(self) -> str:
+        return f"HTTPError({self.status}, detail={self.detail!r})"
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request was complete.
+
+    Raised where a handler can see it: reading the body (``body()``, ``json()``, ``stream()``) and inside a
+    streaming response's generator. Handlers are never cancelled because of a disconnect; see README.
+    """
+
+
+class ProtocolError(Exception):
+    """Bad input from the client; carries the status it deserves (400, 413, 414, 431, 505...)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(status, reason)

@@ -1,0 +1,615 @@
+"""One ``asyncio.Protocol`` per connection: httptools in, response bytes out.
+
+The connection has one explicit stage, and each stage owns at most one deadline:
+
+    stage      meaning                                      deadline
+    IDLE       nothing outstanding, waiting for a request   timeout_keep_alive (close quietly)
+    HEAD       receiving a request head                     timeout_header (408, close)
+    BODY       receiving a request body                     timeout_body (408, close)
+    HANDLING   last request read, responses outstanding     none
+    CLOSING    no more input; close after the responses     none
+
+Requests are handled concurrently but answered strictly in order: every parsed request joins
+``pipeline`` and a finished response waits there until those before it are written. Reading is paused
+(``pause_reading``) for three reasons, tracked as bits so each is released independently: too many
+pipelined requests, an unread body buffer past its bound, and a client that does not read (the
+transport asked us to ``pause_writing``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+
+from .app import to_response
+from .errors import ClientDisconnected, HTTPError, ProtocolError
+from .request import Request
+from .response import Response, StreamResponse
+from .router import UNSET
+from .wire import (
+    CHUNKED,
+    CONTINUE_100,
+    JSON_200,
+    LAST_CHUNK,
+    NO_BODY_STATUSES,
+    NO_CONTENT,
+    OCTET_200,
+    REASONS,
+    TEXT_200,
+    chunk,
+    status_line,
+)
+
+if TYPE_CHECKING:
+    from .server import ServerState
+
+access_logger = logging.getLogger("aioserve.access")
+error_logger = logging.getLogger("aioserve.error")
+
+IDLE, HEAD, BODY, HANDLING, CLOSING = range(5)
+STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
+
+# Why reading is paused (bits).
+PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
+
+BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
+
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+
+# Python 3.12+ runs a new task's first step at once; a handler that never suspends then finishes
+# without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
+_EAGER = sys.version_info >= (3, 12)
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        # shared by every connection of the server
+        "state", "app", "loop", "clock", "config", "access_log",
+        # this connection
+        "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
+        "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
+        # the request being parsed
+        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.app = state.app
+        self.loop = state.loop
+        self.clock = state.clock
+        self.config = state.config
+        self.access_log = state.config.access_log
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.stage = IDLE
+        self.pipeline: deque[Request] = deque()
+        self.read_blockers = 0
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        self.buffered = 0
+        self.flush_pending = False
+        self.draining = False
+        self.request: Request | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._expect_continue = False
+        self._upgrade: bytes | None = None
+        self._content_length = -1
+
+    # -- connection events ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (peer[0], peer[1])
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        # The first head must arrive within the header timeout, counted from the connection's start.
+        self._enter(HEAD)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.forget(self)
+        self.stage = CLOSING
+        self.deadline = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for req in self.pipeline:
+            req._disconnected = True
+            req._wake()
+            if req._turn is not None and not req._turn.done():
+                req._turn.set_result(None)
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        # A client may half-close after sending its request: answer what is outstanding, then close.
+        if self.pipeline:
+            self.stage = CLOSING
+            for req in self.pipeline:
+                req.keep_alive = False
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._block(WRITE_PAUSED)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._unblock(WRITE_PAUSED)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stage == CLOSING:
+            return
+        try:
+            self.parser.feed_data(data)
+        except ProtocolError as exc:
+            self._reject(exc.status, exc.reason)
+        except httptools.HttpParserUpgrade:
+            self._on_upgrade()
+        except httptools.HttpParserInvalidMethodError:
+            self._reject(400, "Invalid HTTP method")
+        except httptools.HttpParserError as exc:
+            if self.stage != CLOSING:
+                self._reject(400, _parser_reason(exc))
+        if len(self.pipeline) > self.config.limit_pipeline:
+            self._block(PIPELINE_FULL)
+
+    # -- stages and the one timer ---------------------------------------------------------------------
+    def _enter(self, stage: int) -> None:
+        """Move to ``stage`` and set its deadline; the timer is re-armed lazily, not per request."""
+        self.stage = stage
+        if stage == IDLE:
+            timeout = self.config.timeout_keep_alive
+        elif stage == HEAD:
+            timeout = self.config.timeout_header
+        elif stage == BODY:
+            timeout = self.config.timeout_body
+        else:
+            self.deadline = None
+            return
+        deadline = self.deadline = self.loop.time() + timeout
+        timer = self.timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.transport is None:
+            return
+        if self.loop.time() < deadline:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        stage = self.stage
+        if stage == IDLE:
+            self.transport.close()
+        elif stage == HEAD:
+            if self._url or self._headers:
+                self._reject(408, "Request head not received in time")
+            else:  # never sent a byte of this request: nothing to answer
+                self.stage = CLOSING
+                self.transport.close()
+        elif stage == BODY:
+            self._reject(408, "Request body not received in time")
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._expect_continue = False
+        self._upgrade = None
+        self._content_length = -1
+        if self.stage != HEAD:  # HEAD already: the first request, whose deadline runs from connect
+            self._enter(HEAD)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"expect":
+            if value.lower() == b"100-continue":
+                self._expect_continue = True
+        elif name == b"upgrade":
+            self._upgrade = value.lower()
+        elif name == b"content-length":
+            if not value.isdigit():
+                raise ProtocolError(400, "Invalid Content-Length")
+            self._content_length = int(value)
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise ProtocolError(505, f"HTTP version {version} is not supported")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        url = self._url
+        if url[:1] != b"/":
+            url = _origin_form(url)
+        raw_path, sep, query = url.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        keep_alive = parser.should_keep_alive() and not self.draining
+        req = Request(self, method, raw_path, query, path, self._headers, version, keep_alive,
+                      self.client, self.scheme)
+        self.request = req
+        self.pipeline.append(req)
+        if self.access_log:
+            req._start = self.loop.time()
+        if self._upgrade is not None and parser.should_upgrade():
+            if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
+                req.keep_alive = False
+            else:
+                raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
+        route, params, error = self.app.resolve(method, path)
+        if route is not None:
+            req.route = route
+            req.path_params = params
+            limit = route.max_body_size
+            if limit is UNSET:
+                limit = self.config.max_body_size
+        else:
+            req._error = error
+            limit = self.config.max_body_size
+        req.max_body_size = limit
+        if limit is not None and self._content_length > limit:
+            raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
+        req._expect_continue = self._expect_continue and version == "1.1"
+        self._enter(BODY)
+        if _EAGER:
+            req._task = asyncio.Task(self._handle(req), loop=self.loop, eager_start=True)
+        else:
+            req._task = self.loop.create_task(self._handle(req))
+
+    def on_body(self, body: bytes) -> None:
+        req = self.request
+        if req is None:
+            return
+        req._received += len(body)
+        limit = req.max_body_size
+        if limit is not None and req._received > limit:
+            raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
+        if req._status:  # already answered without reading the body: discard
+            return
+        req._chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > BODY_BUFFER_HIGH:
+            self._block(BODY_BUFFER_FULL)
+        req._wake()
+
+    def on_message_complete(self) -> None:
+        req = self.request
+        self.request = None
+        if req is None:
+            return
+        req._complete = True
+        req._expect_continue = False
+        req._wake()
+        self.buffered = 0
+        self._unblock(BODY_BUFFER_FULL)
+        if not req.keep_alive:
+            self.stage = CLOSING  # RFC 9112 9.6: nothing after a request that closes is processed
+            self.deadline = None
+        elif self.pipeline:
+            self._enter(HANDLING)
+        else:
+            self._enter(IDLE)
+
+    # -- body flow, called by Request ------------------------------------------------------------------
+    def body_wanted(self, req: Request) -> None:
+        """The handler is waiting for body bytes: ask for them (100 Continue) and let them in."""
+        if req._expect_continue:
+            req._expect_continue = False
+            if self.pipeline and self.pipeline[0] is req:
+                self.transport.write(CONTINUE_100)
+            else:
+                req._continue_due = True  # sent when earlier responses are out, to keep order
+        self._unblock(BODY_BUFFER_FULL)
+
+    def body_consumed(self, req: Request) -> None:
+        if req is self.request:
+            self.buffered = 0
+            self._unblock(BODY_BUFFER_FULL)
+
+    # -- running the handler ---------------------------------------------------------------------
+    async def _handle(self, req: Request) -> None:
+        app = self.app
+        try:
+            if app.entry is not None:
+                result: Any = await app.entry(req)
+            elif req.route is None:
+                result = await app.handle_error(req, req._error or HTTPError(404))
+            elif req.route.has_params:
+                result = await req.route.handler(req, **req.path_params)
+            else:
+                result = await req.route.handler(req)
+        except Exception as exc:
+            if req._disconnected or req._status:
+                return  # nobody to answer, or already answered (e.g. 413)
+            result = await app.handle_error(req, exc)
+        if req._status or self.transport is None:
+            return
+        if self.transport.is_closing():
+            self._drop(req)
+            return
+        try:
+            stream = self._respond(req, result)
+        except Exception as exc:  # a result that cannot be encoded: a bug in the handler
+            stream = self._respond(req, await app.handle_error(req, exc))
+        if stream is not None:
+            await self._stream(req, stream)
+
+    def _respond(self, req: Request, result: Any) -> StreamResponse | None:
+        """Encode a finished result; return it instead if it is a stream to be sent by ``_stream``."""
+        kind = type(result)
+        if kind is str:
+            head, body, status = TEXT_200, result.encode("utf-8"), 200
+        elif kind is dict or kind is list:
+            head, body, status = JSON_200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), 200
+        elif kind is bytes:
+            head, body, status = OCTET_200, result, 200
+        elif result is None:
+            head, body, status = NO_CONTENT, b"", 204
+        else:
+            response = result if isinstance(result, Response) else to_response(result)
+            if isinstance(response, StreamResponse):
+                return response
+            status = response.status
+            close = not req.keep_alive or self.draining or response.wants_close()
+            tail = self._tail(req, close)
+            if status in NO_BODY_STATUSES:
+                data = response.encode_head(b"", tail)
+            elif req.method == "HEAD":
+                data = response.encode_head(b"Content-Length: %d\r\n" % len(response.body), tail)
+            else:
+                data = response.encode_head(b"Content-Length: %d\r\n" % len(response.body), tail)
+                data += response.body
+            self._emit(req, data, close, status, len(response.body))
+            return None
+        close = not req.keep_alive or self.draining
+        if req._expect_continue and not req._complete:
+            close = True  # we never asked for the body; the client may or may not send it
+        tail = self._tail(req, close)
+        if status == 204:
+            data = head + tail + b"\r\n"
+        elif req.method == "HEAD":
+            data = b"%s%sContent-Length: %d\r\n\r\n" % (head, tail, len(body))
+        else:
+            data = b"%s%sContent-Length: %d\r\n\r\n%s" % (head, tail, len(body), body)
+        self._emit(req, data, close, status, len(body))
+        return None
+
+    def _tail(self, req: Request, close: bool) -> bytes:
+        if close:
+            return self.clock.close
+        return self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
+
+    async def _stream(self, req: Request, response: StreamResponse) -> None:
+        """Send a streamed body, producing no faster than the client reads."""
+        iterator = response.iterator
+        try:
+            if self.pipeline and self.pipeline[0] is not req:
+                req._turn = self.loop.create_future()
+                await req._turn
+            transport = self.transport
+            if req._disconnected or transport.is_closing():
+                self._drop(req)
+                return
+            http11 = req.http_version == "1.1"
+            close = not req.keep_alive or self.draining or response.wants_close() or not http11
+            head_only = req.method == "HEAD" or response.status in NO_BODY_STATUSES
+            framing = CHUNKED if http11 and response.status not in NO_BODY_STATUSES else b""
+            req._status = response.status
+            transport.write(response.encode_head(framing, self._tail(req, close)))
+            sent = 0
+            if not head_only:
+                async for piece in iterator:
+                    if type(piece) is str:
+                        piece = piece.encode("utf-8")
+                    if not piece:
+                        continue
+                    if self.write_paused:
+                        await self._drain()
+                    if transport.is_closing():
+                        raise ClientDisconnected("client went away during a streamed response")
+                    transport.write(chunk(piece) if http11 else piece)
+                    sent += len(piece)
+                if http11:
+                    transport.write(LAST_CHUNK)
+        except ClientDisconnected:
+            self._drop(req)
+            return
+        except Exception:
+            error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
+            self._drop(req)
+            if self.transport is not None:
+                self.transport.close()  # the body is cut short: the client must see an incomplete message
+            return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    error_logger.exception("Error closing the stream of %s %s", req.method, req.path)
+        self._emit(req, b"", close, response.status, sent)
+
+    async def _drain(self) -> None:
+        while self.write_paused:
+            if self.transport is None or self.transport.is_closing():
+                raise ClientDisconnected("client went away during a streamed response")
+            waiter = self.drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+
+    # -- writing, in request order ------------------------------------------------------------------
+    def _emit(self, req: Request, data: bytes, close: bool, status: int, size: int) -> None:
+        req._out = data
+        req._close = close
+        req._status = status
+        if req is self.request:  # answered before its body was read: drop the rest as it comes
+            req._chunks = []
+            self.buffered = 0
+            self._unblock(BODY_BUFFER_FULL)
+        if self.access_log:
+            self._log_access(req, status, size)
+        pipeline = self.pipeline
+        if pipeline and pipeline[0] is req:
+            if len(pipeline) == 1:
+                self._flush()
+            elif not self.flush_pending:  # more answers are due this turn: send them in one write
+                self.flush_pending = True
+                self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_pending = False
+        pipeline = self.pipeline
+        transport = self.transport
+        out = []
+        close = False
+        while pipeline and pipeline[0]._out is not None:
+            req = pipeline.popleft()
+            if req._out:
+                out.append(req._out)
+            if req._close:
+                close = True
+                break
+        if transport is None or transport.is_closing():
+            return
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if close:
+            self.stage = CLOSING
+            self.deadline = None
+            pipeline.clear()
+            transport.close()
+            return
+        if pipeline:
+            head = pipeline[0]
+            if head._continue_due:
+                head._continue_due = False
+                transport.write(CONTINUE_100)
+            if head._turn is not None and not head._turn.done():
+                head._turn.set_result(None)
+        elif self.stage == HANDLING:
+            if self.draining:
+                self.stage = CLOSING
+                transport.close()
+                return
+            self._enter(IDLE)
+        if self.read_blockers & PIPELINE_FULL and len(pipeline) <= self.config.limit_pipeline // 2:
+            self._unblock(PIPELINE_FULL)
+
+    def _drop(self, req: Request) -> None:
+        """Forget a request whose answer can no longer be sent."""
+        req._status = req._status or 499
+        req._out = b""
+        req._close = True
+        if self.pipeline and self.pipeline[0] is req:
+            self._flush()
+
+    # -- errors ------------------------------------------------------------------------------------------
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer bad input with ``status`` after the responses already due, then close."""
+        self.stage = CLOSING
+        self.deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        req = self.request
+        self.request = None
+        if req is None or req._status:
+            req = Request(self, "-", self._url, b"", "", self._headers, "1.1", False, self.client)
+            self.pipeline.append(req)
+        req.keep_alive = False
+        req._error = HTTPError(status, reason)
+        req._wake()
+        body = (reason or REASONS.get(status, "Error")).encode("utf-8", "replace")
+        head = b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n" % (
+            status_line(status), self.clock.close, len(body))
+        self._emit(req, head + body, True, status, len(body))
+        self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
+
+    def _on_upgrade(self) -> None:
+        # httptools stops at an Upgrade request after completing it; an h2c upgrade was served as
+        # HTTP/1.1 and closes after its answer. Anything after it on the wire is not parsed.
+        self.stage = CLOSING
+        self.deadline = None
+
+    # -- read pausing -----------------------------------------------------------------------------------
+    def _block(self, reason: int) -> None:
+        if not self.read_blockers and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.read_blockers |= reason
+
+    def _unblock(self, reason: int) -> None:
+        if self.read_blockers & reason:
+            self.read_blockers &= ~reason
+            if not self.read_blockers and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # -- shutdown -------------------------------------------------------------------------------------
+    def start_draining(self) -> None:
+        """Graceful shutdown: close now if idle, else after the responses outstanding."""
+        self.draining = True
+        for req in self.pipeline:
+            req.keep_alive = False
+        if not self.pipeline and self.request is None and self.transport is not None:
+            self.stage = CLOSING
+            self.transport.close()
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.pipeline
+
+    # -- access log -----------------------------------------------------------------------------------
+    def _log_access(self, req: Request, status: int, size: int) -> None:
+        duration_ms = (self.loop.time() - req._start) * 1000.0 if req._start else 0.0
+        client = self.client
+        host = f"{client[0]}:{client[1]}" if client else "-"
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %d %d %.2fms', host, req.method, req.path, req.http_version, status,
+            size, duration_ms,
+            extra={"client": host, "method": req.method, "path": req.path, "status": status,
+                   "bytes": size, "duration_ms": round(duration_ms, 3)},
+        )
+
+
+def _origin_form(url: bytes) -> bytes:
+    """Absolute-form (``http://host/path?q``) to origin-form; ``*`` (OPTIONS) stays as is."""
+    if url == b"*":
+        return url
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise ProtocolError(400, "Invalid request target") from None
+    path = parsed.path or b"/"
+    return path + b"?" + parsed.query if parsed.query else path
+
+
+def _parser_reason(exc: Exception) -> str:
+    text = str(exc) or "Malformed request"
+    return f"Bad Request: {text}"

@@ -1,0 +1,289 @@
+"""Route tree: maps a request path to the Endpoint registered for its shape.
+
+Routes live in a segment-level radix tree, so the cost of a lookup depends on
+the number of path segments, not on how many routes exist.  Fully static
+patterns skip the tree entirely: they sit in a plain dict keyed by the exact
+path, so the commonest lookup is one hash probe.
+
+A parameter is always a whole segment (``/users/{id:int}``); that keeps both
+matching and conflict detection simple and predictable.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Callable, Iterable
+
+__all__ = ["RouteError", "Endpoint", "RadixTree", "parse_pattern", "register_converter"]
+
+
+class RouteError(ValueError):
+    """A bad route pattern or a conflicting registration. Message is ONE clear line naming the pattern(s)."""
+
+
+class _Converter:
+    """How one parameter kind matches a segment and turns it into a value."""
+
+    __slots__ = ("name", "regex", "convert", "priority", "is_path")
+
+    def __init__(self, name: str, regex: str, convert: Callable[[str], Any], priority: int, is_path: bool) -> None:
+        self.name = name
+        self.regex = re.compile(regex)
+        self.convert = convert
+        self.priority = priority
+        self.is_path = is_path
+
+    def sort_key(self) -> tuple[bool, int, str]:
+        # "path" swallows the rest of the URL, so it must be tried after everything else.
+        return (self.is_path, self.priority, self.name)
+
+
+_CONVERTERS: dict[str, _Converter] = {}
+_HEX = "[0-9a-fA-F]"
+for _c in (
+    _Converter("int", "[0-9]+", int, 10, False),
+    _Converter("float", r"[0-9]+(?:\.[0-9]+)?", float, 20, False),
+    _Converter("uuid", f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}", uuid.UUID, 30, False),
+    _Converter("str", "[^/]+", str, 90, False),
+    _Converter("path", ".*", str, 1000, True),
+):
+    _CONVERTERS[_c.name] = _c
+del _c
+_BUILTINS = frozenset(_CONVERTERS)
+
+
+def register_converter(name: str, regex: str, convert: Callable[[str], Any], priority: int = 50) -> None:
+    """Extensible converter registry (like Starlette's, but tiny).
+
+    ``regex`` must match a whole segment (it is applied with fullmatch and a
+    segment never contains "/").  ``convert`` may raise ValueError to reject a
+    segment the regex let through.  Lower ``priority`` is tried first; the
+    built-ins use int=10, float=20, uuid=30, str=90.  Re-registering a custom
+    name replaces it for patterns parsed afterwards; built-ins are fixed.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"converter name {name!r} must be a valid identifier")
+    if name in _BUILTINS:
+        raise ValueError(f"converter {name!r} is built in and cannot be replaced; pick another name")
+    if not callable(convert):
+        raise ValueError(f"converter {name!r}: convert must be callable, got {convert!r}")
+    if not isinstance(priority, int):
+        raise ValueError(f"converter {name!r}: priority must be an int, got {priority!r}")
+    try:
+        _CONVERTERS[name] = _Converter(name, regex, convert, priority, False)
+    except (re.error, TypeError) as exc:
+        raise ValueError(f"converter {name!r}: invalid regex {regex!r} ({exc})") from None
+
+
+class Endpoint:
+    """Everything registered for one path shape."""
+
+    __slots__ = ("pattern", "handlers", "allow")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        # METHOD -> (route object, param names in order); names may differ per method.
+        self.handlers: dict[str, tuple[object, tuple[str, ...]]] = {}
+        self.allow = ""
+
+    def _refresh_allow(self) -> None:
+        # Precomputed once per registration so 405 responses cost nothing extra.
+        methods = set(self.handlers)
+        if "GET" in methods:
+            methods.add("HEAD")
+        self.allow = ", ".join(sorted(methods))
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.pattern} [{self.allow}]>"
+
+
+class _Node:
+    """One segment position: static children by text, parameter children by priority."""
+
+    __slots__ = ("static", "params", "endpoint")
+
+    def __init__(self) -> None:
+        self.static: dict[str, _Node] = {}
+        self.params: list[tuple[_Converter, _Node]] = []
+        self.endpoint: Endpoint | None = None
+
+    def param_child(self, conv: _Converter) -> _Node:
+        for existing, child in self.params:
+            if existing.name == conv.name:
+                return child
+        child = _Node()
+        self.params.append((conv, child))
+        self.params.sort(key=lambda pair: pair[0].sort_key())
+        return child
+
+
+def _parse(pattern: str) -> tuple[list[str | _Converter], tuple[str, ...]]:
+    """Split a pattern into static strings / converters, validating as we go."""
+    if not isinstance(pattern, str) or not pattern.startswith("/"):
+        raise RouteError(f"route pattern {pattern!r} must start with '/'")
+    parts = pattern[1:].split("/")
+    segments: list[str | _Converter] = []
+    names: list[str] = []
+    for index, seg in enumerate(parts):
+        if "{" not in seg and "}" not in seg:
+            segments.append(seg)
+            continue
+        if not (seg.startswith("{") and seg.endswith("}")) or seg.count("{") != 1 or seg.count("}") != 1:
+            raise RouteError(
+                f"route pattern {pattern!r}: segment {seg!r} has stray or unbalanced braces; "
+                "a parameter must be a whole segment such as '{name}' or '{name:int}'"
+            )
+        name, sep, conv_name = seg[1:-1].partition(":")
+        if not name.isidentifier():
+            raise RouteError(f"route pattern {pattern!r}: parameter name {name!r} must be a valid Python identifier")
+        if name in names:
+            raise RouteError(f"route pattern {pattern!r}: parameter {name!r} appears twice; give each parameter a unique name")
+        conv = _CONVERTERS.get(conv_name if sep else "str")
+        if conv is None:
+            known = ", ".join(sorted(_CONVERTERS))
+            raise RouteError(f"route pattern {pattern!r}: unknown converter {conv_name!r} (known: {known})")
+        if conv.is_path and index != len(parts) - 1:
+            raise RouteError(f"route pattern {pattern!r}: '{{{name}:path}}' must be the last segment")
+        segments.append(conv)
+        names.append(name)
+    return segments, tuple(names)
+
+
+def _shape(segments: list[str | _Converter]) -> tuple[str, ...]:
+    # Braces never occur in static segments, so "{int}" cannot collide with one.
+    return tuple(s if isinstance(s, str) else "{" + s.name + "}" for s in segments)
+
+
+def parse_pattern(pattern: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """-> (shape key segments, param names). Validates; raises RouteError.
+
+    Param segments appear in the shape as "{converter}" so that patterns
+    differing only in parameter names share a shape (and hence conflict).
+    """
+    segments, names = _parse(pattern)
+    return _shape(segments), names
+
+
+def _show(pattern: str) -> str:
+    # Keep error messages on one line even for patterns with odd characters.
+    return pattern if pattern.isprintable() else repr(pattern)
+
+
+def _walk(node: _Node, segs: list[str], i: int, values: list) -> Endpoint | None:
+    """Depth-first search: static child, then params by priority, backtracking on failure.
+
+    Recursion depth is bounded by the deepest registered pattern, not by the
+    request path, because the walk stops as soon as no child matches.
+    """
+    if i == len(segs):
+        return node.endpoint
+    seg = segs[i]
+    child = node.static.get(seg)
+    if child is not None:
+        found = _walk(child, segs, i + 1, values)
+        if found is not None:
+            return found
+    for conv, child in node.params:
+        if conv.is_path:
+            if child.endpoint is not None:
+                values.append("/".join(segs[i:]))
+                return child.endpoint
+            continue
+        if conv.regex.fullmatch(seg) is None:
+            continue
+        try:
+            value = conv.convert(seg)
+        except ValueError:  # e.g. int() digit limit, or a custom converter's veto
+            continue
+        values.append(value)
+        found = _walk(child, segs, i + 1, values)
+        if found is not None:
+            return found
+        values.pop()
+    return None
+
+
+class RadixTree:
+    """All routes of an app; ``match`` is called once per request."""
+
+    __slots__ = ("_root", "_static", "_shapes", "_owners", "_endpoints", "_count")
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._static: dict[str, Endpoint] = {}  # exact path -> Endpoint, for param-free patterns
+        self._shapes: dict[tuple[str, ...], Endpoint] = {}
+        self._owners: dict[tuple[tuple[str, ...], str], str] = {}  # (shape, method) -> pattern
+        self._endpoints: list[Endpoint] = []
+        self._count = 0
+
+    def add(self, pattern: str, methods: Iterable[str], route: object) -> Endpoint:
+        """Register ``route`` for ``methods`` on ``pattern``; all-or-nothing on error.
+
+        A bare string is taken as one method.  Methods are upper-cased; HEAD
+        is not added to handlers (only to ``allow``).
+        """
+        segments, names = _parse(pattern)
+        shape = _shape(segments)
+        if isinstance(methods, str):
+            methods = (methods,)
+        wanted: list[str] = []
+        for method in methods:
+            if not isinstance(method, str) or not method or not method.isprintable() or " " in method:
+                raise RouteError(f"route {_show(pattern)}: invalid method {method!r}")
+            method = method.upper()
+            if method not in wanted:
+                wanted.append(method)
+        if not wanted:
+            raise RouteError(f"route {_show(pattern)} has no methods; pass at least one, e.g. ['GET']")
+
+        endpoint = self._shapes.get(shape)
+        if endpoint is None:
+            endpoint = Endpoint(pattern)
+            if all(isinstance(s, str) for s in segments):
+                self._static[pattern] = endpoint
+            else:
+                node = self._root
+                for seg in segments:
+                    node = node.static.setdefault(seg, _Node()) if isinstance(seg, str) else node.param_child(seg)
+                node.endpoint = endpoint
+            self._shapes[shape] = endpoint
+            self._endpoints.append(endpoint)
+        else:
+            for method in wanted:
+                if method in endpoint.handlers:
+                    other = self._owners[(shape, method)]
+                    raise RouteError(
+                        f"route {method} {_show(pattern)} conflicts with {method} {_show(other)}: "
+                        "they match exactly the same paths"
+                    )
+
+        for method in wanted:
+            endpoint.handlers[method] = (route, names)
+            self._owners[(shape, method)] = pattern
+        endpoint._refresh_allow()
+        self._count += len(wanted)
+        return endpoint
+
+    def match(self, path: str) -> tuple[Endpoint, list] | None:
+        """Find the Endpoint for a request path (no query string, not decoded).
+
+        Returns (endpoint, converted param values in pattern order), or None.
+        The method is not considered: a 405 is the caller's decision.
+        """
+        endpoint = self._static.get(path)
+        if endpoint is not None:
+            return endpoint, []
+        if path[:1] != "/":
+            return None
+        values: list = []
+        endpoint = _walk(self._root, path[1:].split("/"), 0, values)
+        return None if endpoint is None else (endpoint, values)
+
+    def __len__(self) -> int:
+        """Number of (pattern, method) registrations."""
+        return self._count
+
+    def endpoints(self) -> list[Endpoint]:
+        """Endpoints in first-registration order (a copy)."""
+        return list(self._endpoints)

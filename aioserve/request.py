@@ -1,0 +1,179 @@
+"""The request model.
+
+One ``Request`` per request, built when its head is parsed. It decodes lazily: headers, query and
+cookies are parsed the first time a handler asks. The body is delivered by the connection
+(``HttpProtocol``) as it arrives; ``body()``, ``json()`` and ``stream()`` read it, and reading is what
+triggers ``100 Continue`` and un-pauses a transport paused for backpressure.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import orjson
+
+from .datastructures import Headers, QueryParams, RawHeaders, parse_cookies
+from .errors import ClientDisconnected, HTTPError
+
+if TYPE_CHECKING:
+    from .protocol import HttpProtocol
+
+
+class Request:
+    __slots__ = (
+        # what the client sent
+        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "path_params",
+        "client", "scheme", "route", "_raw_headers", "_headers", "_query", "_cookies", "_state",
+        # the body, as the connection delivers it
+        "_conn", "_chunks", "_received", "_complete", "_waiter", "_expect_continue", "_disconnected",
+        "_body", "max_body_size",
+        # response bookkeeping, owned by the connection
+        "_out", "_turn", "_close", "_start", "_status", "_task", "_error", "_continue_due",
+    )
+
+    def __init__(
+        self,
+        conn: HttpProtocol | None,
+        method: str,
+        raw_path: bytes,
+        query_string: bytes,
+        path: str,
+        raw_headers: RawHeaders,
+        http_version: str = "1.1",
+        keep_alive: bool = True,
+        client: tuple[str, int] | None = None,
+        scheme: str = "http",
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.query_string = query_string
+        self.path = path
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.client = client
+        self.scheme = scheme
+        self.path_params: dict[str, Any] = {}
+        self.route: Any = None
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
+        self._query: QueryParams | None = None
+        self._cookies: dict[str, str] | None = None
+        self._state: dict[str, Any] | None = None
+        self._conn = conn
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._complete = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._expect_continue = False
+        self._disconnected = False
+        self._body: bytes | None = None
+        self.max_body_size: int | None = None
+        self._out: bytes | None = None
+        self._turn: asyncio.Future[None] | None = None
+        self._close = False
+        self._start = 0.0
+        self._status = 0
+        self._task: asyncio.Task[None] | None = None
+        self._error: Exception | None = None  # a routing or body error to raise to the reader
+        self._continue_due = False
+
+    # -- lazily parsed views -----------------------------------------------------------------------
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+        return self._headers
+
+    @property
+    def query(self) -> QueryParams:
+        if self._query is None:
+            self._query = QueryParams(self.query_string)
+        return self._query
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            cookies: dict[str, str] = {}
+            for value in self.headers.getall("cookie"):
+                for k, v in parse_cookies(value).items():
+                    cookies.setdefault(k, v)
+            self._cookies = cookies
+        return self._cookies
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A per-request dict for middleware and handlers to share data."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def is_disconnected(self) -> bool:
+        return self._disconnected
+
+    # -- body --------------------------------------------------------------------------------------
+    async def body(self) -> bytes:
+        """The whole body (bounded by the route's ``max_body_size``: past it, 413)."""
+        if self._body is None:
+            while not self._complete:
+                await self._wait_for_body()
+            chunks = self._chunks
+            self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._chunks = []
+            if self._conn is not None:
+                self._conn.body_consumed(self)
+        return self._body
+
+    async def json(self) -> Any:
+        """The body parsed as JSON; invalid JSON ends the request with 400."""
+        try:
+            return orjson.loads(await self.body())
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, f"Invalid JSON body: {exc}") from None
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield the body chunk by chunk as it arrives, in constant memory."""
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        while True:
+            if self._chunks:
+                chunks = self._chunks
+                self._chunks = []
+                if self._conn is not None:
+                    self._conn.body_consumed(self)
+                for piece in chunks:
+                    yield piece
+            elif self._complete:
+                self._body = b""
+                return
+            else:
+                await self._wait_for_body()
+
+    async def _wait_for_body(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._disconnected:
+            raise ClientDisconnected("client disconnected before sending the whole body")
+        if self._conn is None:  # built by hand (tests): no more body will come
+            self._complete = True
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        self._conn.body_wanted(self)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        if self._error is not None:
+            raise self._error
+        if self._disconnected and not self._complete:
+            raise ClientDisconnected("client disconnected before sending the whole body")
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path}>"

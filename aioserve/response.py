@@ -1,0 +1,168 @@
+"""The response model and its helpers.
+
+A ``Response`` holds its status, headers and the body bytes, rendered once. Framing headers
+(Content-Length, Transfer-Encoding, Connection, Date, Server) belong to the server: it writes them from
+what it knows about the connection, and ignores any the application sets.
+"""
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from typing import Any, AsyncIterable
+from urllib.parse import quote
+
+import orjson
+
+from .datastructures import HeadersInit, MutableHeaders
+from .wire import HTML_TYPE, JSON_TYPE, OCTET_TYPE, TEXT_TYPE, status_line
+
+#: Header names the server writes itself; application values for them are not sent.
+MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"})
+
+
+class Response:
+    """``Response(body=b"", status=200, headers=None, content_type=None)``.
+
+    A ``str`` body is UTF-8 encoded (and defaults to text/plain); ``bytes`` default to
+    application/octet-stream when a body is given.
+    """
+
+    __slots__ = ("body", "status", "headers")
+
+    def __init__(
+        self,
+        body: bytes | str = b"",
+        status: int = 200,
+        headers: HeadersInit = None,
+        content_type: str | None = None,
+    ) -> None:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if content_type is None:
+                content_type = TEXT_TYPE
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        elif not isinstance(body, bytes):
+            raise TypeError(f"Response body must be bytes or str, not {type(body).__name__}; use json() for objects")
+        self.body: bytes = body
+        self.status = int(status)
+        self.headers = MutableHeaders(headers)
+        if content_type is None and body:
+            content_type = OCTET_TYPE
+        if content_type is not None and "content-type" not in self.headers:
+            self.headers.add("Content-Type", content_type)
+
+    # -- cookies ---------------------------------------------------------------------------------
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        max_age: int | None = None,
+        expires: int | float | str | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header. ``expires`` is seconds from now (number) or an HTTP date string."""
+        parts = [f"{key}={quote(value, safe='')}"]
+        if max_age is not None:
+            parts.append(f"Max-Age={int(max_age)}")
+        if expires is not None:
+            if isinstance(expires, (int, float)):
+                expires = formatdate(time.time() + expires, usegmt=True)
+            parts.append(f"Expires={expires}")
+        if path is not None:
+            parts.append(f"Path={path}")
+        if domain is not None:
+            parts.append(f"Domain={domain}")
+        if secure:
+            parts.append("Secure")
+        if httponly:
+            parts.append("HttpOnly")
+        if samesite is not None:
+            if samesite.lower() not in ("strict", "lax", "none"):
+                raise ValueError("samesite must be 'strict', 'lax' or 'none'")
+            parts.append(f"SameSite={samesite.capitalize()}")
+        self.headers.add("Set-Cookie", "; ".join(parts))
+
+    def delete_cookie(
+        self, key: str, path: str = "/", domain: str | None = None, secure: bool = False,
+        httponly: bool = False, samesite: str | None = "lax",
+    ) -> None:
+        self.set_cookie(key, "", max_age=0, expires="Thu, 01 Jan 1970 00:00:00 GMT", path=path,
+                        domain=domain, secure=secure, httponly=httponly, samesite=samesite)
+
+    # -- wire ------------------------------------------------------------------------------------
+    def wants_close(self) -> bool:
+        value = self.headers.get("connection")
+        return value is not None and "close" in value.lower()
+
+    def encode_head(self, framing: bytes, tail: bytes) -> bytes:
+        """Status line, application headers, the server's framing line(s) and tail, blank line."""
+        lines = [status_line(self.status)]
+        for name, value in self.headers._list:
+            if name.lower() not in MANAGED_HEADERS:
+                lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        lines.append(framing)
+        lines.append(tail)
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, body={len(self.body)} bytes)"
+
+
+class StreamResponse(Response):
+    """A response whose body comes from an async iterable of ``str`` or ``bytes`` chunks.
+
+    Sent chunked to HTTP/1.1 clients (close-delimited to HTTP/1.0), and produced no faster than the
+    client reads: the iterator is not advanced while the transport is paused.
+    """
+
+    __slots__ = ("iterator",)
+
+    def __init__(
+        self,
+        iterator: AsyncIterable[bytes | str],
+        status: int = 200,
+        headers: HeadersInit = None,
+        content_type: str | None = None,
+    ) -> None:
+        if not hasattr(iterator, "__aiter__"):
+            raise TypeError("stream() takes an async iterable (an async generator, for example)")
+        super().__init__(b"", status, headers, content_type or None)
+        self.iterator = iterator
+
+
+def text(content: str, status: int = 200, headers: HeadersInit = None) -> Response:
+    return Response(content, status, headers, TEXT_TYPE)
+
+
+def html(content: str, status: int = 200, headers: HeadersInit = None) -> Response:
+    return Response(content, status, headers, HTML_TYPE)
+
+
+def json(obj: Any, status: int = 200, headers: HeadersInit = None) -> Response:
+    """JSON via orjson (dataclasses, datetimes, UUIDs and numpy arrays serialise natively)."""
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, JSON_TYPE)
+
+
+def redirect(url: str, status: int = 307, headers: HeadersInit = None) -> Response:
+    if not 300 <= status < 400:
+        raise ValueError(f"redirect status must be 3xx, not {status}")
+    response = Response(b"", status, headers)
+    response.headers["Location"] = quote(url, safe=":/%#?=@[]!$&'()*+,;~")
+    return response
+
+
+def stream(
+    iterable: AsyncIterable[bytes | str],
+    status: int = 200,
+    headers: HeadersInit = None,
+    content_type: str | None = None,
+) -> StreamResponse:
+    return StreamResponse(iterable, status, headers, content_type)
+
+

@@ -1,0 +1,134 @@
+"""Route declarations: the decorators shared by ``Router`` and ``App``.
+
+A ``Router`` only collects routes; ``App.include(router, prefix=...)`` registers them in the app's
+radix tree (``radix.py``), where conflicts are detected. Everything about a route (its pattern,
+parameters, limits) is worked out here, once, at registration.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+
+from .radix import RouteError, parse_pattern
+
+Handler = Callable[..., Awaitable[Any]]
+H = TypeVar("H", bound=Handler)
+
+#: Marks a per-route setting left to the server-wide default.
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__bool__": lambda self: False})()
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
+
+
+class Route:
+    """One handler for a pattern and a set of methods, with its per-route settings."""
+
+    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params")
+
+    def __init__(
+        self,
+        pattern: str,
+        methods: Iterable[str],
+        handler: Handler,
+        name: str | None = None,
+        max_body_size: int | None = UNSET,
+    ) -> None:
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
+        self.pattern = pattern
+        self.methods = tuple(sorted({m.upper() for m in methods}))
+        if not self.methods:
+            raise RouteError(f"route {pattern} has no methods")
+        self.handler = handler
+        self.name = name or getattr(handler, "__name__", pattern)
+        _, self.param_names = parse_pattern(pattern)
+        self.has_params = bool(self.param_names)
+        if max_body_size is not UNSET and max_body_size is not None and max_body_size < 0:
+            raise ValueError(f"max_body_size for {pattern} must be >= 0 or None")
+        self.max_body_size = max_body_size
+        _check_signature(handler, pattern, self.param_names)
+
+    def with_prefix(self, prefix: str) -> Route:
+        return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size)
+
+    def __repr__(self) -> str:
+        return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
+
+
+def _join(prefix: str, pattern: str) -> str:
+    if not prefix:
+        return pattern
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        raise RouteError(f"prefix {prefix!r} must start with '/' and not end with '/'")
+    return prefix if pattern == "/" else prefix + pattern
+
+
+def _check_signature(handler: Handler, pattern: str, names: tuple[str, ...]) -> None:
+    """Fail at registration, not at the first request, when the handler cannot take its parameters."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):  # builtins, odd callables: trust the user
+        return
+    params = sig.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = [n for n in names if n not in accepted]
+    if missing:
+        raise RouteError(
+            f"handler {handler.__qualname__} for {pattern} must accept the path parameter(s) {', '.join(missing)}"
+        )
+
+
+class Router:
+    """Collects routes with decorators; servable on its own (the CLI wraps it in a default ``App``)."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add_route(
+        self, path: str, handler: Handler, methods: Iterable[str] = ("GET",), *,
+        name: str | None = None, max_body_size: int | None = UNSET,
+    ) -> Route:
+        route = Route(path, methods, handler, name, max_body_size)
+        self._add(route)
+        return route
+
+    def _add(self, route: Route) -> None:
+        self.routes.append(route)
+
+    def route(
+        self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
+        max_body_size: int | None = UNSET,
+    ) -> Callable[[H], H]:
+        def decorator(handler: H) -> H:
+            self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size)
+            return handler
+
+        return decorator
+
+    def get(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["GET"], **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["POST"], **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["PUT"], **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["PATCH"], **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["DELETE"], **options)
+
+    def options(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["OPTIONS"], **options)
+
+    def head(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route(path, ["HEAD"], **options)
+
+    def include(self, router: Router, prefix: str = "") -> None:
+        """Add every route of ``router`` under ``prefix`` (e.g. ``"/api"``)."""
+        for route in router.routes:
+            self._add(route.with_prefix(prefix))
