@@ -159,10 +159,18 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except ProtocolError as exc:
-            self._reject(exc.status, exc.reason)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__  # httptools wraps what our callbacks raise
+            if isinstance(cause, ProtocolError):
+                self._reject(cause.status, cause.reason)
+            else:
+                error_logger.error("Internal error while parsing a request", exc_info=cause)
+                self._reject(500, "Internal Server Error")
         except httptools.HttpParserUpgrade:
-            self._on_upgrade()
+            if self.stage != CLOSING and self.parser.get_method() == b"PRI":
+                self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
+            else:
+                self._on_upgrade()
         except httptools.HttpParserInvalidMethodError:
             self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
