@@ -40,9 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body in bytes (default 1048576; -1 for no limit)")
     p.add_argument("--limit-pipeline", type=int, default=32,
                    help="pipelined requests queued per connection before reading pauses (default 32)")
+    p.add_argument("--limit-request-line", type=int, default=8192,
+                   help="longest request target in bytes; 414 past it (default 8192)")
+    p.add_argument("--limit-request-fields", type=int, default=100,
+                   help="most header fields in a request; 431 past it (default 100)")
+    p.add_argument("--limit-request-header-size", type=int, default=32768,
+                   help="largest header section in bytes; 431 past it (default 32768)")
+    p.add_argument("--limit-connections", type=int, default=None,
+                   help="most open connections; past it a new one gets 503 and is closed (default none)")
     p.add_argument("--timeout-keep-alive", type=float, default=75.0, help="idle keep-alive timeout, s (default 75)")
     p.add_argument("--timeout-header", type=float, default=15.0, help="time to send a request head, s (default 15)")
     p.add_argument("--timeout-body", type=float, default=30.0, help="time a stalled body may wait, s (default 30)")
+    p.add_argument("--timeout-write", type=float, default=30.0,
+                   help="how long a client may leave a response unread before it is dropped, s (default 30; 0 off)")
     p.add_argument("--timeout-graceful-shutdown", type=float, default=30.0,
                    help="how long shutdown waits for in-flight requests, s (default 30)")
     p.add_argument("--version", action="version", version=f"aioserve {__version__}")
@@ -103,6 +113,11 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "backlog": args.backlog,
         "max_body_size": None if args.max_body_size < 0 else args.max_body_size,
         "limit_pipeline": args.limit_pipeline,
+        "limit_request_line": args.limit_request_line,
+        "limit_request_fields": args.limit_request_fields,
+        "limit_request_header_size": args.limit_request_header_size,
+        "limit_connections": args.limit_connections,
+        "timeout_write": args.timeout_write or None,
         "timeout_keep_alive": args.timeout_keep_alive,
         "timeout_header": args.timeout_header,
         "timeout_body": args.timeout_body,

@@ -21,11 +21,16 @@ class Config:
     backlog: int = 2048
     # limits
     max_body_size: int | None = 1 * MiB
+    limit_request_line: int = 8192  # bytes of the request target (414 past it)
+    limit_request_fields: int = 100  # header fields (431 past it)
+    limit_request_header_size: int = 32768  # bytes of the header section (431 past it)
     limit_pipeline: int = 32  # queued requests per connection before reading pauses (resumes at half)
+    limit_connections: int | None = None  # open connections; past it a new one gets 503 and is closed
     # timeouts (seconds)
     timeout_keep_alive: float = 75.0
     timeout_header: float = 15.0
     timeout_body: float = 30.0
+    timeout_write: float | None = 30.0
     timeout_graceful_shutdown: float | None = 30.0
 
     @classmethod
@@ -43,8 +48,11 @@ class Config:
             raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ValueError("max_body_size must be >= 0 or None")
-        if self.limit_pipeline < 1:
-            raise ValueError("limit_pipeline must be >= 1")
+        for name in ("limit_pipeline", "limit_request_line", "limit_request_fields", "limit_request_header_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.limit_connections is not None and self.limit_connections < 1:
+            raise ValueError("limit_connections must be >= 1 or None")
         for name in ("timeout_keep_alive", "timeout_header", "timeout_body"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

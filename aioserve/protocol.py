@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,10 @@ PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
 
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
 
+_CHECKED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"upgrade", b"content-length"})
+# RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
+_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?\])(?::[0-9]{0,5})?\Z")
+
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
 # Python 3.12+ runs a new task's first step at once; a handler that never suspends then finishes
@@ -75,7 +80,8 @@ class HttpProtocol(asyncio.Protocol):
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
         # the request being parsed
-        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length",
+        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts",
+        "_head_size", "_partial_line", "write_timer",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -105,10 +111,21 @@ class HttpProtocol(asyncio.Protocol):
         self._expect_continue = False
         self._upgrade: bytes | None = None
         self._content_length = -1
+        self._hosts = 0
+        self._head_size = 0
+        self._partial_line = 0
+        self.write_timer: asyncio.TimerHandle | None = None
 
     # -- connection events ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        limit = self.config.limit_connections
+        if limit is not None and len(self.state.connections) >= limit:
+            # Over capacity: one cheap answer, then close. Never counted as a connection.
+            self.stage = CLOSING
+            transport.write(self._error_bytes(503, "Server is at its connection limit; retry shortly"))
+            transport.close()
+            return
         self.state.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -125,6 +142,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
         for req in self.pipeline:
             req._disconnected = True
             req._wake()
@@ -146,9 +166,21 @@ class HttpProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         self._block(WRITE_PAUSED)
+        if self.write_timer is None and self.config.timeout_write:
+            self.write_timer = self.loop.call_later(self.config.timeout_write, self._on_write_timeout)
+
+    def _on_write_timeout(self) -> None:
+        """The client has not read for ``timeout_write`` seconds: drop it, freeing what it holds."""
+        self.write_timer = None
+        if self.write_paused and self.transport is not None:
+            self.stage = CLOSING
+            self.transport.abort()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -175,7 +207,18 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
             if self.stage != CLOSING:
-                self._reject(400, _parser_reason(exc))
+                if str(exc) == "Invalid HTTP version":
+                    self._reject(505, "HTTP version not supported; use HTTP/1.1")
+                else:
+                    self._reject(400, _parser_reason(exc))
+            return
+        if self.stage == HEAD:
+            # httptools holds an unfinished header line internally; bound it from the outside.
+            newline = data.rfind(b"\n")
+            self._partial_line = self._partial_line + len(data) if newline < 0 else len(data) - newline - 1
+            if self._partial_line + self._head_size > self.config.limit_request_header_size:
+                self._reject(431, "Request header fields too large")
+                return
         if len(self.pipeline) > self.config.limit_pipeline:
             self._block(PIPELINE_FULL)
 
@@ -226,16 +269,44 @@ class HttpProtocol(asyncio.Protocol):
         self._expect_continue = False
         self._upgrade = None
         self._content_length = -1
+        self._hosts = 0
+        self._head_size = 0
         if self.stage != HEAD:  # HEAD already: the first request, whose deadline runs from connect
             self._enter(HEAD)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self.config.limit_request_line:
+            raise ProtocolError(414, "Request URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        self._headers.append((name, value))
-        if name == b"expect":
+        headers = self._headers
+        headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        self._partial_line = 0
+        if self._head_size > self.config.limit_request_header_size:
+            raise ProtocolError(431, "Request header fields too large")
+        if len(headers) > self.config.limit_request_fields:
+            raise ProtocolError(431, "Too many request header fields")
+        if name in _CHECKED_HEADERS:
+            self._check_header(name, value)
+
+    def _check_header(self, name: bytes, value: bytes) -> None:
+        """The few headers that decide framing or routing: checked here, once, as they arrive."""
+        if name == b"host":
+            self._hosts += 1
+            if self._hosts > 1:
+                raise ProtocolError(400, "More than one Host header")
+            if not _HOST.match(value):
+                raise ProtocolError(400, "Invalid Host header")
+        elif name == b"transfer-encoding":
+            codings = [c.strip() for c in value.lower().split(b",")]
+            if codings[-1] != b"chunked":
+                raise ProtocolError(400, "Transfer-Encoding must end with chunked")
+            if len(codings) > 1:
+                raise ProtocolError(501, "Only the chunked transfer coding is supported")
+        elif name == b"expect":
             if value.lower() == b"100-continue":
                 self._expect_continue = True
         elif name == b"upgrade":
@@ -250,6 +321,8 @@ class HttpProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise ProtocolError(505, f"HTTP version {version} is not supported")
+        if self._hosts == 0 and version == "1.1":
+            raise ProtocolError(400, "Missing Host header")
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
@@ -296,6 +369,7 @@ class HttpProtocol(asyncio.Protocol):
         if req is None:
             return
         req._received += len(body)
+        self.deadline = self.loop.time() + self.config.timeout_body  # an inactivity timer: any byte extends it
         limit = req.max_body_size
         if limit is not None and req._received > limit:
             raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
@@ -555,11 +629,14 @@ class HttpProtocol(asyncio.Protocol):
         req.keep_alive = False
         req._error = HTTPError(status, reason)
         req._wake()
-        body = (reason or REASONS.get(status, "Error")).encode("utf-8", "replace")
-        head = b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n" % (
-            status_line(status), self.clock.close, len(body))
-        self._emit(req, head + body, True, status, len(body))
+        data = self._error_bytes(status, reason)
+        self._emit(req, data, True, status, len(data))
         self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
+
+    def _error_bytes(self, status: int, reason: str) -> bytes:
+        body = (reason or REASONS.get(status, "Error")).encode("utf-8", "replace")
+        return b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (
+            status_line(status), self.clock.close, len(body), body)
 
     def _on_upgrade(self) -> None:
         # httptools stops at an Upgrade request after completing it; an h2c upgrade was served as
