@@ -156,6 +156,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # A client may half-close after sending its request: answer what is outstanding, then close.
+        # A request cut off mid-body can never complete: its reader hears ClientDisconnected.
+        req = self.request
+        if req is not None:
+            req._disconnected = True
+            req._wake()
+            return False
         if self.pipeline:
             self.stage = CLOSING
             for req in self.pipeline:
@@ -281,6 +287,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        if value and (value[-1] == 32 or value[-1] == 9):  # trailing OWS is not part of the value
+            value = value.rstrip(b" \t")
         headers = self._headers
         headers.append((name, value))
         self._head_size += len(name) + len(value) + 4

@@ -1,0 +1,229 @@
+"""``python -m aioserve`` run as a real subprocess."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+import aioserve
+from helpers import INFLIGHT_MARKER, CliServer, run_cli, sync_client
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def _get(url: str, **kwargs) -> httpx.Response:
+    with sync_client() as client:
+        return client.get(url, **kwargs)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_serves_hello_app(loop):
+    with CliServer(["examples.hello:app", "--host", "127.0.0.1", "--port", "0", "--loop", loop]) as srv:
+        srv.wait_listening()
+        r = _get(srv.url("/"))
+        assert r.status_code == 200
+        assert r.text == "Hello, World!"
+        assert r.headers["server"] == "aioserve"
+        assert "date" in r.headers
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_serves_router_target(loop):
+    with CliServer(["examples.routes:routes", "--port", "0", "--host", "127.0.0.1", "--loop", loop]) as srv:
+        srv.wait_listening()
+        r = _get(srv.url("/"))
+        assert r.status_code == 200
+        r = _get(srv.url("/items/2"))
+        assert r.status_code == 200
+        assert r.json()["id"] == 2
+        assert _get(srv.url("/definitely/missing")).status_code == 404
+
+
+def test_factory_flag():
+    with CliServer(["examples.scoring:create_app", "--factory", "--port", "0", "--host", "127.0.0.1"]) as srv:
+        srv.wait_listening()
+        r = _get(srv.url("/health"))
+        assert r.status_code == 200
+        assert r.json()["status"] == "ok"
+
+
+def test_factory_flag_with_test_helper_factory():
+    with CliServer(["tests.helpers:create_inflight_app", "--factory", "--port", "0", "--host", "127.0.0.1"]) as srv:
+        srv.wait_listening()
+        assert _get(srv.url("/")).text == "ready"
+
+
+def test_factory_target_without_flag_is_an_error():
+    # A plain function is not servable unless --factory is given.
+    result = run_cli(["examples.scoring:create_app", "--port", "0", "--host", "127.0.0.1"])
+    _assert_one_line_error(result)
+
+
+def test_unix_domain_socket(tmp_path):
+    path = tmp_path / "aioserve.sock"
+    with CliServer(["examples.hello:app", "--uds", str(path)]) as srv:
+        reported = srv.wait_listening_unix()
+        assert reported == str(path)
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport, trust_env=False, timeout=10) as client:
+            r = client.get("http://localhost/")
+        assert r.status_code == 200
+        assert r.text == "Hello, World!"
+
+
+def test_version():
+    result = run_cli(["--version"])
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert aioserve.__version__ in out
+    assert re.search(r"\d+\.\d+", out)
+
+
+def test_help():
+    result = run_cli(["--help"])
+    assert result.returncode == 0, result.stderr
+    for flag in ("--host", "--port", "--uds", "--loop", "--factory", "--log-level", "--access-log", "--version"):
+        assert flag in result.stdout, flag
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got:\n{result.stderr}"
+    assert lines[0].startswith("aioserve: error:"), lines[0]
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["nosuchmodule:app", "examples.hello:missing", "os:sep", "noколон", "examples.hello:", ":app"],
+)
+def test_bad_target_is_one_line_error(target):
+    result = run_cli([target, "--port", "0", "--host", "127.0.0.1"])
+    _assert_one_line_error(result)
+
+
+def test_error_names_the_problem():
+    result = run_cli(["nosuchmodule:app"])
+    assert "nosuchmodule" in result.stderr
+    result = run_cli(["examples.hello:missing"])
+    assert "missing" in result.stderr
+
+
+def test_unknown_flag_is_an_error():
+    result = run_cli(["examples.hello:app", "--no-such-flag"])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "--no-such-flag" in result.stderr
+
+
+def test_missing_target_is_an_error():
+    result = run_cli([])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_signal_graceful_shutdown_finishes_in_flight(sig, loop):
+    with CliServer(["tests.helpers:inflight_app", "--port", "0", "--host", "127.0.0.1", "--loop", loop]) as srv:
+        srv.wait_listening()
+        assert _get(srv.url("/")).text == "ready"
+
+        result: dict = {}
+
+        def do_request():
+            try:
+                result["response"] = _get(srv.url("/inflight"))
+            except Exception as exc:  # reported by the assertion below
+                result["error"] = exc
+
+        worker = threading.Thread(target=do_request, daemon=True)
+        worker.start()
+        srv.wait_for_line(INFLIGHT_MARKER, timeout=10)
+        srv.signal(sig)
+        worker.join(timeout=15)
+        assert not worker.is_alive(), "the in-flight request never completed"
+        assert "error" not in result, f"in-flight request failed: {result.get('error')!r}\n{srv.stderr_text()}"
+        response = result["response"]
+        assert response.status_code == 200
+        assert response.text == "finished"
+        rc = srv.wait(timeout=20)
+        assert rc == 0, f"exit code {rc}; stderr:\n{srv.stderr_text()}"
+        assert "Traceback" not in srv.stderr_text()
+
+
+def test_access_log_flag():
+    with CliServer(["examples.hello:app", "--port", "0", "--host", "127.0.0.1", "--access-log"]) as srv:
+        srv.wait_listening()
+        assert _get(srv.url("/?probe=1")).status_code == 200
+        srv.wait_for_line(re.compile(r"GET /\?probe=1.*200|GET /.*200"), timeout=10)
+
+
+def test_no_access_log_flag():
+    with CliServer(["examples.hello:app", "--port", "0", "--host", "127.0.0.1", "--no-access-log"]) as srv:
+        srv.wait_listening()
+        assert _get(srv.url("/")).status_code == 200
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(timeout=20) == 0
+        assert not any('"GET /' in line or "GET / " in line for line in srv.stderr_lines), srv.stderr_text()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_log_level_warning_hides_info_lines():
+    port = _free_port()
+    args = ["examples.hello:app", "--port", str(port), "--host", "127.0.0.1", "--log-level", "warning", "--access-log"]
+    with CliServer(args) as srv:
+        # The "Listening on" line is INFO, so it must not appear: find out that
+        # the server is up by connecting (bounded: 100 tries over ~10 s).
+        response = None
+        with sync_client(timeout=2) as client:
+            for _ in range(100):
+                assert srv.proc.poll() is None, srv.stderr_text()
+                try:
+                    response = client.get(f"http://127.0.0.1:{port}/")
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)  # waiting for a subprocess to bind; no event exists
+        assert response is not None and response.status_code == 200
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(timeout=20) == 0
+        text = srv.stderr_text()
+        assert "Listening on" not in text
+        assert "GET /" not in text
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_against_cli_example():
+    with CliServer(["examples.hello:app", "--port", "0", "--host", "127.0.0.1"]) as srv:
+        srv.wait_listening()
+        result = subprocess.run(
+            ["curl", "-si", "--noproxy", "*", "--max-time", "10", srv.url("/")],
+            capture_output=True,
+            timeout=20,
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout.decode("latin-1")
+        head, _, body = out.partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 200")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        assert headers["server"] == "aioserve"
+        assert headers["content-length"] == "13"
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+        assert "date" in headers
+        assert body == "Hello, World!"
