@@ -367,7 +367,9 @@ class HttpProtocol(asyncio.Protocol):
             raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
         req._expect_continue = self._expect_continue and version == "1.1"
         self._enter(BODY)
-        if _EAGER:
+        if route is not None and route.inline and self.app.entry is None:
+            self._run_inline(req, route)
+        elif _EAGER:
             req._task = asyncio.Task(self._handle(req), loop=self.loop, eager_start=True)
         else:
             req._task = self.loop.create_task(self._handle(req))
@@ -424,6 +426,36 @@ class HttpProtocol(asyncio.Protocol):
             self._unblock(BODY_BUFFER_FULL)
 
     # -- running the handler ---------------------------------------------------------------------
+    def _run_inline(self, req: Request, route: Any) -> None:
+        """Run a handler that cannot suspend (no await in it) to completion, here, without a task."""
+        coro = route.handler(req, **req.path_params) if route.has_params else route.handler(req)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            result = done.value
+        except Exception as exc:
+            req._task = self.loop.create_task(self._handle_error(req, exc))
+            return
+        else:  # unreachable for a coroutine without await; fail loudly rather than hang
+            coro.close()
+            req._task = self.loop.create_task(
+                self._handle_error(req, RuntimeError(f"inline handler {route.name} suspended")))
+            return
+        try:
+            stream = self._respond(req, result)
+        except Exception as exc:
+            req._task = self.loop.create_task(self._handle_error(req, exc))
+            return
+        if stream is not None:
+            req._task = self.loop.create_task(self._stream(req, stream))
+
+    async def _handle_error(self, req: Request, exc: Exception) -> None:
+        result = await self.app.handle_error(req, exc)
+        if not req._status and self.transport is not None and not self.transport.is_closing():
+            stream = self._respond(req, result)
+            if stream is not None:
+                await self._stream(req, stream)
+
     async def _handle(self, req: Request) -> None:
         app = self.app
         try:

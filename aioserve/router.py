@@ -6,6 +6,7 @@ parameters, limits) is worked out here, once, at registration.
 """
 from __future__ import annotations
 
+import dis
 import inspect
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
@@ -23,7 +24,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
-    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params")
+    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params", "inline")
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class Route:
         if max_body_size is not UNSET and max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size for {pattern} must be >= 0 or None")
         self.max_body_size = max_body_size
+        self.inline = not can_suspend(handler)
         _check_signature(handler, pattern, self.param_names)
 
     def with_prefix(self, prefix: str) -> Route:
@@ -53,6 +55,24 @@ class Route:
 
     def __repr__(self) -> str:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
+
+
+# Opcodes through which a coroutine can give control back to the event loop.
+_SUSPENDING_OPS = frozenset({"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "YIELD_VALUE", "SEND"})
+
+
+def can_suspend(handler: Handler) -> bool:
+    """Whether ``handler`` contains an ``await``, ``async for`` or ``async with``.
+
+    A coroutine without one runs to completion on its first step, so the connection can run it
+    inline, without a task and a trip through the event loop (the common case for a handler that
+    computes its answer, such as a model scoring a request in-process). Anything unusual (a wrapped
+    or non-function callable) counts as "can suspend", which is always safe.
+    """
+    code = getattr(inspect.unwrap(handler), "__code__", None)
+    if code is None or inspect.unwrap(handler) is not handler:
+        return True
+    return any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code))
 
 
 def _join(prefix: str, pattern: str) -> str:
