@@ -80,7 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
         # the request being parsed
-        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts",
+        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts", "_chunked",
         "_head_size", "_partial_line", "write_timer",
     )
 
@@ -112,6 +112,7 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrade: bytes | None = None
         self._content_length = -1
         self._hosts = 0
+        self._chunked = False
         self._head_size = 0
         self._partial_line = 0
         self.write_timer: asyncio.TimerHandle | None = None
@@ -276,6 +277,7 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrade = None
         self._content_length = -1
         self._hosts = 0
+        self._chunked = False
         self._head_size = 0
         if self.stage != HEAD:  # HEAD already: the first request, whose deadline runs from connect
             self._enter(HEAD)
@@ -289,14 +291,11 @@ class HttpProtocol(asyncio.Protocol):
         name = name.lower()
         if value and (value[-1] == 32 or value[-1] == 9):  # trailing OWS is not part of the value
             value = value.rstrip(b" \t")
-        headers = self._headers
-        headers.append((name, value))
+        self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
         self._partial_line = 0
         if self._head_size > self.config.limit_request_header_size:
             raise ProtocolError(431, "Request header fields too large")
-        if len(headers) > self.config.limit_request_fields:
-            raise ProtocolError(431, "Too many request header fields")
         if name in _CHECKED_HEADERS:
             self._check_header(name, value)
 
@@ -306,14 +305,17 @@ class HttpProtocol(asyncio.Protocol):
             self._hosts += 1
             if self._hosts > 1:
                 raise ProtocolError(400, "More than one Host header")
-            if not _HOST.match(value):
-                raise ProtocolError(400, "Invalid Host header")
+            if value is not self.state.last_host and value != self.state.last_host:
+                if not _HOST.match(value):
+                    raise ProtocolError(400, "Invalid Host header")
+                self.state.last_host = value  # clients repeat one Host: validate it once
         elif name == b"transfer-encoding":
             codings = [c.strip() for c in value.lower().split(b",")]
             if codings[-1] != b"chunked":
                 raise ProtocolError(400, "Transfer-Encoding must end with chunked")
             if len(codings) > 1:
                 raise ProtocolError(501, "Only the chunked transfer coding is supported")
+            self._chunked = True
         elif name == b"expect":
             if value.lower() == b"100-continue":
                 self._expect_continue = True
@@ -331,6 +333,8 @@ class HttpProtocol(asyncio.Protocol):
             raise ProtocolError(505, f"HTTP version {version} is not supported")
         if self._hosts == 0 and version == "1.1":
             raise ProtocolError(400, "Missing Host header")
+        if len(self._headers) > self.config.limit_request_fields:  # memory is bounded by the size check
+            raise ProtocolError(431, "Too many request header fields")
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
@@ -366,7 +370,10 @@ class HttpProtocol(asyncio.Protocol):
         if limit is not None and self._content_length > limit:
             raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
         req._expect_continue = self._expect_continue and version == "1.1"
-        self._enter(BODY)
+        if self._content_length > 0 or self._chunked:
+            self._enter(BODY)
+        else:  # no body follows: on_message_complete comes next, in this same feed
+            self.stage = BODY
         if route is not None and route.inline and self.app.entry is None:
             self._run_inline(req, route)
         elif _EAGER:
@@ -398,9 +405,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         req._complete = True
         req._expect_continue = False
-        req._wake()
-        self.buffered = 0
-        self._unblock(BODY_BUFFER_FULL)
+        if req._waiter is not None:
+            req._wake()
+        if self.buffered:
+            self.buffered = 0
+            self._unblock(BODY_BUFFER_FULL)
         if not req.keep_alive:
             self.stage = CLOSING  # RFC 9112 9.6: nothing after a request that closes is processed
             self.deadline = None
@@ -600,7 +609,16 @@ class HttpProtocol(asyncio.Protocol):
             self._log_access(req, status, size)
         pipeline = self.pipeline
         if pipeline and pipeline[0] is req:
-            if len(pipeline) == 1:
+            if len(pipeline) == 1 and not close and self.stage != HANDLING:
+                # The common case: the only request outstanding, answered while its connection
+                # stays open and is still reading (on_message_complete sets the next stage).
+                pipeline.clear()
+                transport = self.transport
+                if not transport.is_closing():
+                    transport.write(data)
+                if self.read_blockers & PIPELINE_FULL:
+                    self._unblock(PIPELINE_FULL)
+            elif len(pipeline) == 1:
                 self._flush()
             elif not self.flush_pending:  # more answers are due this turn: send them in one write
                 self.flush_pending = True

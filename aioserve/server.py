@@ -29,7 +29,7 @@ LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed")
+    __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -38,6 +38,7 @@ class ServerState:
         self.clock = HeaderClock(config.server_header, config.timeout_keep_alive)
         self.connections: set[HttpProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set while draining
+        self.last_host = b""  # the last Host value that passed validation
 
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
