@@ -22,10 +22,12 @@ except ImportError:  # pragma: no cover - uvloop is optional
 # The helpers module lives beside this file; make it importable no matter how
 # pytest was started (rootdir, a single file, or -p no:cacheprovider ...).
 _TESTS_DIR = Path(__file__).resolve().parent
-if str(_TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(_TESTS_DIR))
-
 REPO_ROOT = _TESTS_DIR.parent
+# The repository root too, so ``aioserve`` and ``examples`` import from the
+# checkout even when the package is not installed and pytest is run directly.
+for _path in (str(_TESTS_DIR), str(REPO_ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 
 def pytest_asyncio_loop_factories(config, item):

@@ -465,8 +465,15 @@ LISTEN_UNIX = re.compile(r"Listening on unix:(\S+)")
 class CliServer:
     """``python -m aioserve ...`` in a subprocess with stderr read by a thread."""
 
-    def __init__(self, args: list[str], env: dict | None = None):
-        self.args = [sys.executable, "-m", "aioserve", *args]
+    def __init__(
+        self,
+        args: list[str],
+        env: dict | None = None,
+        pass_fds: tuple[int, ...] = (),
+        python_args: list[str] | None = None,
+    ):
+        # python_args replaces "-m aioserve ARGS" (e.g. ["-c", code]) to run any program.
+        self.args = [sys.executable, *(python_args if python_args is not None else ["-m", "aioserve", *args])]
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -480,6 +487,7 @@ class CliServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
+            pass_fds=pass_fds,
         )
         self.lines: "queue.Queue[str | None]" = queue.Queue()
         self.stderr_lines: list[str] = []
@@ -611,6 +619,11 @@ inflight_app = aioserve.App()
 @inflight_app.get("/")
 async def _inflight_index(request):
     return "ready"
+
+
+@inflight_app.get("/loop")
+async def _loop_kind(request):
+    return type(asyncio.get_running_loop()).__module__
 
 
 @inflight_app.get("/inflight")

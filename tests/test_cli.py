@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import httpx
 import pytest
@@ -33,6 +32,28 @@ def test_serves_hello_app(loop):
         assert r.text == "Hello, World!"
         assert r.headers["server"] == "aioserve"
         assert "date" in r.headers
+
+
+@pytest.mark.parametrize("loop,expected", [("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop")])
+def test_loop_flag_selects_the_event_loop(loop, expected):
+    with CliServer(["tests.helpers:inflight_app", "--port", "0", "--host", "127.0.0.1", "--loop", loop]) as srv:
+        srv.wait_listening()
+        module = _get(srv.url("/loop")).text
+        assert module.split(".")[0] == expected, module
+
+
+def test_app_run_programmatic_and_sigterm():
+    code = (
+        "from examples.hello import app\n"
+        "app.run(host='127.0.0.1', port=0, access_log=False)\n"
+        "print('run() returned', flush=True)\n"
+    )
+    with CliServer([], python_args=["-c", code]) as srv:
+        srv.wait_listening()
+        assert _get(srv.url("/")).text == "Hello, World!"
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(timeout=20) == 0
+        assert b"run() returned" in b"".join(srv.stdout_chunks)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -178,33 +199,39 @@ def test_no_access_log_flag():
         assert not any('"GET /' in line or "GET / " in line for line in srv.stderr_lines), srv.stderr_text()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def test_fd_flag_serves_an_inherited_socket():
+    # The socket is listening before the server starts, so the request simply
+    # waits in the kernel's accept queue until aioserve takes it over.
+    with _listening_socket() as sock:
+        port = sock.getsockname()[1]
+        with CliServer(["examples.hello:app", "--fd", str(sock.fileno())], pass_fds=(sock.fileno(),)) as srv:
+            r = _get(f"http://127.0.0.1:{port}/")
+            assert r.status_code == 200 and r.text == "Hello, World!"
+            srv.signal(signal.SIGTERM)
+            assert srv.wait(timeout=20) == 0
 
 
 def test_log_level_warning_hides_info_lines():
-    port = _free_port()
-    args = ["examples.hello:app", "--port", str(port), "--host", "127.0.0.1", "--log-level", "warning", "--access-log"]
-    with CliServer(args) as srv:
-        # The "Listening on" line is INFO, so it must not appear: find out that
-        # the server is up by connecting (bounded: 100 tries over ~10 s).
-        response = None
-        with sync_client(timeout=2) as client:
-            for _ in range(100):
-                assert srv.proc.poll() is None, srv.stderr_text()
-                try:
-                    response = client.get(f"http://127.0.0.1:{port}/")
-                    break
-                except httpx.ConnectError:
-                    time.sleep(0.1)  # waiting for a subprocess to bind; no event exists
-        assert response is not None and response.status_code == 200
-        srv.signal(signal.SIGTERM)
-        assert srv.wait(timeout=20) == 0
-        text = srv.stderr_text()
-        assert "Listening on" not in text
-        assert "GET /" not in text
+    with _listening_socket() as sock:
+        port = sock.getsockname()[1]
+        args = ["examples.hello:app", "--fd", str(sock.fileno()), "--log-level", "warning", "--access-log"]
+        with CliServer(args, pass_fds=(sock.fileno(),)) as srv:
+            r = _get(f"http://127.0.0.1:{port}/")
+            assert r.status_code == 200
+            srv.signal(signal.SIGTERM)
+            assert srv.wait(timeout=20) == 0
+            text = srv.stderr_text()
+            assert "Listening on" not in text  # an INFO line
+            assert "GET /" not in text  # access lines are INFO too
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")

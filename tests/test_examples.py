@@ -41,7 +41,8 @@ async def test_hello_example():
 
 
 def test_hello_example_runs_only_as_main():
-    source = open(hello.__file__, encoding="utf-8").read()
+    with open(hello.__file__, encoding="utf-8") as handle:
+        source = handle.read()
     assert 'if __name__ == "__main__":' in source
     assert "app.run()" in source
 
@@ -76,6 +77,12 @@ async def test_routes_example():
         assert (await client.post("/items", json={"price": 3})).status_code == 422
         assert (await client.post("/items", json={"name": "x", "price": -1})).status_code == 422
         assert (await client.post("/items", content=b"{oops")).status_code == 400
+
+
+async def test_serve_accepts_a_router_directly():
+    async with running(routes_module.routes) as server, http_client(server) as client:
+        assert (await client.get("/")).text == "Hello from a Router!"
+        assert (await client.get("/items/2")).json()["name"] == "mouse"
 
 
 async def test_routes_example_mounted_under_prefix():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 from datetime import datetime, timezone
 
-import httpx
 import pytest
 
 from aioserve import App, HTTPError, Response, html, json, redirect, stream, text

@@ -9,6 +9,8 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import aioserve
 from aioserve import App, HTTPError, Response, stream, text
@@ -41,6 +43,15 @@ def basic_app(**app_kwargs) -> App:
     @app.get("/data")
     async def data(request):
         return Response(b"hello world", headers={"X-Extra": "1"}, content_type="text/plain")
+
+    @app.get("/dict")
+    async def as_dict(request):
+        await asyncio.sleep(0)  # a handler that really suspends
+        return {"a": 1}
+
+    @app.get("/bytes")
+    async def as_bytes(request):
+        return b"\x00\x01\x02"
 
     @app.get("/nothing")
     async def nothing(request):
@@ -174,15 +185,20 @@ async def test_pipelined_mixed_methods_with_bodies():
 # --------------------------------------------------------------------------
 
 
-async def test_head_has_get_headers_but_no_body():
+@pytest.mark.parametrize(
+    "path,length",
+    [("/data", "11"), ("/", "13"), ("/n/12345", "5"), ("/dict", "7"), ("/bytes", "3")],
+    ids=["response", "str", "str-with-param", "dict", "bytes"],
+)
+async def test_head_has_get_headers_but_no_body(path, length):
     async with running(basic_app()) as server, raw_connection(server) as conn:
-        await conn.send(request_bytes("GET", "/data"))
+        await conn.send(request_bytes("GET", path))
         get = await conn.read_final_response()
-        await conn.send(request_bytes("HEAD", "/data"))
+        await conn.send(request_bytes("HEAD", path))
         head = await conn.read_final_response(method="HEAD")
         assert head.status == 200
         assert head.body == b""
-        assert head.header("content-length") == "11" == get.header("content-length")
+        assert head.header("content-length") == length == get.header("content-length")
 
         def comparable(r):
             return sorted((k, v) for k, v in r.headers if k != "date")
@@ -712,3 +728,54 @@ def test_public_names_exist():
         assert hasattr(aioserve, name), name
     assert issubclass(aioserve.ClientDisconnected, Exception)
     assert not issubclass(aioserve.ClientDisconnected, asyncio.CancelledError)
+
+
+# --------------------------------------------------------------------------
+# Property: any request stream, cut anywhere, gives the same answers in order
+# --------------------------------------------------------------------------
+
+@st.composite
+def request_streams(draw):
+    """A few requests (GET, POST with Content-Length, POST chunked) and the
+    bodies the echo app must answer, plus the points where the bytes are cut."""
+    wire = b""
+    expected: list[bytes] = []
+    for index in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["get", "length", "chunked"]))
+        if kind == "get":
+            wire += request_bytes("GET", f"/n/{index}")
+            expected.append(str(index).encode())
+            continue
+        body = draw(st.binary(max_size=300))
+        if kind == "length":
+            wire += request_bytes("POST", "/echo", body=body, content_length=True)
+        else:
+            pieces, rest = [], body
+            while rest:
+                size = draw(st.integers(1, max(1, len(rest))))
+                pieces.append(rest[:size])
+                rest = rest[size:]
+            upper = draw(st.booleans())
+            encoded = b"".join(
+                (b"%X" if upper else b"%x") % len(p) + b"\r\n" + p + b"\r\n" for p in pieces
+            )
+            wire += request_bytes("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + encoded + b"0\r\n\r\n"
+        expected.append(body)
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(wire) - 1)), max_size=12)))
+    return wire, expected, cuts
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=request_streams())
+async def test_any_segmentation_gives_the_same_answers(case):
+    wire, expected, cuts = case
+    async with running(basic_app()) as server, raw_connection(server) as conn:
+        start = 0
+        for cut in [*cuts, len(wire)]:
+            if cut > start:
+                await conn.send(wire[start:cut])
+                await asyncio.sleep(0)
+                start = cut
+        responses = await conn.read_responses(len(expected))
+        assert [r.status for r in responses] == [200] * len(expected)
+        assert [r.body for r in responses] == expected
