@@ -60,6 +60,7 @@ STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
 PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
 
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
+LARGE_BODY = 64 * 1024  # bodies this large are written on their own rather than copied into the head
 
 _CHECKED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"upgrade", b"content-length"})
 # RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
@@ -80,7 +81,7 @@ class HttpProtocol(asyncio.Protocol):
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
         # the request being parsed
-        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts", "_chunked",
+        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts", "_chunked", "_head_started",
         "_head_size", "_partial_line", "write_timer",
     )
 
@@ -113,6 +114,7 @@ class HttpProtocol(asyncio.Protocol):
         self._content_length = -1
         self._hosts = 0
         self._chunked = False
+        self._head_started = False
         self._head_size = 0
         self._partial_line = 0
         self.write_timer: asyncio.TimerHandle | None = None
@@ -223,7 +225,8 @@ class HttpProtocol(asyncio.Protocol):
             # httptools holds an unfinished header line internally; bound it from the outside.
             newline = data.rfind(b"\n")
             self._partial_line = self._partial_line + len(data) if newline < 0 else len(data) - newline - 1
-            if self._partial_line + self._head_size > self.config.limit_request_header_size:
+            partial = self._partial_line if self._headers else self._partial_line - len(self._url)
+            if partial + self._head_size > self.config.limit_request_header_size:
                 self._reject(431, "Request header fields too large")
                 return
         if len(self.pipeline) > self.config.limit_pipeline:
@@ -261,7 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         if stage == IDLE:
             self.transport.close()
         elif stage == HEAD:
-            if self._url or self._headers:
+            if self._head_started:
                 self._reject(408, "Request head not received in time")
             else:  # never sent a byte of this request: nothing to answer
                 self.stage = CLOSING
@@ -278,6 +281,7 @@ class HttpProtocol(asyncio.Protocol):
         self._content_length = -1
         self._hosts = 0
         self._chunked = False
+        self._head_started = True
         self._head_size = 0
         if self.stage != HEAD:  # HEAD already: the first request, whose deadline runs from connect
             self._enter(HEAD)
@@ -345,6 +349,9 @@ class HttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         keep_alive = parser.should_keep_alive() and not self.draining
+        self._head_started = False
+        if self._chunked and version == "1.0":
+            keep_alive = False  # RFC 9112 6.1: Transfer-Encoding in 1.0 is faulty framing; close after
         req = Request(self, method, raw_path, query, path, self._headers, version, keep_alive,
                       self.client, self.scheme)
         self.request = req
@@ -516,7 +523,8 @@ class HttpProtocol(asyncio.Protocol):
                 data = response.encode_head(b"Content-Length: %d\r\n" % len(response.body), tail)
             else:
                 data = response.encode_head(b"Content-Length: %d\r\n" % len(response.body), tail)
-                data += response.body
+                body = response.body
+                data = (data, body) if len(body) >= LARGE_BODY else data + body
             self._emit(req, data, close, status, len(response.body))
             return None
         close = not req.keep_alive or self.draining
@@ -527,6 +535,8 @@ class HttpProtocol(asyncio.Protocol):
             data = head + tail + b"\r\n"
         elif req.method == "HEAD":
             data = b"%s%sContent-Length: %d\r\n\r\n" % (head, tail, len(body))
+        elif len(body) >= LARGE_BODY:
+            data = (b"%s%sContent-Length: %d\r\n\r\n" % (head, tail, len(body)), body)
         else:
             data = b"%s%sContent-Length: %d\r\n\r\n%s" % (head, tail, len(body), body)
         self._emit(req, data, close, status, len(body))
@@ -597,7 +607,7 @@ class HttpProtocol(asyncio.Protocol):
             await waiter
 
     # -- writing, in request order ------------------------------------------------------------------
-    def _emit(self, req: Request, data: bytes, close: bool, status: int, size: int) -> None:
+    def _emit(self, req: Request, data: bytes | tuple[bytes, bytes], close: bool, status: int, size: int) -> None:
         req._out = data
         req._close = close
         req._status = status
@@ -615,7 +625,11 @@ class HttpProtocol(asyncio.Protocol):
                 pipeline.clear()
                 transport = self.transport
                 if not transport.is_closing():
-                    transport.write(data)
+                    if type(data) is tuple:
+                        transport.write(data[0])
+                        transport.write(data[1])
+                    else:
+                        transport.write(data)
                 if self.read_blockers & PIPELINE_FULL:
                     self._unblock(PIPELINE_FULL)
             elif len(pipeline) == 1:
@@ -632,15 +646,19 @@ class HttpProtocol(asyncio.Protocol):
         close = False
         while pipeline and pipeline[0]._out is not None:
             req = pipeline.popleft()
-            if req._out:
+            if type(req._out) is tuple:
+                out.extend(req._out)
+            elif req._out:
                 out.append(req._out)
             if req._close:
                 close = True
                 break
         if transport is None or transport.is_closing():
             return
-        if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            transport.write(out[0])
+        elif out:
+            _write_joined(transport, out)
         if close:
             self.stage = CLOSING
             self.deadline = None
@@ -739,6 +757,21 @@ class HttpProtocol(asyncio.Protocol):
             extra={"client": host, "method": req.method, "path": req.path, "status": status,
                    "bytes": size, "duration_ms": round(duration_ms, 3)},
         )
+
+
+def _write_joined(transport: asyncio.Transport, pieces: list[bytes]) -> None:
+    """One write for many small answers; a large body goes on its own, never copied into a join."""
+    small: list[bytes] = []
+    for piece in pieces:
+        if len(piece) >= LARGE_BODY:
+            if small:
+                transport.write(b"".join(small))
+                small = []
+            transport.write(piece)
+        else:
+            small.append(piece)
+    if small:
+        transport.write(small[0] if len(small) == 1 else b"".join(small))
 
 
 def _origin_form(url: bytes) -> bytes:
