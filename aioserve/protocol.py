@@ -166,9 +166,9 @@ class HttpProtocol(asyncio.Protocol):
             req._wake()
             return False
         if self.pipeline:
-            self.stage = CLOSING
-            for req in self.pipeline:
-                req.keep_alive = False
+            self.stage = CLOSING  # _flush closes once the pipeline is empty
+            self.deadline = None
+            self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
             return True
         return False
 
@@ -615,11 +615,9 @@ class HttpProtocol(asyncio.Protocol):
             req._chunks = []
             self.buffered = 0
             self._unblock(BODY_BUFFER_FULL)
-        if self.access_log:
-            self._log_access(req, status, size)
         pipeline = self.pipeline
         if pipeline and pipeline[0] is req:
-            if len(pipeline) == 1 and not close and self.stage != HANDLING:
+            if len(pipeline) == 1 and not close and self.stage < HANDLING:
                 # The common case: the only request outstanding, answered while its connection
                 # stays open and is still reading (on_message_complete sets the next stage).
                 pipeline.clear()
@@ -637,6 +635,8 @@ class HttpProtocol(asyncio.Protocol):
             elif not self.flush_pending:  # more answers are due this turn: send them in one write
                 self.flush_pending = True
                 self.loop.call_soon(self._flush)
+        if self.access_log:
+            self._log_access(req, status, size)
 
     def _flush(self) -> None:
         self.flush_pending = False
@@ -659,7 +659,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(out[0])
         elif out:
             _write_joined(transport, out)
-        if close:
+        if close or (not pipeline and self.stage == CLOSING):
             self.stage = CLOSING
             self.deadline = None
             pipeline.clear()
@@ -736,9 +736,15 @@ class HttpProtocol(asyncio.Protocol):
     def start_draining(self) -> None:
         """Graceful shutdown: close now if idle, else after the responses outstanding."""
         self.draining = True
-        for req in self.pipeline:
-            req.keep_alive = False
-        if not self.pipeline and self.request is None and self.transport is not None:
+        if self.transport is None or self.stage == CLOSING:
+            return
+        if self.request is not None:  # its body is still arriving: finish reading it, then close
+            self.request.keep_alive = False
+        elif self.pipeline:
+            self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
+            self.stage = CLOSING
+            self.deadline = None
+        else:
             self.stage = CLOSING
             self.transport.close()
 
