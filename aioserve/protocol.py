@@ -80,6 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         # this connection
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
+        "in_feed", "wbuf",
         # the request being parsed
         "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts", "_chunked", "_head_started",
         "_head_size", "_partial_line", "write_timer",
@@ -106,6 +107,8 @@ class HttpProtocol(asyncio.Protocol):
         self.buffered = 0
         self.flush_pending = False
         self.draining = False
+        self.in_feed = False  # inside parser.feed_data: answers collect in wbuf, one write per read
+        self.wbuf: list[bytes] = []
         self.request: Request | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -198,6 +201,7 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.stage == CLOSING:
             return
+        self.in_feed = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -220,7 +224,9 @@ class HttpProtocol(asyncio.Protocol):
                     self._reject(505, "HTTP version not supported; use HTTP/1.1")
                 else:
                     self._reject(400, _parser_reason(exc))
-            return
+        self.in_feed = False
+        if self.wbuf:
+            self._write_pending()
         if self.stage == HEAD:
             # httptools holds an unfinished header line internally; bound it from the outside.
             newline = data.rfind(b"\n")
@@ -621,13 +627,16 @@ class HttpProtocol(asyncio.Protocol):
                 # The common case: the only request outstanding, answered while its connection
                 # stays open and is still reading (on_message_complete sets the next stage).
                 pipeline.clear()
-                transport = self.transport
-                if not transport.is_closing():
+                if self.in_feed:  # more requests may follow in this read: answer them in one write
                     if type(data) is tuple:
-                        transport.write(data[0])
-                        transport.write(data[1])
+                        self.wbuf.extend(data)
                     else:
-                        transport.write(data)
+                        self.wbuf.append(data)
+                elif type(data) is tuple:
+                    self.transport.write(data[0])
+                    self.transport.write(data[1])
+                else:
+                    self.transport.write(data)
                 if self.read_blockers & PIPELINE_FULL:
                     self._unblock(PIPELINE_FULL)
             elif len(pipeline) == 1:
@@ -638,8 +647,20 @@ class HttpProtocol(asyncio.Protocol):
         if self.access_log:
             self._log_access(req, status, size)
 
+    def _write_pending(self) -> None:
+        wbuf = self.wbuf
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if len(wbuf) == 1:
+                transport.write(wbuf[0])
+            else:
+                _write_joined(transport, wbuf)
+        wbuf.clear()
+
     def _flush(self) -> None:
         self.flush_pending = False
+        if self.wbuf:  # answers collected during this read go first
+            self._write_pending()
         pipeline = self.pipeline
         transport = self.transport
         out = []
