@@ -80,7 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         # this connection
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
-        "in_feed", "wbuf",
+        "in_feed", "wbuf", "body_view", "body_offset",
         # the request being parsed
         "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts", "_chunked", "_head_started",
         "_head_size", "_partial_line", "write_timer",
@@ -109,6 +109,8 @@ class HttpProtocol(asyncio.Protocol):
         self.draining = False
         self.in_feed = False  # inside parser.feed_data: answers collect in wbuf, one write per read
         self.wbuf: list[bytes] = []
+        self.body_view: memoryview | None = None  # a large body being fed as the transport drains
+        self.body_offset = 0
         self.request: Request | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -197,6 +199,8 @@ class HttpProtocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         self._unblock(WRITE_PAUSED)
+        if self.body_view is not None:
+            self._flush()
 
     def data_received(self, data: bytes) -> None:
         if self.stage == CLOSING:
@@ -623,18 +627,12 @@ class HttpProtocol(asyncio.Protocol):
             self._unblock(BODY_BUFFER_FULL)
         pipeline = self.pipeline
         if pipeline and pipeline[0] is req:
-            if len(pipeline) == 1 and not close and self.stage < HANDLING:
+            if len(pipeline) == 1 and not close and self.stage < HANDLING and type(data) is not tuple:
                 # The common case: the only request outstanding, answered while its connection
                 # stays open and is still reading (on_message_complete sets the next stage).
                 pipeline.clear()
                 if self.in_feed:  # more requests may follow in this read: answer them in one write
-                    if type(data) is tuple:
-                        self.wbuf.extend(data)
-                    else:
-                        self.wbuf.append(data)
-                elif type(data) is tuple:
-                    self.transport.write(data[0])
-                    self.transport.write(data[1])
+                    self.wbuf.append(data)
                 else:
                     self.transport.write(data)
                 if self.read_blockers & PIPELINE_FULL:
@@ -654,7 +652,7 @@ class HttpProtocol(asyncio.Protocol):
             if len(wbuf) == 1:
                 transport.write(wbuf[0])
             else:
-                _write_joined(transport, wbuf)
+                transport.write(b"".join(wbuf))
         wbuf.clear()
 
     def _flush(self) -> None:
@@ -666,11 +664,16 @@ class HttpProtocol(asyncio.Protocol):
         out = []
         close = False
         while pipeline and pipeline[0]._out is not None:
-            req = pipeline.popleft()
-            if type(req._out) is tuple:
-                out.extend(req._out)
+            req = pipeline[0]
+            if type(req._out) is tuple:  # a large body: fed to the transport as it drains
+                if out:
+                    transport.write(b"".join(out))
+                    out = []
+                if not self._feed_body(req._out):
+                    return  # the client is slow: resume_writing continues from here
             elif req._out:
                 out.append(req._out)
+            pipeline.popleft()
             if req._close:
                 close = True
                 break
@@ -679,7 +682,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(out) == 1:
             transport.write(out[0])
         elif out:
-            _write_joined(transport, out)
+            transport.write(b"".join(out))
         if close or (not pipeline and self.stage == CLOSING):
             self.stage = CLOSING
             self.deadline = None
@@ -701,6 +704,29 @@ class HttpProtocol(asyncio.Protocol):
             self._enter(IDLE)
         if self.read_blockers & PIPELINE_FULL and len(pipeline) <= self.config.limit_pipeline // 2:
             self._unblock(PIPELINE_FULL)
+
+    def _feed_body(self, head_and_body: tuple[bytes, bytes]) -> bool:
+        """Write a large body in slices while the transport accepts them; True once all is written.
+
+        The transport then never holds more than about one slice beyond its high-water mark, so a
+        client that stops reading costs a bounded amount of memory on every event loop (asyncio's
+        transport copies whatever it could not send at once).
+        """
+        transport = self.transport
+        view = self.body_view
+        if view is None:
+            transport.write(head_and_body[0])
+            view = self.body_view = memoryview(head_and_body[1])
+            self.body_offset = 0
+        size = len(view)
+        while self.body_offset < size:
+            if self.write_paused or transport.is_closing():
+                return False
+            end = self.body_offset + LARGE_BODY
+            transport.write(view[self.body_offset:end])
+            self.body_offset = end
+        self.body_view = None
+        return True
 
     def _drop(self, req: Request) -> None:
         """Forget a request whose answer can no longer be sent."""
@@ -784,21 +810,6 @@ class HttpProtocol(asyncio.Protocol):
             extra={"client": host, "method": req.method, "path": req.path, "status": status,
                    "bytes": size, "duration_ms": round(duration_ms, 3)},
         )
-
-
-def _write_joined(transport: asyncio.Transport, pieces: list[bytes]) -> None:
-    """One write for many small answers; a large body goes on its own, never copied into a join."""
-    small: list[bytes] = []
-    for piece in pieces:
-        if len(piece) >= LARGE_BODY:
-            if small:
-                transport.write(b"".join(small))
-                small = []
-            transport.write(piece)
-        else:
-            small.append(piece)
-    if small:
-        transport.write(small[0] if len(small) == 1 else b"".join(small))
 
 
 def _origin_form(url: bytes) -> bytes:

@@ -100,12 +100,11 @@ class RecordingTransport:
 
 
 def written_without_copy(writes: list, body: bytes) -> bool:
-    for data in writes:
-        if data is body:
-            return True
-        if isinstance(data, memoryview) and data.obj is body and data.nbytes == len(body):
-            return True
-    return False
+    """The body reached the transport as itself, or as memoryview slices of it covering it once."""
+    if any(data is body for data in writes):
+        return True
+    views = [data for data in writes if isinstance(data, memoryview) and data.obj is body]
+    return bool(views) and sum(v.nbytes for v in views) == len(body)
 
 
 async def _recorded_exchange(app: App, path: str) -> tuple[list, bytes]:
