@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any, Callable
 
 from .app import App
@@ -192,8 +193,35 @@ def run(app: App | Router, **settings: Any) -> None:
         runner.run(_serve_until_signalled(app, config))
 
 
+def _capacity_errors_as_warnings(loop: asyncio.AbstractEventLoop) -> None:
+    """accept() failing for lack of descriptors or memory is a capacity problem, not a crash.
+
+    The loop already backs off and keeps serving (asyncio pauses accepting for a second; libuv drops
+    the queued connection); this turns its per-retry ERROR traceback into one warning every 10 s.
+    """
+    previous = loop.get_exception_handler()
+    last_warned = 0.0
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last_warned
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            now = time.monotonic()
+            if now - last_warned >= 10.0:
+                last_warned = now
+                logger.warning("accept() failed (%s): out of file descriptors or memory; backing off",
+                               context.get("exception"))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 async def _serve_until_signalled(app: App | Router, config: Config) -> None:
     loop = asyncio.get_running_loop()
+    _capacity_errors_as_warnings(loop)
     stop = asyncio.Event()
     signals_seen = 0
 
