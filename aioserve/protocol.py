@@ -264,6 +264,12 @@ class HttpProtocol(asyncio.Protocol):
                       self.client, self.scheme)
         self.request = req
         self.pipeline.append(req)
+        state = self.state
+        if state.proxy is not None:  # --proxy-headers: client and scheme from a trusted proxy
+            state.proxy.apply(req)
+        state.requests_left -= 1
+        if not state.requests_left:  # --limit-max-requests: this worker retires
+            state.request_limit_reached()
         if self.access_log:
             req._start = self.loop.time()
         if self._upgrade is not None and parser.should_upgrade():
@@ -595,8 +601,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- access log -----------------------------------------------------------------------------------
     def _log_access(self, req: Request, status: int, size: int) -> None:
+        if (req.route is not None and not req.route.access_log) or not access_logger.isEnabledFor(logging.INFO):
+            return
         duration_ms = (self.loop.time() - req._start) * 1000.0 if req._start else 0.0
-        client = self.client
+        client = req.client
         host = f"{client[0]}:{client[1]}" if client else "-"
         access_logger.info(
             '%s - "%s %s HTTP/%s" %d %d %.2fms', host, req.method, req.path, req.http_version, status,
