@@ -59,6 +59,7 @@ STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
 PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
 
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
+DRAIN_GRACE = 1.0  # shutting down: how long a new connection has to send its request head
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
@@ -592,8 +593,19 @@ class HttpProtocol(asyncio.Protocol):
         for req in self.pipeline:
             req.keep_alive = False
         if not self.pipeline and self.request is None and self.transport is not None:
+            if self.stage == HEAD:  # connected, or mid-head: its request is on the way, so answer it
+                self._hurry(DRAIN_GRACE)  # (with Connection: close) if it comes soon
+                return
             self.stage = CLOSING
             self.transport.close()
+
+    def _hurry(self, seconds: float) -> None:
+        deadline = self.loop.time() + seconds
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline = deadline
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
 
     @property
     def is_idle(self) -> bool:

@@ -63,3 +63,11 @@ async def numbers(request: Request):
 @app.get("/health", access_log=False)
 async def health(request: Request):
     return "ok"
+
+
+failing = App()
+
+
+@failing.on_startup
+async def cannot_start() -> None:
+    raise RuntimeError("database unreachable")
