@@ -123,7 +123,7 @@ def run_reloader(config: Config) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if config.uds and config.fd is None:
-            remove_unix(sock)
+            remove_unix(config.uds)
         sock.close()
 
 

@@ -74,7 +74,7 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._closed = asyncio.Event()
         self._sock = sock  # already listening (a worker's inherited socket); else bound in start()
-        self._unix_sock: socket.socket | None = None  # bound here: its file is removed at shutdown
+        self._unix_path: str | None = None  # bound here: the file is removed at shutdown
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -90,7 +90,8 @@ class Server:
         try:
             sock = self._sock
             if sock is None and config.uds:
-                sock = self._unix_sock = bind_unix(config.uds, config.backlog)
+                sock = bind_unix(config.uds, config.backlog)
+                self._unix_path = config.uds
             elif sock is None and config.fd is not None:
                 sock = socket.socket(fileno=config.fd)
             if sock is not None and sock.family == socket.AF_UNIX:
@@ -159,8 +160,8 @@ class Server:
                 conn.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
-        if self._unix_sock is not None:
-            remove_unix(self._unix_sock)
+        if self._unix_path is not None:
+            remove_unix(self._unix_path)
         state.clock.stop()
         await self.app.shutdown()
         self._closed.set()

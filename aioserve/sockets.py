@@ -81,11 +81,10 @@ def bind_unix(path: str, backlog: int) -> socket.socket:
     return sock
 
 
-def remove_unix(sock: socket.socket) -> None:
+def remove_unix(path: str) -> None:
     """Unlink the file of a Unix socket we bound (inherited ones belong to whoever made them)."""
     try:
-        path = sock.getsockname()
-        if isinstance(path, str) and path and stat.S_ISSOCK(os.stat(path).st_mode):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
     except OSError:
         pass

@@ -304,7 +304,7 @@ def run_supervisor(app: App | Router, config: Config) -> None:
         Supervisor(app, config, sock).run()
     finally:
         if config.uds and config.fd is None:
-            remove_unix(sock)
+            remove_unix(config.uds)
         sock.close()
 
 
