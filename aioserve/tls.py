@@ -5,6 +5,7 @@ the supervisor, so a wrong path or password is one clear error before any worker
 """
 from __future__ import annotations
 
+import os
 import ssl
 
 from .config import Config
@@ -18,13 +19,14 @@ def make_ssl_context(config: Config) -> ssl.SSLContext | None:
     """The server context for ``config``, or ``None`` when TLS is off."""
     if not config.ssl_certfile:
         return None
+    for path in (config.ssl_certfile, config.ssl_keyfile, config.ssl_ca_certs):
+        if path and not os.path.isfile(path):
+            raise TLSConfigError(f"TLS file not found: {path}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION
     try:
         ctx.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password=config.ssl_keyfile_password)
-    except FileNotFoundError as exc:
-        raise TLSConfigError(f"TLS file not found: {exc.filename}") from None
     except ssl.SSLError as exc:
         hint = " (wrong or missing --ssl-keyfile-password?)" if "PEM" in str(exc) or "bad decrypt" in str(exc) else ""
         raise TLSConfigError(
