@@ -200,9 +200,10 @@ class Supervisor:
             logger.info("Worker %d ready", worker.pid)
             self._stop_one_pending()
             self._announce()
-        if RETIRING in data and not worker.retiring:
+        if RETIRING in data and (worker.pending or not worker.retiring):
             logger.info("Worker %d reached its request limit; starting a replacement", worker.pid)
             worker.retiring = True
+            worker.pending = False  # leaving anyway: SIGHUP moves on to the next one
             worker.kill_at = time.monotonic() + (self.config.timeout_graceful_shutdown or 3600.0) + KILL_MARGIN
 
     def _reap(self, worker: Worker) -> None:
