@@ -46,8 +46,9 @@ logger = logging.getLogger("aioserve")
 READY, BEAT, RETIRING = b"R", b"h", b"X"
 KILL_MARGIN = 5.0  # after the graceful timeout, before SIGKILL
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+# getattr: this module is imported on Windows too, where these signals (and fork) do not exist.
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGQUIT", None)) if s)
+CONTROL_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGHUP", "SIGTTIN", "SIGTTOU")) if s)
 
 
 class Worker:
@@ -317,7 +318,8 @@ def worker_main(app: App | Router, config: Config, sock: socket.socket, fd: int,
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    if hasattr(signal, "SIGQUIT"):
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     os.set_blocking(fd, False)
     from .server import loop_factory
 

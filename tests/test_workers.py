@@ -26,10 +26,13 @@ def pids_seen(server: ServerProcess, want: int, attempts: int = 300) -> set[int]
     return pids
 
 
-def test_two_workers_serve_from_two_pids_and_run_hooks_in_each():
-    with ServerProcess(APP, "--workers", "2", "--port", "0", "--no-access-log") as server:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_two_workers_serve_from_two_pids_and_run_hooks_in_each(loop):
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    with ServerProcess(APP, "--workers", "2", "--port", "0", "--no-access-log", "--loop", loop) as server:
         server.wait_listening()
-        assert "workers: 2" in server.output
+        assert f"loop: {loop}, workers: 2" in server.output
         workers = set(server.worker_pids())
         hooks = {int(m.group(1)) for m in server.wait_for(r"startup hook ran in (\d+)", count=2)}
         assert hooks == workers and len(workers) == 2
