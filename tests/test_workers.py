@@ -66,13 +66,14 @@ def test_sigkill_worker_loses_no_later_request_and_is_replaced():
         assert pids_seen(server, 2) == {survivor, newcomer}
 
 
-def test_sigterm_completes_in_flight_requests():
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_completes_in_flight_requests(sig):
     with ServerProcess(APP, "--workers", "2", "--port", "0", "--no-access-log") as server:
         server.wait_listening()
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(get, server.host, server.port, "/slow?s=1") for _ in range(4)]
             server.wait_for("slow request started", count=4)
-            server.signal(signal.SIGTERM)
+            server.signal(sig)
             results = [f.result(timeout=15) for f in futures]
         assert [status for status, _, _ in results] == [200] * 4
         assert all(headers.get("connection") == "close" for _, headers, _ in results)
@@ -176,3 +177,49 @@ def test_reload_with_workers_is_a_clear_error():
         server.wait_for("<EOF>")
         lines = [line for line in server.lines if line != "<EOF>"]
         assert len(lines) == 1 and lines[0].startswith("aioserve: error:") and "--reload" in lines[0], lines
+
+
+def test_graceful_shutdown_timeout_bounds_the_stop():
+    with ServerProcess(APP, "--workers", "2", "--port", "0", "--timeout-graceful-shutdown", "1") as server:
+        server.wait_listening()
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(_ignore_errors, get, server.host, server.port, "/slow?s=60")
+            server.wait_for("slow request started")
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.wait_exit(10) == 0
+            assert time.monotonic() - started < 5
+            future.result(timeout=10)
+        assert server.count("Graceful shutdown timed out") == 1
+
+
+def test_workers_exit_when_the_supervisor_is_killed():
+    import os
+
+    with ServerProcess(APP, "--workers", "2", "--port", "0") as server:
+        server.wait_listening()
+        pids = server.worker_pids()
+        server.signal(signal.SIGKILL)
+        server.wait_exit()
+        deadline = time.monotonic() + 10
+        alive = set(pids)
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.05)  # no event tells us when an orphan exits
+        assert not alive, "workers outlived their supervisor"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--workers", "0"], "workers must be >= 1"),
+    (["--limit-max-requests", "0"], "limit_max_requests must be >= 1"),
+    (["--timeout-worker-healthcheck", "0"], "timeout_worker_healthcheck must be > 0"),
+])
+def test_bad_worker_settings_are_one_line(flags, message):
+    with ServerProcess(APP, *flags) as server:
+        assert server.wait_exit() != 0
+        server.wait_for("<EOF>")
+        assert len(server.lines) == 2 and server.lines[0].startswith(f"aioserve: error: {message}")
