@@ -173,6 +173,9 @@ class Server:
 async def serve(app: App | Router, **settings: Any) -> Server:
     """Start serving ``app`` inside the running loop; returns once it is listening."""
     config = Config.from_settings(**settings)
+    if config.workers > 1 or config.reload or config.limit_max_requests:
+        logger.warning("serve() runs in the calling process and loop: workers, reload and limit_max_requests "
+                       "apply to run() and the CLI only")
     server = Server(app, config)
     await server.start()
     logger.info("Listening on %s", server.url)
