@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from typing import Any, Callable
 
 from .app import App
