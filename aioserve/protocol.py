@@ -265,12 +265,9 @@ class HttpProtocol(asyncio.Protocol):
                       self.client, self.scheme)
         self.request = req
         self.pipeline.append(req)
-        state = self.state
-        if state.proxy is not None:  # --proxy-headers: client and scheme from a trusted proxy
-            state.proxy.apply(req)
-        state.requests_left -= 1
-        if not state.requests_left:  # --limit-max-requests: this worker retires
-            state.request_limit_reached()
+        on_request = self.state.on_request
+        if on_request is not None:  # only with --proxy-headers or --limit-max-requests (server.py)
+            on_request(req)
         if self.access_log:
             req._start = self.loop.time()
         if self._upgrade is not None and parser.should_upgrade():

@@ -20,6 +20,7 @@ from .logconfig import LOG_FORMAT, ConfigError
 from .logconfig import configure_logging as _configure_logging
 from .protocol import HttpProtocol
 from .proxy import ProxyHeaders
+from .request import Request
 from .router import Router
 from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
 from .tls import make_ssl_context
@@ -34,7 +35,7 @@ class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "proxy", "requests_left",
-                 "on_request_limit")
+                 "on_request")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -44,13 +45,24 @@ class ServerState:
         self.connections: set[HttpProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set while draining
         self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
-        # Counted down per request; at 0 ``on_request_limit`` runs (a worker's --limit-max-requests).
-        self.requests_left = -1
-        self.on_request_limit: Callable[[], None] | None = None
+        self.requests_left = 0
+        # Called by the connection for every new request, and only set when a feature needs it, so
+        # a server without proxy headers or a request limit pays one ``is None`` test per request.
+        self.on_request: Callable[[Request], None] | None = self.proxy.apply if self.proxy else None
 
-    def request_limit_reached(self) -> None:
-        if self.on_request_limit is not None:
-            self.on_request_limit()
+    def limit_requests(self, limit: int, on_limit: Callable[[], None]) -> None:
+        """Call ``on_limit`` once, when the ``limit``-th request arrives (a worker's --limit-max-requests)."""
+        proxy = self.proxy
+        self.requests_left = limit
+
+        def on_request(req: Request) -> None:
+            if proxy is not None:
+                proxy.apply(req)
+            self.requests_left -= 1
+            if self.requests_left == 0:
+                on_limit()
+
+        self.on_request = on_request
 
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)

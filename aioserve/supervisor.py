@@ -363,8 +363,7 @@ async def _serve_worker(app: App | Router, config: Config, sock: socket.socket, 
         stop.set()
 
     if limit:
-        server.state.requests_left = limit  # type: ignore[union-attr]
-        server.state.on_request_limit = retire  # type: ignore[union-attr]
+        server.state.limit_requests(limit, retire)  # type: ignore[union-attr]
     interval = min(1.0, config.timeout_worker_healthcheck / 4)
     beat: asyncio.TimerHandle | None = None
 
