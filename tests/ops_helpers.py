@@ -23,9 +23,11 @@ CLEAN_ENV = ("WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "AIOSERVE_RELOAD_FD")
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    extra = dict(extra or {})
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    env.update(extra or {})
+    # the repository's aioserve first, after any test-specific path (a shim, a temporary module)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra.pop("PYTHONPATH", ""), str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(extra)
     return env
 
 

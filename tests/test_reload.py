@@ -97,3 +97,21 @@ def test_app_run_reload_rejects_workers():
         aioserve.Config.from_settings(reload=True, workers=2)
     with pytest.raises(ValueError):
         app.run(reload=True, workers=3)
+
+
+def test_app_run_reload_reruns_the_script(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "reload_target.py").write_text(MODULE.format(version="v1"))
+    script = src / "serve_me.py"
+    script.write_text(
+        "from reload_target import app\n"
+        "if __name__ == '__main__':\n"
+        f"    app.run(port=0, reload=True, reload_dirs=[{str(src)!r}], reload_delay=0.1)\n")
+    import sys
+
+    with ServerProcess(command=[sys.executable, str(script)], env={"PYTHONPATH": str(src)}) as server:
+        server.wait_listening()
+        wait_for_body(server, b"v1")
+        (src / "reload_target.py").write_text(MODULE.format(version="v2"))
+        wait_for_body(server, b"v2")
