@@ -18,6 +18,8 @@ from typing import Any
 
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+TRACE = 5  # below DEBUG, as in uvicorn
+logging.addLevelName(TRACE, "TRACE")
 
 # The attributes every LogRecord has; anything else on a record came in through ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -92,7 +94,7 @@ def load_log_config(path: str) -> None:
 
 def _numeric(level: str) -> int:
     if level.lower() == "trace":
-        return 5
+        return TRACE
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ConfigError(f"unknown log level {level!r} (use {', '.join(LEVELS[:-1])})")

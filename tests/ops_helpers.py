@@ -152,3 +152,15 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)  # polling a port that has no event to await
+
+
+def deployment_snippet(lang: str) -> str:
+    """The fenced ``lang`` block of the Deployment section (README.md once merged, else docs/deployment.md)."""
+    for doc in (REPO / "README.md", REPO / "docs" / "deployment.md"):
+        if doc.exists():
+            text = doc.read_text(encoding="utf-8")
+            section = text[text.find("## Deployment"):] if "## Deployment" in text else ""
+            m = re.search(rf"```{lang}\n(.*?)```", section, re.S)
+            if m:
+                return m.group(1)
+    raise AssertionError(f"no ```{lang} block in the Deployment section")

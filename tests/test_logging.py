@@ -9,7 +9,7 @@ import pytest
 
 import aioserve
 from aioserve.logconfig import JsonFormatter, configure_logging
-from ops_helpers import ServerProcess, get
+from ops_helpers import ServerProcess, deployment_snippet, get
 
 
 class Records(logging.Handler):
@@ -91,13 +91,6 @@ def test_log_level_applies_to_aioserve_loggers():
         base.propagate = old[2]
 
 
-JSON_CONFIG = {
-    "version": 1,
-    "formatters": {"json": {"()": "aioserve.logconfig.JsonFormatter"}},
-    "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-    "loggers": {"aioserve": {"handlers": ["err"], "level": "INFO", "propagate": False}},
-}
-
 INI_CONFIG = """\
 [loggers]
 keys=root,aioserve
@@ -124,7 +117,7 @@ format=INI|%(name)s|%(message)s
 
 def test_cli_json_log_config(tmp_path):
     path = tmp_path / "log.json"
-    path.write_text(json.dumps(JSON_CONFIG))
+    path.write_text(deployment_snippet("json"))  # the Deployment section's example, as documented
     with ServerProcess("tests.ops_app:app", "--port", "0", "--workers", "2", "--log-config", str(path)) as server:
         server.wait_listening()
         assert get(server.host, server.port, "/whoami?x=1")[0] == 200

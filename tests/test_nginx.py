@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_helpers import REPO, ServerProcess, free_port, wait_port
+from ops_helpers import ServerProcess, deployment_snippet, free_port, wait_port
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with apt-get)")
@@ -31,18 +30,6 @@ def _can_bind(addr: str) -> bool:
     except OSError:
         return False
 
-
-
-def deployment_snippet(lang: str) -> str:
-    """The fenced ``lang`` block of the Deployment section (README.md once merged, else docs/deployment.md)."""
-    for doc in (REPO / "README.md", REPO / "docs" / "deployment.md"):
-        if doc.exists():
-            text = doc.read_text(encoding="utf-8")
-            section = text[text.find("## Deployment"):] if "## Deployment" in text else ""
-            m = re.search(rf"```{lang}\n(.*?)```", section, re.S)
-            if m:
-                return m.group(1)
-    raise AssertionError(f"no ```{lang} block in the Deployment section")
 
 
 def nginx_conf(tmp: Path, upstream_port: int, listen_port: int) -> str:
