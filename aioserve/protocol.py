@@ -59,7 +59,7 @@ STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
 PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
 
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
-DRAIN_GRACE = 1.0  # shutting down: how long a new connection has to send its request head
+DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
