@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factory", action="store_true", help="TARGET is a callable that returns the app")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                    help="event loop (default auto: uvloop when installed)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default=None, choices=["critical", "error", "warning", "info", "debug", "trace"],
+                   help="level of the aioserve loggers (default info, or as --log-config says)")
+    p.add_argument("--log-config", metavar="FILE",
+                   help="logging config: .json (dictConfig), .yaml (needs PyYAML) or INI (fileConfig)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                    help="log one line per request (default on)")
     p.add_argument("--server-header", default="aioserve", help="Server header value; '' turns it off")
@@ -55,8 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a client may leave a response unread before it is dropped, s (default 30; 0 off)")
     p.add_argument("--timeout-graceful-shutdown", type=float, default=30.0,
                    help="how long shutdown waits for in-flight requests, s (default 30)")
+    # processes
+    p.add_argument("--workers", type=int, default=_env_int("WEB_CONCURRENCY", 1),
+                   help="worker processes sharing the socket (default $WEB_CONCURRENCY or 1)")
+    p.add_argument("--limit-max-requests", type=int, metavar="N",
+                   help="replace a worker after about N requests (+0-10%% jitter)")
+    p.add_argument("--timeout-worker-healthcheck", type=float, default=10.0,
+                   help="kill a worker whose event loop is silent this long, s (default 10)")
+    # sockets and TLS
+    p.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+    p.add_argument("--ssl-certfile", help="TLS certificate chain (PEM)")
+    p.add_argument("--ssl-keyfile-password", help="password of an encrypted --ssl-keyfile")
+    p.add_argument("--ssl-ca-certs", help="CA certificates (PEM) to verify client certificates")
+    p.add_argument("--ssl-cert-reqs", type=int, default=0, choices=[0, 1, 2],
+                   help="client certificate: 0 none (default), 1 optional, 2 required")
+    p.add_argument("--ssl-ciphers", help="OpenSSL cipher string (default: OpenSSL's)")
+    # proxies
+    p.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction, default=False,
+                   help="take the client address and scheme from Forwarded / X-Forwarded-* sent by a trusted proxy")
+    p.add_argument("--forwarded-allow-ips", default=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+                   help="comma-separated proxy addresses or networks to trust, '*' for all, 'unix:' for "
+                        "Unix-socket peers (default $FORWARDED_ALLOW_IPS or 127.0.0.1)")
+    # development
+    p.add_argument("--reload", action="store_true", help="restart when a Python file changes (development)")
+    p.add_argument("--reload-dir", action="append", dest="reload_dirs", metavar="DIR",
+                   help="directory to watch (repeatable; default the current directory)")
+    p.add_argument("--reload-delay", type=float, default=0.25,
+                   help="polling interval when watchfiles is not installed, s (default 0.25)")
     p.add_argument("--version", action="version", version=f"aioserve {__version__}")
     return p
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip().isdigit() else default
 
 
 def die(message: str) -> None:
@@ -122,11 +157,32 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "timeout_header": args.timeout_header,
         "timeout_body": args.timeout_body,
         "timeout_graceful_shutdown": args.timeout_graceful_shutdown,
+        "workers": args.workers,
+        "limit_max_requests": args.limit_max_requests,
+        "timeout_worker_healthcheck": args.timeout_worker_healthcheck,
+        "ssl_keyfile": args.ssl_keyfile,
+        "ssl_certfile": args.ssl_certfile,
+        "ssl_keyfile_password": args.ssl_keyfile_password,
+        "ssl_ca_certs": args.ssl_ca_certs,
+        "ssl_cert_reqs": args.ssl_cert_reqs,
+        "ssl_ciphers": args.ssl_ciphers,
+        "proxy_headers": args.proxy_headers,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+        "log_config": args.log_config,
+        "reload": args.reload,
+        "reload_dirs": args.reload_dirs,
+        "reload_delay": args.reload_delay,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from .config import Config
+
+    try:  # settings errors before the import, so a bad flag is reported even when the target is fine
+        Config.from_settings(**settings_from_args(args))
+    except (ValueError, TypeError) as exc:
+        die(str(exc))
     app = load_target(args.target, args.factory)
     from .server import run
 

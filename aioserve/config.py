@@ -15,7 +15,7 @@ class Config:
     uds: str | None = None
     fd: int | None = None
     loop: str = "auto"  # auto | asyncio | uvloop
-    log_level: str = "info"
+    log_level: str | None = None  # None: info, or what --log-config says
     access_log: bool = True
     server_header: str | None = "aioserve"
     backlog: int = 2048
@@ -32,6 +32,26 @@ class Config:
     timeout_body: float = 30.0
     timeout_write: float | None = 30.0
     timeout_graceful_shutdown: float | None = 30.0
+    # processes (supervisor.py)
+    workers: int = 1
+    limit_max_requests: int | None = None  # recycle a worker after about this many requests
+    timeout_worker_healthcheck: float = 10.0  # a worker silent this long is killed and replaced
+    # TLS (tls.py)
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: int = 0  # ssl.CERT_NONE; 2 (CERT_REQUIRED) demands a client certificate
+    ssl_ciphers: str | None = None  # OpenSSL cipher string; None keeps OpenSSL's defaults
+    # reverse proxies (proxy.py)
+    proxy_headers: bool = False
+    forwarded_allow_ips: str | list[str] = "127.0.0.1"
+    # logging (logconfig.py)
+    log_config: str | None = None
+    # development (reload.py)
+    reload: bool = False
+    reload_dirs: list[str] | None = None  # default: the current directory
+    reload_delay: float = 0.25  # polling interval of the fallback watcher, s
 
     @classmethod
     def from_settings(cls, **settings: Any) -> Config:
@@ -53,6 +73,22 @@ class Config:
                 raise ValueError(f"{name} must be >= 1")
         if self.limit_connections is not None and self.limit_connections < 1:
             raise ValueError("limit_connections must be >= 1 or None")
-        for name in ("timeout_keep_alive", "timeout_header", "timeout_body"):
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.limit_max_requests is not None and self.limit_max_requests < 1:
+            raise ValueError("limit_max_requests must be >= 1 or None")
+        if self.reload and self.workers > 1:
+            raise ValueError("--reload cannot be combined with --workers > 1 (reload runs one process)")
+        if bool(self.ssl_keyfile) != bool(self.ssl_certfile):
+            raise ValueError("TLS needs both ssl_keyfile and ssl_certfile")
+        if self.ssl_cert_reqs not in (0, 1, 2):
+            raise ValueError("ssl_cert_reqs must be 0 (none), 1 (optional) or 2 (required)")
+        if self.proxy_headers:
+            from .proxy import ProxyHeaders
+
+            ProxyHeaders(self.forwarded_allow_ips)  # raises on an entry that is not an address
+        if self.uds and self.fd is not None:
+            raise ValueError("give either uds or fd, not both")
+        for name in ("timeout_keep_alive", "timeout_header", "timeout_body", "timeout_worker_healthcheck", "reload_delay"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

@@ -65,6 +65,7 @@ LARGE_BODY = 64 * 1024  # bodies this large are written on their own rather than
 _CHECKED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"upgrade", b"content-length"})
 # RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?\])(?::[0-9]{0,5})?\Z")
+DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
 
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
@@ -366,6 +367,9 @@ class HttpProtocol(asyncio.Protocol):
                       self.client, self.scheme)
         self.request = req
         self.pipeline.append(req)
+        on_request = self.state.on_request
+        if on_request is not None:  # only with --proxy-headers or --limit-max-requests (server.py)
+            on_request(req)
         if self.access_log:
             req._start = self.loop.time()
         if self._upgrade is not None and parser.should_upgrade():
@@ -791,9 +795,19 @@ class HttpProtocol(asyncio.Protocol):
             self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
             self.stage = CLOSING
             self.deadline = None
+        elif self.stage == HEAD:  # connected, or mid-head: its request is on the way, so answer it
+            self._hurry(DRAIN_GRACE)  # (with Connection: close) if it comes soon
         else:
             self.stage = CLOSING
             self.transport.close()
+
+    def _hurry(self, seconds: float) -> None:
+        deadline = self.loop.time() + seconds
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline = deadline
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
 
     @property
     def is_idle(self) -> bool:
@@ -801,8 +815,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- access log -----------------------------------------------------------------------------------
     def _log_access(self, req: Request, status: int, size: int) -> None:
+        if (req.route is not None and not req.route.access_log) or not access_logger.isEnabledFor(logging.INFO):
+            return
         duration_ms = (self.loop.time() - req._start) * 1000.0 if req._start else 0.0
-        client = self.client
+        client = req.client
         host = f"{client[0]}:{client[1]}" if client else "-"
         access_logger.info(
             '%s - "%s %s HTTP/%s" %d %d %.2fms', host, req.method, req.path, req.http_version, status,

@@ -24,7 +24,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
-    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params", "inline")
+    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
+                 "inline", "access_log")
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class Route:
         handler: Handler,
         name: str | None = None,
         max_body_size: int | None = UNSET,
+        access_log: bool = True,
     ) -> None:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
@@ -48,10 +50,12 @@ class Route:
             raise ValueError(f"max_body_size for {pattern} must be >= 0 or None")
         self.max_body_size = max_body_size
         self.inline = not can_suspend(handler)
+        self.access_log = access_log  # False: no access log line for this route (health checks)
         _check_signature(handler, pattern, self.param_names)
 
     def with_prefix(self, prefix: str) -> Route:
-        return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size)
+        return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size,
+                     self.access_log)
 
     def __repr__(self) -> str:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
@@ -108,9 +112,9 @@ class Router:
 
     def add_route(
         self, path: str, handler: Handler, methods: Iterable[str] = ("GET",), *,
-        name: str | None = None, max_body_size: int | None = UNSET,
+        name: str | None = None, max_body_size: int | None = UNSET, access_log: bool = True,
     ) -> Route:
-        route = Route(path, methods, handler, name, max_body_size)
+        route = Route(path, methods, handler, name, max_body_size, access_log)
         self._add(route)
         return route
 
@@ -119,10 +123,11 @@ class Router:
 
     def route(
         self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
-        max_body_size: int | None = UNSET,
+        max_body_size: int | None = UNSET, access_log: bool = True,
     ) -> Callable[[H], H]:
         def decorator(handler: H) -> H:
-            self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size)
+            self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size,
+                           access_log=access_log)
             return handler
 
         return decorator

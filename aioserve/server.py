@@ -18,19 +18,26 @@ from typing import Any, Callable
 
 from .app import App
 from .config import Config
+from .logconfig import LOG_FORMAT, ConfigError
+from .logconfig import configure_logging as _configure_logging
 from .protocol import HttpProtocol
+from .proxy import ProxyHeaders
+from .request import Request
 from .router import Router
+from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
+from .tls import make_ssl_context
 from .wire import HeaderClock
 
 logger = logging.getLogger("aioserve")
 
-LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+__all__ = ["LOG_FORMAT", "Server", "ServerState", "run", "serve"]
 
 
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host")
+    __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
+                 "requests_left", "on_request")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -40,6 +47,25 @@ class ServerState:
         self.connections: set[HttpProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set while draining
         self.last_host = b""  # the last Host value that passed validation
+        self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
+        self.requests_left = 0
+        # Called by the connection for every new request, and only set when a feature needs it, so
+        # a server without proxy headers or a request limit pays one ``is None`` test per request.
+        self.on_request: Callable[[Request], None] | None = self.proxy.apply if self.proxy else None
+
+    def limit_requests(self, limit: int, on_limit: Callable[[], None]) -> None:
+        """Call ``on_limit`` once, when the ``limit``-th request arrives (a worker's --limit-max-requests)."""
+        proxy = self.proxy
+        self.requests_left = limit
+
+        def on_request(req: Request) -> None:
+            if proxy is not None:
+                proxy.apply(req)
+            self.requests_left -= 1
+            if self.requests_left == 0:
+                on_limit()
+
+        self.on_request = on_request
 
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
@@ -50,7 +76,7 @@ class ServerState:
 class Server:
     """A listening server: ``port``, ``sockets``, ``await shutdown(timeout)``."""
 
-    def __init__(self, app: App | Router, config: Config) -> None:
+    def __init__(self, app: App | Router, config: Config, sock: socket.socket | None = None) -> None:
         if not isinstance(app, App):
             if isinstance(app, Router):
                 app = App.from_router(app)
@@ -61,10 +87,13 @@ class Server:
         self.state: ServerState | None = None
         self._server: asyncio.AbstractServer | None = None
         self._closed = asyncio.Event()
+        self._sock = sock  # already listening (a worker's inherited socket); else bound in start()
+        self._unix_path: str | None = None  # bound here: the file is removed at shutdown
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        ssl_ctx = make_ssl_context(config)
         state = self.state = ServerState(self.app, config, loop)
         await self.app.startup()
         state.clock.start(loop)
@@ -73,14 +102,19 @@ class Server:
             return HttpProtocol(state)
 
         try:
-            if config.uds:
-                self._server = await loop.create_unix_server(factory, config.uds, backlog=config.backlog)
-            elif config.fd is not None:
+            sock = self._sock
+            if sock is None and config.uds:
+                sock = bind_unix(config.uds, config.backlog)
+                self._unix_path = config.uds
+            elif sock is None and config.fd is not None:
                 sock = socket.socket(fileno=config.fd)
-                self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
+            if sock is not None and sock.family == socket.AF_UNIX:
+                self._server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
+            elif sock is not None:
+                self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
             else:
                 self._server = await loop.create_server(
-                    factory, config.host, config.port, backlog=config.backlog, reuse_address=True)
+                    factory, config.host, config.port, backlog=config.backlog, reuse_address=True, ssl=ssl_ctx)
         except BaseException:
             state.clock.stop()
             await self.app.shutdown()
@@ -99,12 +133,15 @@ class Server:
 
     @property
     def url(self) -> str:
-        if self.config.uds:
+        scheme = "https" if self.config.ssl_certfile else "http"
+        if self.config.uds and self._sock is None:
             return f"unix:{self.config.uds}"
-        host = self.config.host if self.config.fd is None else self.sockets[0].getsockname()[0]
+        if self._sock is not None or self.config.fd is not None:
+            return socket_url(self.sockets[0], scheme)
+        host = self.config.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def connections(self) -> int:
@@ -137,6 +174,8 @@ class Server:
                 conn.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._unix_path is not None:
+            remove_unix(self._unix_path)
         state.clock.stop()
         await self.app.shutdown()
         self._closed.set()
@@ -148,6 +187,9 @@ class Server:
 async def serve(app: App | Router, **settings: Any) -> Server:
     """Start serving ``app`` inside the running loop; returns once it is listening."""
     config = Config.from_settings(**settings)
+    if config.workers > 1 or config.reload or config.limit_max_requests:
+        logger.warning("serve() runs in the calling process and loop: workers, reload and limit_max_requests "
+                       "apply to run() and the CLI only")
     server = Server(app, config)
     await server.start()
     logger.info("Listening on %s", server.url)
@@ -170,25 +212,35 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str | None, log_config: str | None = None) -> None:
     """Give aioserve's loggers a stderr handler unless the application configured logging already."""
-    root = logging.getLogger()
-    base = logging.getLogger("aioserve")
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise SystemExit(f"aioserve: error: unknown log level {level!r} (use debug, info, warning, error, critical)")
-    base.setLevel(numeric)
-    if not root.handlers and not base.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        base.addHandler(handler)
-        base.propagate = False
+    try:
+        _configure_logging(level, log_config)
+    except ConfigError as exc:
+        raise SystemExit(f"aioserve: error: {exc}") from None
 
 
 def run(app: App | Router, **settings: Any) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully. Blocks."""
+    """Serve until SIGINT or SIGTERM, then shut down gracefully. Blocks.
+
+    ``reload=True`` watches the code and restarts a child process (``reload.py``); ``workers > 1`` or
+    ``limit_max_requests`` runs a supervisor with worker processes (``supervisor.py``).
+    """
     config = Config.from_settings(**settings)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_config)
+    from . import reload, supervisor
+
+    if config.reload and not reload.is_reload_child():
+        reload.run_reloader(config)
+        return
+    reload.adopt_reload_socket(config)
+    try:
+        make_ssl_context(config)  # check the files once, before anything starts
+    except ValueError as exc:
+        raise SystemExit(f"aioserve: error: {exc}") from None
+    if config.workers > 1 or config.limit_max_requests:
+        supervisor.run_supervisor(app, config)
+        return
     with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
         runner.run(_serve_until_signalled(app, config))
 
@@ -240,9 +292,10 @@ async def _serve_until_signalled(app: App | Router, config: Config) -> None:
     server = Server(app, config)
     try:
         await server.start()
+    except BindError as exc:
+        raise SystemExit(f"aioserve: error: {exc.strerror or exc}") from None
     except OSError as exc:
-        where = config.uds or (f"fd {config.fd}" if config.fd is not None else f"{config.host}:{config.port}")
-        raise SystemExit(f"aioserve: error: cannot listen on {where}: {exc.strerror or exc}") from None
+        raise SystemExit(f"aioserve: error: cannot listen on {describe(config)}: {exc.strerror or exc}") from None
     logger.info("Listening on %s (loop: %s, workers: 1, pid: %d)", server.url, loop_name(loop), os.getpid())
     await stop.wait()
     await server.shutdown(config.timeout_graceful_shutdown)

@@ -1,0 +1,158 @@
+"""Proxy headers: who the client is when a reverse proxy stands in front of the server.
+
+Only when the connection's peer is a trusted proxy (``forwarded_allow_ips``: addresses, networks,
+``*``, or ``unix:`` for Unix-socket peers) are ``Forwarded`` (RFC 7239, preferred when present) or
+``X-Forwarded-For`` / ``X-Forwarded-Proto`` read; from anyone else they are ignored, because anyone
+can send them. In a chain of proxies the client is the right-most address that is not a trusted
+proxy itself, so a client cannot spoof its address by sending the header first.
+
+The connection calls ``apply`` once per request, and only when ``proxy_headers`` is on.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from .request import Request
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+class ProxyHeaders:
+    """Trust rules, parsed once at start-up; ``apply(request)`` rewrites ``client`` and ``scheme``."""
+
+    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache")
+
+    def __init__(self, allow: str | Iterable[str]) -> None:
+        items = [p.strip() for p in allow.split(",")] if isinstance(allow, str) else [p.strip() for p in allow]
+        self.trust_all = "*" in items
+        self.trust_unix = "unix:" in items
+        self.hosts: set[str] = set()
+        self.networks: list[_Network] = []
+        for item in items:
+            if not item or item in ("*", "unix:"):
+                continue
+            try:
+                if "/" in item:
+                    self.networks.append(ipaddress.ip_network(item, strict=False))
+                else:
+                    self.hosts.add(str(ipaddress.ip_address(item)))
+            except ValueError:
+                raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address, a network, '*' or 'unix:'") from None
+        self._cache: dict[str, bool] = {}
+
+    def trusts(self, host: str | None) -> bool:
+        """Is ``host`` (a peer or a hop in a forwarded chain) one of our proxies?"""
+        if self.trust_all:
+            return True
+        if host is None:  # a Unix-socket peer has no address
+            return self.trust_unix
+        known = self._cache.get(host)
+        if known is None:
+            known = self._check(host)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[host] = known
+        return known
+
+    def _check(self, host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if str(addr) in self.hosts:
+            return True
+        mapped = getattr(addr, "ipv4_mapped", None)
+        if mapped is not None and str(mapped) in self.hosts:
+            return True
+        return any(addr in net for net in self.networks)
+
+    def apply(self, req: Request) -> None:
+        peer = req.client
+        if not self.trusts(peer[0] if peer else None):
+            return
+        forwarded = xff = proto = None
+        for name, value in req._raw_headers:
+            if name == b"forwarded":
+                forwarded = value if forwarded is None else forwarded + b"," + value
+            elif name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b"," + value
+            elif name == b"x-forwarded-proto":
+                proto = value if proto is None else proto + b"," + value
+        if forwarded is not None:
+            hops = parse_forwarded(forwarded.decode("latin-1"))
+            chosen = self._client_hop([hop.get("for", "") for hop in hops])
+            if chosen is not None:
+                hop = hops[chosen]
+                if hop.get("for"):
+                    req.client = split_node(hop["for"])
+                scheme = _SCHEMES.get(hop.get("proto", "").lower())
+                if scheme:
+                    req.scheme = scheme
+            return
+        if xff is not None:
+            hops = [h.strip() for h in xff.decode("latin-1").split(",")]
+            chosen = self._client_hop(hops)
+            if chosen is not None and hops[chosen]:
+                req.client = split_node(hops[chosen])
+        if proto is not None:
+            scheme = _SCHEMES.get(proto.decode("latin-1").split(",")[0].strip().lower())
+            if scheme:
+                req.scheme = scheme
+
+    def _client_hop(self, hosts: list[str]) -> int | None:
+        """Index of the client in a chain: right-most hop that is not a trusted proxy."""
+        if not hosts:
+            return None
+        if self.trust_all:
+            return 0
+        for i in range(len(hosts) - 1, -1, -1):
+            if not self.trusts(split_node(hosts[i])[0]):
+                return i
+        return 0  # every hop is one of ours: the first is the client
+
+
+def split_node(node: str) -> tuple[str, int]:
+    """``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``, ``unknown`` -> (host, port); port 0 if absent."""
+    node = node.strip().strip('"')
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif node.count(":") == 1:
+        host, _, port = node.partition(":")
+    else:
+        host, port = node, ""
+    return host, int(port) if port.isdigit() else 0
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]]:
+    """RFC 7239 ``Forwarded``: comma-separated hops of ``key=value`` pairs joined by ``;``."""
+    hops: list[dict[str, str]] = []
+    for element in _split_outside_quotes(value, ","):
+        hop: dict[str, str] = {}
+        for pair in _split_outside_quotes(element, ";"):
+            key, sep, val = pair.partition("=")
+            if sep:
+                val = val.strip()
+                if len(val) >= 2 and val[0] == val[-1] == '"':
+                    val = val[1:-1].replace('\\"', '"')
+                hop[key.strip().lower()] = val
+        if hop:
+            hops.append(hop)
+    return hops
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, current, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p for p in (p.strip() for p in parts) if p]
