@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body in bytes (default 1048576; -1 for no limit)")
     p.add_argument("--limit-pipeline", type=int, default=32,
                    help="pipelined requests queued per connection before reading pauses (default 32)")
+    p.add_argument("--limit-in-flight", type=int, default=None,
+                   help="requests in progress past which new ones get 503 + Retry-After at once (default: no limit)")
     p.add_argument("--timeout-keep-alive", type=float, default=75.0, help="idle keep-alive timeout, s (default 75)")
     p.add_argument("--timeout-header", type=float, default=15.0, help="time to send a request head, s (default 15)")
     p.add_argument("--timeout-body", type=float, default=30.0, help="time a stalled body may wait, s (default 30)")
@@ -103,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "backlog": args.backlog,
         "max_body_size": None if args.max_body_size < 0 else args.max_body_size,
         "limit_pipeline": args.limit_pipeline,
+        "limit_in_flight": args.limit_in_flight,
         "timeout_keep_alive": args.timeout_keep_alive,
         "timeout_header": args.timeout_header,
         "timeout_body": args.timeout_body,

@@ -22,6 +22,7 @@ class Config:
     # limits
     max_body_size: int | None = 1 * MiB
     limit_pipeline: int = 32  # queued requests per connection before reading pauses (resumes at half)
+    limit_in_flight: int | None = None  # past it, new requests get 503 at once (overrides App(limit_in_flight))
     # timeouts (seconds)
     timeout_keep_alive: float = 75.0
     timeout_header: float = 15.0
@@ -43,6 +44,8 @@ class Config:
             raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ValueError("max_body_size must be >= 0 or None")
+        if self.limit_in_flight is not None and self.limit_in_flight < 1:
+            raise ValueError("limit_in_flight must be >= 1")
         if self.limit_pipeline < 1:
             raise ValueError("limit_pipeline must be >= 1")
         for name in ("timeout_keep_alive", "timeout_header", "timeout_body"):

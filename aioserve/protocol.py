@@ -28,6 +28,7 @@ import httptools
 import orjson
 
 from .app import to_response
+from .deadlines import cancelled as _rt_cancelled
 from .errors import ClientDisconnected, HTTPError, ProtocolError
 from .request import Request
 from .response import Response, StreamResponse
@@ -70,7 +71,7 @@ _EAGER = sys.version_info >= (3, 12)
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         # shared by every connection of the server
-        "state", "app", "loop", "clock", "config", "access_log",
+        "state", "app", "loop", "clock", "config", "access_log", "rt",
         # this connection
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
@@ -85,6 +86,7 @@ class HttpProtocol(asyncio.Protocol):
         self.clock = state.clock
         self.config = state.config
         self.access_log = state.config.access_log
+        self.rt = state.rt  # realtime.py: deadlines, shedding, metrics; None when unused
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client: tuple[str, int] | None = None
@@ -120,6 +122,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.forget(self)
+        if self.rt is not None:  # realtime hook: the requests of a lost connection are not in flight
+            self.rt.on_lost(self)
         self.stage = CLOSING
         self.deadline = None
         if self.timer is not None:
@@ -286,6 +290,8 @@ class HttpProtocol(asyncio.Protocol):
             raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
         req._expect_continue = self._expect_continue and version == "1.1"
         self._enter(BODY)
+        if self.rt is not None and self.rt.on_request(self, req):  # realtime hook: shed (answered), or deadline armed
+            return
         if _EAGER:
             req._task = asyncio.Task(self._handle(req), loop=self.loop, eager_start=True)
         else:
@@ -353,10 +359,15 @@ class HttpProtocol(asyncio.Protocol):
                 result = await req.route.handler(req, **req.path_params)
             else:
                 result = await req.route.handler(req)
+        except asyncio.CancelledError as exc:  # realtime hook: deadline/shutdown re-raise; else a 500
+            result = await _rt_cancelled(self, req, exc)
         except Exception as exc:
             if req._disconnected or req._status:
                 return  # nobody to answer, or already answered (e.g. 413)
             result = await app.handle_error(req, exc)
+        if req._timer is not None:  # realtime hook: the handler is done, disarm its deadline
+            req._timer.cancel()
+            req._timer = None
         if req._status or self.transport is None:
             return
         if self.transport.is_closing():
@@ -411,8 +422,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _tail(self, req: Request, close: bool) -> bytes:
         if close:
-            return self.clock.close
-        return self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
+            tail = self.clock.close
+        else:
+            tail = self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
+        if self.rt is not None and self.rt.server_timing:  # realtime hook: Server-Timing
+            return self.rt.timing(req) + tail
+        return tail
 
     async def _stream(self, req: Request, response: StreamResponse) -> None:
         """Send a streamed body, producing no faster than the client reads."""
@@ -475,6 +490,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- writing, in request order ------------------------------------------------------------------
     def _emit(self, req: Request, data: bytes, close: bool, status: int, size: int) -> None:
+        if self.rt is not None:  # realtime hook: no longer in flight; latency recorded
+            self.rt.on_emit(req, status)
         req._out = data
         req._close = close
         req._status = status
@@ -534,6 +551,8 @@ class HttpProtocol(asyncio.Protocol):
     def _drop(self, req: Request) -> None:
         """Forget a request whose answer can no longer be sent."""
         req._status = req._status or 499
+        if self.rt is not None:  # realtime hook
+            self.rt.on_emit(req, req._status)
         req._out = b""
         req._close = True
         if self.pipeline and self.pipeline[0] is req:

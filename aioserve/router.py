@@ -23,7 +23,9 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
-    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params")
+    __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
+                 # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
+                 "deadline", "fallback", "shed", "budget")
 
     def __init__(
         self,
@@ -32,6 +34,9 @@ class Route:
         handler: Handler,
         name: str | None = None,
         max_body_size: int | None = UNSET,
+        deadline: float | None = UNSET,
+        fallback: Handler | None = None,
+        shed: bool = True,
     ) -> None:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
@@ -47,9 +52,20 @@ class Route:
             raise ValueError(f"max_body_size for {pattern} must be >= 0 or None")
         self.max_body_size = max_body_size
         _check_signature(handler, pattern, self.param_names)
+        if deadline is not UNSET and deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline for {pattern} must be > 0 seconds, or None for no deadline")
+        if fallback is not None:
+            if not inspect.iscoroutinefunction(fallback):
+                raise TypeError(f"fallback for {pattern} must be an 'async def' function")
+            _check_signature(fallback, pattern, self.param_names)
+        self.deadline = deadline  # UNSET: the app's; None: no deadline on this route
+        self.fallback = fallback  # answers when the deadline passes, instead of 503
+        self.shed = shed  # False: never refused by load shedding (e.g. /metrics, health checks)
+        self.budget: float | None = None
 
     def with_prefix(self, prefix: str) -> Route:
-        return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size)
+        return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size,
+                     self.deadline, self.fallback, self.shed)
 
     def __repr__(self) -> str:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
@@ -89,8 +105,9 @@ class Router:
     def add_route(
         self, path: str, handler: Handler, methods: Iterable[str] = ("GET",), *,
         name: str | None = None, max_body_size: int | None = UNSET,
+        deadline: float | None = UNSET, fallback: Handler | None = None, shed: bool = True,
     ) -> Route:
-        route = Route(path, methods, handler, name, max_body_size)
+        route = Route(path, methods, handler, name, max_body_size, deadline, fallback, shed)
         self._add(route)
         return route
 
@@ -99,10 +116,14 @@ class Router:
 
     def route(
         self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
-        max_body_size: int | None = UNSET,
+        max_body_size: int | None = UNSET, deadline: float | None = UNSET, fallback: Handler | None = None,
+        shed: bool = True,
     ) -> Callable[[H], H]:
+        """``deadline`` (seconds) overrides the app's (None: none here); ``fallback`` answers when it
+        passes; ``shed=False`` exempts the route from load shedding."""
         def decorator(handler: H) -> H:
-            self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size)
+            self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size,
+                           deadline=deadline, fallback=fallback, shed=shed)
             return handler
 
         return decorator

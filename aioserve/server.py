@@ -18,6 +18,7 @@ from typing import Any, Callable
 from .app import App
 from .config import Config
 from .protocol import HttpProtocol
+from .realtime import Realtime
 from .router import Router
 from .wire import HeaderClock
 
@@ -29,7 +30,7 @@ LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed")
+    __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "rt")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -38,6 +39,7 @@ class ServerState:
         self.clock = HeaderClock(config.server_header, config.timeout_keep_alive)
         self.connections: set[HttpProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set while draining
+        self.rt: Realtime | None = None  # deadlines, shedding, metrics (realtime.py), when the app uses them
 
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
@@ -66,6 +68,9 @@ class Server:
         state = self.state = ServerState(self.app, config, loop)
         await self.app.startup()
         state.clock.start(loop)
+        if Realtime.wanted(self.app, config):
+            state.rt = Realtime(self.app, config, state)
+            state.rt.start()
 
         def factory() -> HttpProtocol:
             return HttpProtocol(state)
@@ -81,6 +86,8 @@ class Server:
                     factory, config.host, config.port, backlog=config.backlog, reuse_address=True)
         except BaseException:
             state.clock.stop()
+            if state.rt is not None:
+                state.rt.stop()
             await self.app.shutdown()
             raise
 
@@ -136,6 +143,8 @@ class Server:
         if self._server is not None:
             await self._server.wait_closed()
         state.clock.stop()
+        if state.rt is not None:
+            state.rt.stop()
         await self.app.shutdown()
         self._closed.set()
 
