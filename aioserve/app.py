@@ -82,8 +82,11 @@ class App(Router):
         """
         from .realtime import metrics_endpoint
 
+        again = self.metrics_path == path
         self.metrics_path = path
         self.metrics_dir = multiprocess_dir
+        if again:
+            return
         self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
 
     def middleware(self, func: F) -> F:
