@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log one line per request (default on)")
     p.add_argument("--server-header", default="aioserve", help="Server header value; '' turns it off")
     p.add_argument("--backlog", type=int, default=2048, help="listen() backlog (default 2048)")
+    p.add_argument("--accept-batch", type=int, default=64,
+                   help="connections accepted at once when the listening socket is ready (default 64; "
+                        "0 leaves accepting to the event loop, which with uvloop takes one per iteration)")
     p.add_argument("--max-body-size", type=int, default=1024 * 1024,
                    help="largest request body in bytes (default 1048576; -1 for no limit)")
     p.add_argument("--limit-pipeline", type=int, default=32,
@@ -103,6 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "access_log": args.access_log,
         "server_header": args.server_header or None,
         "backlog": args.backlog,
+        "accept_batch": args.accept_batch,
         "max_body_size": None if args.max_body_size < 0 else args.max_body_size,
         "limit_pipeline": args.limit_pipeline,
         "limit_in_flight": args.limit_in_flight,

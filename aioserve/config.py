@@ -19,6 +19,7 @@ class Config:
     access_log: bool = True
     server_header: str | None = "aioserve"
     backlog: int = 2048
+    accept_batch: int = 64  # connections accepted per readiness of the listening socket; 0: the loop's own
     # limits
     max_body_size: int | None = 1 * MiB
     limit_pipeline: int = 32  # queued requests per connection before reading pauses (resumes at half)
@@ -44,6 +45,8 @@ class Config:
             raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ValueError("max_body_size must be >= 0 or None")
+        if self.accept_batch < 0:
+            raise ValueError("accept_batch must be >= 0")
         if self.limit_in_flight is not None and self.limit_in_flight < 1:
             raise ValueError("limit_in_flight must be >= 1")
         if self.limit_pipeline < 1:

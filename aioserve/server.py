@@ -8,6 +8,7 @@ Shutdown order: stop accepting, close idle connections, let in-flight requests f
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import socket
 import sys
 from typing import Any, Callable
 
+from .accept import BatchAcceptor, listening_socket
 from .app import App
 from .config import Config
 from .protocol import HttpProtocol
@@ -78,6 +80,15 @@ class Server:
         try:
             if config.uds:
                 self._server = await loop.create_unix_server(factory, config.uds, backlog=config.backlog)
+            elif config.accept_batch and (config.fd is not None or _is_ip(config.host)):
+                if config.fd is not None:
+                    sock = socket.socket(fileno=config.fd)
+                    sock.listen(config.backlog)
+                else:
+                    sock = listening_socket(config.host, config.port, config.backlog)
+                acceptor = BatchAcceptor(loop, sock, factory, config.accept_batch)
+                acceptor.start()
+                self._server = acceptor  # type: ignore[assignment]
             elif config.fd is not None:
                 sock = socket.socket(fileno=config.fd)
                 self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
@@ -150,6 +161,14 @@ class Server:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def serve(app: App | Router, **settings: Any) -> Server:

@@ -69,7 +69,8 @@ def serve(kind: str, port: int) -> None:
             burn()
             return {"ok": True}
 
-        app.run(host="127.0.0.1", port=port, access_log=False, log_level="warning", loop="uvloop")
+        app.run(host="127.0.0.1", port=port, access_log=False, log_level="warning", loop="uvloop",
+                accept_batch=int(os.environ.get("OVERLOAD_ACCEPT_BATCH", "64")))
     elif kind == "uvicorn-starlette":
         import uvicorn
         from starlette.applications import Starlette
@@ -174,6 +175,7 @@ class Load:
         self.errors = {"timeout": 0, "reset": 0, "connect": 0}
         self.opened = 0
         self.connecting = 0
+        self.send_late: list[float] = []  # how late the generator itself sent (its own saturation)
 
     async def open(self) -> Conn | None:
         self.connecting += 1
@@ -216,6 +218,7 @@ class Load:
                 self.errors["connect"] += 1
                 return
         self.busy.add(conn)
+        self.send_late.append(self.loop.time() - due)
         conn.send(due)
 
     async def sweep(self) -> None:
@@ -306,6 +309,7 @@ class Load:
             "shed_server_p99_ms": shed_server[min(len(shed_server) - 1, int(0.99 * len(shed_server)))] if shed_server else None,
             "other_status": self.other, **self.errors, "connections_opened": self.opened,
             "new_client_wait_s": probe,
+            "client_send_late_p99_ms": pct(sorted(self.send_late), 0.99),
         }
 
 

@@ -160,3 +160,28 @@ async def test_adaptive_shedding_runs_with_the_server():
         assert server.state.rt.adaptive is not None
         for _ in range(3):
             assert (await get(server.port, "/hold")).status == 200
+
+
+@pytest.mark.parametrize("batch", [0, 1, 64])
+async def test_accept_batch_setting(batch):
+    from aioserve.accept import BatchAcceptor
+
+    app = App()
+
+    @app.get("/")
+    async def index(request):
+        return "ok"
+
+    async with running(app, accept_batch=batch) as server:
+        assert isinstance(server._server, BatchAcceptor) == bool(batch)
+        clients = [await Client.connect(server.port) for _ in range(20)]  # queued at once
+        try:
+            replies = await asyncio.gather(*(c.request("/") for c in clients))
+            assert all(r.status == 200 for r in replies)
+        finally:
+            for c in clients:
+                await c.close()
+
+
+def test_cli_accept_batch():
+    assert settings_from_args(build_parser().parse_args(["m:a", "--accept-batch", "0"]))["accept_batch"] == 0
