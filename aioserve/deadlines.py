@@ -4,7 +4,8 @@ The budget runs from the moment the request head is parsed, so time spent queued
 requests, or waiting for the loop, counts. It is the route's ``deadline`` (or the app's), tightened,
 never loosened, by the client's ``X-Deadline-Ms`` header (name configurable). When it passes:
 
-* the handler's task is cancelled (a task not yet started never runs: its CPU is saved);
+* the handler's task is cancelled; a task whose budget ran out before it started (it waited behind
+  other tasks in a long loop iteration, where no timer can fire) does not run the handler at all;
 * without a fallback, the 503 (``Retry-After``) is emitted at once, from the timer callback, through
   the connection's normal in-order path; a handler that swallows the cancellation cannot delay it;
 * with a ``fallback``, the fallback handler runs in a task of its own and its result is the answer
@@ -40,7 +41,7 @@ def header_budget(raw_headers: list[tuple[bytes, bytes]], name: bytes) -> float 
 def expire(conn: HttpProtocol, req: Request) -> None:
     """Timer callback: the request's deadline has passed."""
     req._timer = None
-    if req._status:  # already answered (or a streamed answer has started)
+    if req._status or req._expired:  # already answered (or a streamed answer has started)
         return
     req._expired = True
     rt = conn.state.rt
@@ -58,6 +59,20 @@ def expire(conn: HttpProtocol, req: Request) -> None:
         conn.loop.create_task(run_fallback(conn, req))
     else:
         conn._respond(req, rt.deadline_response() if rt is not None else _plain_503())
+
+
+def expired_before_start(conn: HttpProtocol, req: Request) -> bool:
+    """Called as the handler's task starts: if the budget ran out while the task waited for its turn
+    (a long loop iteration: many tasks made ready at once), answer now and do not run the handler.
+    This is what keeps a loop that is behind from spending CPU on answers nobody will use."""
+    if conn.loop.time() < req._deadline:
+        return False
+    timer = req._timer
+    if timer is not None:
+        timer.cancel()
+    req._task = None  # the task is the caller; it ends by returning
+    expire(conn, req)
+    return True
 
 
 async def run_fallback(conn: HttpProtocol, req: Request) -> None:
@@ -86,7 +101,8 @@ async def cancelled(conn: HttpProtocol, req: Request, exc: asyncio.CancelledErro
     """A handler ended in ``CancelledError``: re-raise for a deadline (answered by ``expire``) or for
     server shutdown (the task itself is being cancelled); otherwise answer it as an error (500)."""
     task = asyncio.current_task()
-    if req._expired or (task is not None and task.cancelling()):
+    cancelling = getattr(task, "cancelling", None)  # 3.11+; before it, assume shutdown
+    if req._expired or cancelling is None or cancelling():
         raise exc
     return await conn.app.handle_error(req, exc)
 

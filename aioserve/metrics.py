@@ -28,7 +28,7 @@ NBUCKETS = len(BOUNDS) + 1  # the last bucket is +Inf
 CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 UNMATCHED = "<unmatched>"
 
-COUNTERS = ("requests_shed", "connections_shed", "deadline_cancelled", "deadline_late")
+COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late")
 SNAPSHOT_VERSION = 1
 
 
@@ -175,9 +175,6 @@ def render(snap: dict[str, Any]) -> str:
     add("# HELP aioserve_requests_shed_total Requests refused at once (503) because too many were in flight.")
     add("# TYPE aioserve_requests_shed_total counter")
     add(f"aioserve_requests_shed_total {counters.get('requests_shed', 0)}")
-    add("# HELP aioserve_connections_shed_total Connections refused at accept time (503 and close) under overload.")
-    add("# TYPE aioserve_connections_shed_total counter")
-    add(f"aioserve_connections_shed_total {counters.get('connections_shed', 0)}")
     add("# HELP aioserve_deadline_missed_total Requests past their deadline: cancelled, or answered late "
         "by a handler that could not be interrupted.")
     add("# TYPE aioserve_deadline_missed_total counter")

@@ -29,6 +29,7 @@ import orjson
 
 from .app import to_response
 from .deadlines import cancelled as _rt_cancelled
+from .deadlines import expired_before_start as _rt_expired
 from .errors import ClientDisconnected, HTTPError, ProtocolError
 from .request import Request
 from .response import Response, StreamResponse
@@ -350,6 +351,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- running the handler ---------------------------------------------------------------------
     async def _handle(self, req: Request) -> None:
         app = self.app
+        if req._deadline is not None and _rt_expired(self, req):  # realtime hook: out of time before starting
+            return
         try:
             if app.entry is not None:
                 result: Any = await app.entry(req)

@@ -287,7 +287,7 @@ class Load:
         out = {}
         for line in data.split("\r\n\r\n", 1)[1].splitlines():
             if line.startswith(("aioserve_requests_shed_total", "aioserve_deadline_missed_total",
-                                "aioserve_event_loop_lag_max_seconds", "aioserve_connections_shed_total",
+                                "aioserve_event_loop_lag_max_seconds",
                                 'aioserve_requests_total{route="/work"')):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)

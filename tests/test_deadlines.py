@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -252,3 +253,34 @@ def test_route_validation():
 
 async def _h(request):
     return "x"
+
+
+async def test_handler_whose_budget_ran_out_while_queued_does_not_run():
+    """Tasks made ready in one loop iteration run back to back; no timer fires in between. A task
+    that starts after its deadline answers 503 without running its handler (its CPU is saved)."""
+    app = App()
+    ran = []
+
+    @app.get("/burn")
+    async def burn(request):
+        end = time.perf_counter() + 0.1
+        while time.perf_counter() < end:  # holds the loop, as a CPU-bound handler does
+            pass
+        return "burnt"
+
+    @app.get("/quick", deadline=0.02)
+    async def quick(request):
+        ran.append(1)
+        return "quick"
+
+    async with running(app) as server:
+        client = await Client.connect(server.port)
+        try:
+            client.send("/burn")
+            client.send("/quick")  # one write: both heads parsed in the same data_received
+            assert (await client.read()).body == b"burnt"
+            assert (await client.read()).status == 503
+            assert ran == []
+            assert server.state.rt.in_flight == 0
+        finally:
+            await client.close()
