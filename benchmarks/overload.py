@@ -123,36 +123,32 @@ class Conn(asyncio.Protocol):
         self.transport.write(REQUEST)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        buf = self.buf + data if self.buf else data
         while True:
-            end = self.buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n")
             if end < 0:
-                return
-            head = self.buf[:end].decode("latin-1")
-            length = 0
-            close = False
+                break
+            head = buf[:end].lower()  # bytes, in C: no per-line Python work on the hot path
+            i = head.find(b"content-length:")
+            length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+            if len(buf) < end + 4 + length:
+                break
+            buf = buf[end + 4 + length:]
+            status = int(head[9:12])
             timing = None
-            for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "connection" and "close" in value.lower():
-                    close = True
-                elif name == "server-timing":
-                    timing = value
-            if len(self.buf) < end + 4 + length:
-                return
-            self.buf = self.buf[end + 4 + length:]
-            status = int(head.split(" ", 2)[1])
+            if status == 503:
+                j = head.find(b"server-timing:")
+                if j >= 0:
+                    timing = head[j + 14:head.find(b"\r\n", j)].decode()
             if self.due:
                 self.gen.answered(self, status, timing)
-            if close:
+            if b"connection: close" in head:
                 self.alive = False
                 self.transport.close()
-                return
+                break
             if self.due == 0.0 and self.alive:
                 self.gen.idle.append(self)
+        self.buf = buf
 
     def connection_lost(self, exc):
         self.alive = False
