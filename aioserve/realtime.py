@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from . import deadlines
@@ -87,8 +88,7 @@ class Realtime:
     # -- hooks -------------------------------------------------------------------------------------
     def on_request(self, conn: HttpProtocol, req: Request) -> bool:
         """The head is parsed and routed. Returns True when the request was answered (shed)."""
-        now = self.loop.time()
-        req._start = now
+        req._t0 = perf_counter()
         route = req.route
         if route is None:  # 404/405: cheap, answered by the app, not load
             return False
@@ -106,7 +106,7 @@ class Realtime:
                 asked = deadlines.header_budget(req._raw_headers, self.header)
                 if asked is not None and asked < budget:
                     budget = asked
-            req._deadline = when = now + budget
+            req._deadline = when = self.loop.time() + budget
             req._timer = self.loop.call_at(when, deadlines.expire, conn, req)
         return False
 
@@ -122,13 +122,12 @@ class Realtime:
         if timer is not None:
             timer.cancel()
             req._timer = None
-        if not req._start:
+        if not req._t0:
             return  # a request made up to carry a parse error: nothing to time
-        now = self.loop.time()
-        seconds = now - req._start
+        seconds = perf_counter() - req._t0
         metrics = self.metrics
         deadline = req._deadline
-        if deadline is not None and now > deadline and not req._expired and metrics is not None:
+        if deadline is not None and not req._expired and metrics is not None and self.loop.time() > deadline:
             metrics.counters["deadline_late"] += 1
         route = req.route
         if metrics is not None:
@@ -142,9 +141,9 @@ class Realtime:
                 self.on_emit(req, 499)
 
     def timing(self, req: Request) -> bytes:
-        if not self.server_timing or not req._start:
+        if not self.server_timing or not req._t0:
             return b""
-        return b"Server-Timing: app;dur=%.3f\r\n" % ((self.loop.time() - req._start) * 1000.0)
+        return b"Server-Timing: app;dur=%.3f\r\n" % ((perf_counter() - req._t0) * 1000.0)
 
     # -- answers -------------------------------------------------------------------------------------
     def _shed(self, conn: HttpProtocol, req: Request) -> None:

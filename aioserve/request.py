@@ -30,7 +30,7 @@ class Request:
         # response bookkeeping, owned by the connection
         "_out", "_turn", "_close", "_start", "_status", "_task", "_error", "_continue_due",
         # real-time budget (realtime.py): absolute deadline (loop time), its timer, accounting state
-        "_deadline", "_timer", "_rt", "_expired",
+        "_deadline", "_timer", "_rt", "_expired", "_t0",
     )
 
     def __init__(
@@ -82,6 +82,7 @@ class Request:
         self._timer: asyncio.TimerHandle | None = None
         self._rt = 0  # 0 not counted, 1 in flight, 2 answered (see realtime.py)
         self._expired = False
+        self._t0 = 0.0  # perf_counter() when the head was parsed (for measuring; deadlines use loop time)
 
     # -- lazily parsed views -----------------------------------------------------------------------
     @property
