@@ -454,6 +454,7 @@ def write_report(results: list[dict], outdir: Path) -> None:
             yscale="log")
     ax2.axhline(DEADLINE * 1000, color="grey", ls="--", lw=1)
     for ax in (ax1, ax2):
+        ax.minorticks_off()
         ax.set_xticks(LOADS, [f"{x}x" for x in LOADS])
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=8)
@@ -479,6 +480,8 @@ def main() -> None:
     r.add_argument("--servers", default=",".join(SERVERS))
     r.add_argument("--loads", default=",".join(map(str, LOADS)))
     r.add_argument("--out", default=str(HERE / "results"))
+    rep = sub.add_parser("report", help="rewrite the table and chart from results/overload.json")
+    rep.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args()
     if args.cmd == "serve":
         serve(args.kind, args.port)
@@ -488,6 +491,8 @@ def main() -> None:
         async def go():
             return await Load(args.port, args.rate, args.duration).run()
         print(json.dumps(run_loop(go())))
+    elif args.cmd == "report":
+        write_report(json.loads((Path(args.out) / "overload.json").read_text()), Path(args.out))
     else:
         results = run_all(args.servers.split(","), args.duration, [float(x) for x in args.loads.split(",")])
         write_report(results, Path(args.out))
