@@ -27,11 +27,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class App(Router):
-    """``App(debug=False)``: routes (the ``Router`` decorators), middleware, hooks, error handlers."""
+    """``App(debug=False)``: routes (the ``Router`` decorators), middleware, hooks, error handlers.
 
-    def __init__(self, *, debug: bool = False) -> None:
+    Real-time budgets (see ``realtime.py``): ``deadline`` (seconds, for every route that does not set
+    its own), ``deadline_header`` (the request header a client may tighten it with, in milliseconds),
+    ``limit_in_flight`` (past it, new requests get 503 at once), ``adaptive_shedding`` (shed earlier
+    while a route's recent p99 exceeds its deadline), ``retry_after`` (seconds, on 503s),
+    ``server_timing`` (a ``Server-Timing`` header on every response).
+    """
+
+    def __init__(
+        self, *, debug: bool = False, deadline: float | None = None,
+        deadline_header: str | None = "x-deadline-ms", limit_in_flight: int | None = None,
+        adaptive_shedding: bool = False, retry_after: int = 1, server_timing: bool = False,
+    ) -> None:
         super().__init__()
         self.debug = debug
+        if deadline is not None and not deadline > 0:
+            raise ValueError("deadline must be > 0 seconds, or None")
+        if limit_in_flight is not None and limit_in_flight < 1:
+            raise ValueError("limit_in_flight must be >= 1, or None")
+        self.deadline = deadline
+        self.deadline_header = deadline_header.lower() if deadline_header else None
+        self.limit_in_flight = limit_in_flight
+        self.adaptive_shedding = adaptive_shedding
+        self.retry_after = int(retry_after)
+        self.server_timing = server_timing
+        self.metrics_path: str | None = None
+        self.metrics_dir: str | None = None
+        self.realtime: Any = None  # the running server's Realtime (realtime.py), set at start
         self.tree = RadixTree()
         self.middlewares: list[Middleware] = []
         self.startup_hooks: list[Callable[[], Awaitable[Any]]] = []
@@ -49,6 +73,21 @@ class App(Router):
     def _add(self, route: Route) -> None:
         self.tree.add(route.pattern, route.methods, route)
         self.routes.append(route)
+
+    def enable_metrics(self, path: str = "/metrics", *, multiprocess_dir: str | None = None) -> None:
+        """Serve request counts, latency histograms and load gauges at ``path`` (Prometheus text).
+
+        With several workers, give ``multiprocess_dir`` (or set ``AIOSERVE_METRICS_DIR``): each worker
+        writes its numbers there once a second and ``path`` answers for all of them.
+        """
+        from .realtime import metrics_endpoint
+
+        again = self.metrics_path == path
+        self.metrics_path = path
+        self.metrics_dir = multiprocess_dir
+        if again:
+            return
+        self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
 
     def middleware(self, func: F) -> F:
         """``async def mw(request, call_next) -> Response``. The first registered is the outermost."""

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log one line per request (default on)")
     p.add_argument("--server-header", default="aioserve", help="Server header value; '' turns it off")
     p.add_argument("--backlog", type=int, default=2048, help="listen() backlog (default 2048)")
+    p.add_argument("--accept-batch", type=int, default=64,
+                   help="connections accepted at once when the listening socket is ready (default 64; "
+                        "0 leaves accepting to the event loop, which with uvloop takes one per iteration)")
     p.add_argument("--max-body-size", type=int, default=1024 * 1024,
                    help="largest request body in bytes (default 1048576; -1 for no limit)")
     p.add_argument("--limit-pipeline", type=int, default=32,
@@ -51,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest header section in bytes; 431 past it (default 32768)")
     p.add_argument("--limit-connections", type=int, default=None,
                    help="most open connections; past it a new one gets 503 and is closed (default none)")
+    p.add_argument("--limit-in-flight", type=int, default=None,
+                   help="requests in progress past which new ones get 503 + Retry-After at once (default: no limit)")
     p.add_argument("--timeout-keep-alive", type=float, default=75.0, help="idle keep-alive timeout, s (default 75)")
     p.add_argument("--timeout-header", type=float, default=15.0, help="time to send a request head, s (default 15)")
     p.add_argument("--timeout-body", type=float, default=30.0, help="time a stalled body may wait, s (default 30)")
@@ -146,6 +151,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "access_log": args.access_log,
         "server_header": args.server_header or None,
         "backlog": args.backlog,
+        "accept_batch": args.accept_batch,
         "max_body_size": None if args.max_body_size < 0 else args.max_body_size,
         "limit_pipeline": args.limit_pipeline,
         "limit_request_line": args.limit_request_line,
@@ -153,6 +159,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "limit_request_header_size": args.limit_request_header_size,
         "limit_connections": args.limit_connections,
         "timeout_write": args.timeout_write or None,
+        "limit_in_flight": args.limit_in_flight,
         "timeout_keep_alive": args.timeout_keep_alive,
         "timeout_header": args.timeout_header,
         "timeout_body": args.timeout_body,

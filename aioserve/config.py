@@ -19,6 +19,7 @@ class Config:
     access_log: bool = True
     server_header: str | None = "aioserve"
     backlog: int = 2048
+    accept_batch: int = 64  # connections accepted per readiness of the listening socket; 0: the loop's own
     # limits
     max_body_size: int | None = 1 * MiB
     limit_request_line: int = 8192  # bytes of the request target (414 past it)
@@ -26,6 +27,7 @@ class Config:
     limit_request_header_size: int = 32768  # bytes of the header section (431 past it)
     limit_pipeline: int = 32  # queued requests per connection before reading pauses (resumes at half)
     limit_connections: int | None = None  # open connections; past it a new one gets 503 and is closed
+    limit_in_flight: int | None = None  # past it, new requests get 503 at once (overrides App(limit_in_flight))
     # timeouts (seconds)
     timeout_keep_alive: float = 75.0
     timeout_header: float = 15.0
@@ -68,6 +70,10 @@ class Config:
             raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ValueError("max_body_size must be >= 0 or None")
+        if self.accept_batch < 0:
+            raise ValueError("accept_batch must be >= 0")
+        if self.limit_in_flight is not None and self.limit_in_flight < 1:
+            raise ValueError("limit_in_flight must be >= 1")
         for name in ("limit_pipeline", "limit_request_line", "limit_request_fields", "limit_request_header_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -29,6 +29,8 @@ import httptools
 import orjson
 
 from .app import to_response
+from .deadlines import cancelled as _rt_cancelled
+from .deadlines import expired_before_start as _rt_expired
 from .errors import ClientDisconnected, HTTPError, ProtocolError
 from .request import Request
 from .response import Response, StreamResponse
@@ -77,7 +79,7 @@ _EAGER = sys.version_info >= (3, 12)
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         # shared by every connection of the server
-        "state", "app", "loop", "clock", "config", "access_log",
+        "state", "app", "loop", "clock", "config", "access_log", "rt",
         # this connection
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
@@ -94,6 +96,7 @@ class HttpProtocol(asyncio.Protocol):
         self.clock = state.clock
         self.config = state.config
         self.access_log = state.config.access_log
+        self.rt = state.rt  # realtime.py: deadlines, shedding, metrics; None when unused
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client: tuple[str, int] | None = None
@@ -146,6 +149,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.forget(self)
+        if self.rt is not None:  # realtime hook: the requests of a lost connection are not in flight
+            self.rt.on_lost(self)
         self.stage = CLOSING
         self.deadline = None
         if self.timer is not None:
@@ -395,6 +400,8 @@ class HttpProtocol(asyncio.Protocol):
             self._enter(BODY)
         else:  # no body follows: on_message_complete comes next, in this same feed
             self.stage = BODY
+        if self.rt is not None and self.rt.on_request(self, req):  # realtime hook: shed (answered), or deadline armed
+            return
         if route is not None and route.inline and self.app.entry is None:
             self._run_inline(req, route)
         elif _EAGER:
@@ -488,6 +495,8 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _handle(self, req: Request) -> None:
         app = self.app
+        if req._deadline is not None and _rt_expired(self, req):  # realtime hook: out of time before starting
+            return
         try:
             if app.entry is not None:
                 result: Any = await app.entry(req)
@@ -497,10 +506,15 @@ class HttpProtocol(asyncio.Protocol):
                 result = await req.route.handler(req, **req.path_params)
             else:
                 result = await req.route.handler(req)
+        except asyncio.CancelledError as exc:  # realtime hook: deadline/shutdown re-raise; else a 500
+            result = await _rt_cancelled(self, req, exc)
         except Exception as exc:
             if req._disconnected or req._status:
                 return  # nobody to answer, or already answered (e.g. 413)
             result = await app.handle_error(req, exc)
+        if req._timer is not None:  # realtime hook: the handler is done, disarm its deadline
+            req._timer.cancel()
+            req._timer = None
         if req._status or self.transport is None:
             return
         if self.transport.is_closing():
@@ -558,8 +572,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _tail(self, req: Request, close: bool) -> bytes:
         if close:
-            return self.clock.close
-        return self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
+            tail = self.clock.close
+        else:
+            tail = self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
+        if self.rt is not None and self.rt.server_timing:  # realtime hook: Server-Timing
+            return self.rt.timing(req) + tail
+        return tail
 
     async def _stream(self, req: Request, response: StreamResponse) -> None:
         """Send a streamed body, producing no faster than the client reads."""
@@ -622,6 +640,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- writing, in request order ------------------------------------------------------------------
     def _emit(self, req: Request, data: bytes | tuple[bytes, bytes], close: bool, status: int, size: int) -> None:
+        if self.rt is not None:  # realtime hook: no longer in flight; latency recorded
+            self.rt.on_emit(req, status)
         req._out = data
         req._close = close
         req._status = status
@@ -735,6 +755,8 @@ class HttpProtocol(asyncio.Protocol):
     def _drop(self, req: Request) -> None:
         """Forget a request whose answer can no longer be sent."""
         req._status = req._status or 499
+        if self.rt is not None:  # realtime hook
+            self.rt.on_emit(req, req._status)
         req._out = b""
         req._close = True
         if self.pipeline and self.pipeline[0] is req:

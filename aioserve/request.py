@@ -29,6 +29,8 @@ class Request:
         "_body", "max_body_size",
         # response bookkeeping, owned by the connection
         "_out", "_turn", "_close", "_start", "_status", "_task", "_error", "_continue_due",
+        # real-time budget (realtime.py): absolute deadline (loop time), its timer, accounting state
+        "_deadline", "_timer", "_rt", "_expired", "_t0",
     )
 
     def __init__(
@@ -76,6 +78,11 @@ class Request:
         self._task: asyncio.Task[None] | None = None
         self._error: Exception | None = None  # a routing or body error to raise to the reader
         self._continue_due = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._rt = 0  # 0 not counted, 1 in flight, 2 answered (see realtime.py)
+        self._expired = False
+        self._t0 = 0.0  # perf_counter() when the head was parsed (for measuring; deadlines use loop time)
 
     # -- lazily parsed views -----------------------------------------------------------------------
     @property
@@ -106,6 +113,25 @@ class Request:
         if self._state is None:
             self._state = {}
         return self._state
+
+    @property
+    def deadline(self) -> float | None:
+        """When this request's budget runs out, in event-loop time (``loop.time()``), or None.
+
+        Pass it on to what you await: ``async with asyncio.timeout_at(request.deadline): ...``.
+        """
+        return self._deadline
+
+    def time_left(self) -> float | None:
+        """Seconds left in the budget (0.0 once past it), or None without a deadline.
+
+        Fits ``asyncio.wait_for(..., timeout=request.time_left())`` and client timeouts.
+        """
+        deadline = self._deadline
+        if deadline is None:
+            return None
+        left = deadline - asyncio.get_running_loop().time()
+        return left if left > 0.0 else 0.0
 
     @property
     def is_disconnected(self) -> bool:

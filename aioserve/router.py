@@ -25,7 +25,9 @@ class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
     __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
-                 "inline", "access_log")
+                 "inline", "access_log",
+                 # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
+                 "deadline", "fallback", "shed", "budget")
 
     def __init__(
         self,
@@ -35,6 +37,9 @@ class Route:
         name: str | None = None,
         max_body_size: int | None = UNSET,
         access_log: bool = True,
+        deadline: float | None = UNSET,
+        fallback: Handler | None = None,
+        shed: bool = True,
     ) -> None:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
@@ -52,10 +57,20 @@ class Route:
         self.inline = not can_suspend(handler)
         self.access_log = access_log  # False: no access log line for this route (health checks)
         _check_signature(handler, pattern, self.param_names)
+        if deadline is not UNSET and deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline for {pattern} must be > 0 seconds, or None for no deadline")
+        if fallback is not None:
+            if not inspect.iscoroutinefunction(fallback):
+                raise TypeError(f"fallback for {pattern} must be an 'async def' function")
+            _check_signature(fallback, pattern, self.param_names)
+        self.deadline = deadline  # UNSET: the app's; None: no deadline on this route
+        self.fallback = fallback  # answers when the deadline passes, instead of 503
+        self.shed = shed  # False: never refused by load shedding (e.g. /metrics, health checks)
+        self.budget: float | None = None
 
     def with_prefix(self, prefix: str) -> Route:
         return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size,
-                     self.access_log)
+                     self.access_log, self.deadline, self.fallback, self.shed)
 
     def __repr__(self) -> str:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
@@ -113,8 +128,9 @@ class Router:
     def add_route(
         self, path: str, handler: Handler, methods: Iterable[str] = ("GET",), *,
         name: str | None = None, max_body_size: int | None = UNSET, access_log: bool = True,
+        deadline: float | None = UNSET, fallback: Handler | None = None, shed: bool = True,
     ) -> Route:
-        route = Route(path, methods, handler, name, max_body_size, access_log)
+        route = Route(path, methods, handler, name, max_body_size, access_log, deadline, fallback, shed)
         self._add(route)
         return route
 
@@ -123,11 +139,14 @@ class Router:
 
     def route(
         self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
-        max_body_size: int | None = UNSET, access_log: bool = True,
+        max_body_size: int | None = UNSET, access_log: bool = True, deadline: float | None = UNSET,
+        fallback: Handler | None = None, shed: bool = True,
     ) -> Callable[[H], H]:
+        """``deadline`` (seconds) overrides the app's (None: none here); ``fallback`` answers when it
+        passes; ``shed=False`` exempts the route from load shedding."""
         def decorator(handler: H) -> H:
             self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size,
-                           access_log=access_log)
+                           access_log=access_log, deadline=deadline, fallback=fallback, shed=shed)
             return handler
 
         return decorator

@@ -8,6 +8,7 @@ Shutdown order: stop accepting, close idle connections, let in-flight requests f
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from .accept import BatchAcceptor, listening_socket
 from .app import App
 from .config import Config
 from .logconfig import LOG_FORMAT, ConfigError
@@ -23,6 +25,7 @@ from .logconfig import configure_logging as _configure_logging
 from .protocol import HttpProtocol
 from .proxy import ProxyHeaders
 from .request import Request
+from .realtime import Realtime
 from .router import Router
 from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
 from .tls import make_ssl_context
@@ -37,7 +40,7 @@ class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
-                 "requests_left", "on_request")
+                 "requests_left", "on_request", "rt")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -66,6 +69,7 @@ class ServerState:
                 on_limit()
 
         self.on_request = on_request
+        self.rt: Realtime | None = None  # deadlines, shedding, metrics (realtime.py), when the app uses them
 
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
@@ -97,6 +101,9 @@ class Server:
         state = self.state = ServerState(self.app, config, loop)
         await self.app.startup()
         state.clock.start(loop)
+        if Realtime.wanted(self.app, config):
+            state.rt = Realtime(self.app, config, state)
+            state.rt.start()
 
         def factory() -> HttpProtocol:
             return HttpProtocol(state)
@@ -108,8 +115,15 @@ class Server:
                 self._unix_path = config.uds
             elif sock is None and config.fd is not None:
                 sock = socket.socket(fileno=config.fd)
+            elif sock is None and config.accept_batch and ssl_ctx is None and _is_ip(config.host):
+                sock = listening_socket(config.host, config.port, config.backlog)
             if sock is not None and sock.family == socket.AF_UNIX:
                 self._server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
+            elif sock is not None and config.accept_batch and ssl_ctx is None:
+                sock.listen(config.backlog)
+                acceptor = BatchAcceptor(loop, sock, factory, config.accept_batch)
+                acceptor.start()
+                self._server = acceptor  # type: ignore[assignment]
             elif sock is not None:
                 self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
             else:
@@ -117,6 +131,8 @@ class Server:
                     factory, config.host, config.port, backlog=config.backlog, reuse_address=True, ssl=ssl_ctx)
         except BaseException:
             state.clock.stop()
+            if state.rt is not None:
+                state.rt.stop()
             await self.app.shutdown()
             raise
 
@@ -177,11 +193,21 @@ class Server:
         if self._unix_path is not None:
             remove_unix(self._unix_path)
         state.clock.stop()
+        if state.rt is not None:
+            state.rt.stop()
         await self.app.shutdown()
         self._closed.set()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def serve(app: App | Router, **settings: Any) -> Server:

@@ -1,0 +1,251 @@
+"""Request metrics: per-route latency histograms, counters, gauges; mergeable; Prometheus text.
+
+Every series is a fixed set of preallocated lists: one histogram per (route pattern, status class)
+with the same log-spaced bucket bounds (``BOUNDS``, four per decade from 100 us to 10 s), so
+recording a request is a ``bisect`` and two list updates: no allocation of containers, no lock (one
+event loop per worker records; nothing else writes).
+
+A worker's numbers leave the process as a *snapshot*: a plain dict of lists and numbers (JSON-able).
+``merge()`` adds snapshots together (counters and buckets add; the loop-lag gauges take the worst
+worker), and ``render()`` turns one snapshot into the Prometheus text exposition format (0.0.4).
+``SnapshotDir`` is how several workers answer ``/metrics`` for the whole server: each worker writes
+its snapshot to ``<dir>/worker-<pid>.json`` about once a second (atomically, write then rename) and
+``/metrics`` in any worker merges every file of the directory with its own live numbers.
+"""
+from __future__ import annotations
+
+import math
+import os
+from bisect import bisect_left
+from typing import Any, Iterable
+
+import orjson
+
+#: Upper bounds (seconds) of the latency buckets: 10 ** (k / 4) for k in -16..4, i.e. 100 us .. 10 s.
+BOUNDS: tuple[float, ...] = tuple(round(10 ** (k / 4), 9) for k in range(-16, 5))
+NBUCKETS = len(BOUNDS) + 1  # the last bucket is +Inf
+#: Status classes 1xx..5xx; index 0 collects anything odd (e.g. 499 for a client that went away is 4).
+CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+UNMATCHED = "<unmatched>"
+
+COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late")
+SNAPSHOT_VERSION = 1
+
+
+class RouteSeries:
+    """One route pattern: a histogram per status class, laid out flat in one list."""
+
+    __slots__ = ("counts", "sums")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(CLASSES) * NBUCKETS)
+        self.sums = [0.0] * len(CLASSES)
+
+    def record(self, status: int, seconds: float) -> None:
+        cls = status // 100
+        if cls > 5:
+            cls = 0
+        self.counts[cls * NBUCKETS + bisect_left(BOUNDS, seconds)] += 1
+        self.sums[cls] += seconds
+
+
+class Metrics:
+    """The live numbers of one worker."""
+
+    __slots__ = ("series", "counters", "lag_last", "lag_max")
+
+    def __init__(self) -> None:
+        self.series: dict[str, RouteSeries] = {}
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.lag_last = 0.0
+        self.lag_max = 0.0
+
+    def route(self, pattern: str) -> RouteSeries:
+        """The series of ``pattern``; made once per pattern, then found with one dict lookup."""
+        series = self.series.get(pattern)
+        if series is None:
+            series = self.series[pattern] = RouteSeries()
+        return series
+
+    def snapshot(self, in_flight: int = 0, connections: int = 0) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "pid": os.getpid(),
+            "bounds": list(BOUNDS),
+            "series": {p: {"counts": list(s.counts), "sums": list(s.sums)} for p, s in self.series.items()},
+            "counters": dict(self.counters),
+            "gauges": {"in_flight": in_flight, "connections": connections,
+                       "loop_lag": self.lag_last, "loop_lag_max": self.lag_max},
+        }
+
+
+def empty_snapshot() -> dict[str, Any]:
+    return Metrics().snapshot()
+
+
+def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Add worker snapshots: buckets, sums and counters add; in-flight and connections add (they are
+    per-worker amounts); the loop-lag gauges keep the worst worker (the figure to look at)."""
+    out = empty_snapshot()
+    out["pid"] = None
+    series = out["series"]
+    gauges = out["gauges"]
+    workers = 0
+    for snap in snapshots:
+        if snap.get("version") != SNAPSHOT_VERSION or list(snap.get("bounds", ())) != list(BOUNDS):
+            raise ValueError("cannot merge metrics snapshots with different versions or buckets")
+        workers += 1
+        for pattern, data in snap["series"].items():
+            into = series.get(pattern)
+            if into is None:
+                series[pattern] = {"counts": list(data["counts"]), "sums": list(data["sums"])}
+                continue
+            counts, sums = into["counts"], into["sums"]
+            for i, n in enumerate(data["counts"]):
+                counts[i] += n
+            for i, s in enumerate(data["sums"]):
+                sums[i] += s
+        for name, n in snap["counters"].items():
+            out["counters"][name] = out["counters"].get(name, 0) + n
+        g = snap.get("gauges") or {}
+        gauges["in_flight"] += g.get("in_flight", 0)
+        gauges["connections"] += g.get("connections", 0)
+        gauges["loop_lag"] = max(gauges["loop_lag"], g.get("loop_lag", 0.0))
+        gauges["loop_lag_max"] = max(gauges["loop_lag_max"], g.get("loop_lag_max", 0.0))
+    out["workers"] = workers
+    return out
+
+
+def quantile(counts: list[int], q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q`` of one histogram (inf past the last)."""
+    total = sum(counts)
+    if not total:
+        return 0.0
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            return BOUNDS[i] if i < len(BOUNDS) else math.inf
+    return math.inf
+
+
+# -- Prometheus text format -------------------------------------------------------------------------
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(x: float) -> str:
+    if x == math.inf:
+        return "+Inf"
+    if isinstance(x, int) or float(x).is_integer():
+        return str(int(x))
+    return repr(float(x))
+
+
+_LE = tuple(_num(b) for b in BOUNDS) + ("+Inf",)
+
+
+def render(snap: dict[str, Any]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    add("# HELP aioserve_requests_total Requests answered, by route pattern and status class.")
+    add("# TYPE aioserve_requests_total counter")
+    per_class: list[tuple[str, str, list[int], float]] = []
+    for pattern in sorted(snap["series"]):
+        data = snap["series"][pattern]
+        counts, sums = data["counts"], data["sums"]
+        for c, name in enumerate(CLASSES):
+            hist = counts[c * NBUCKETS:(c + 1) * NBUCKETS]
+            total = sum(hist)
+            if total:
+                per_class.append((pattern, name, hist, sums[c]))
+                add(f'aioserve_requests_total{{route="{_label(pattern)}",status="{name}"}} {total}')
+    add("# HELP aioserve_request_duration_seconds Time from request head parsed to response ready.")
+    add("# TYPE aioserve_request_duration_seconds histogram")
+    for pattern, name, hist, total_s in per_class:
+        labels = f'route="{_label(pattern)}",status="{name}"'
+        cumulative = 0
+        for le, n in zip(_LE, hist):
+            cumulative += n
+            add(f'aioserve_request_duration_seconds_bucket{{{labels},le="{le}"}} {cumulative}')
+        add(f"aioserve_request_duration_seconds_sum{{{labels}}} {_num(total_s)}")
+        add(f"aioserve_request_duration_seconds_count{{{labels}}} {cumulative}")
+    counters = snap["counters"]
+    add("# HELP aioserve_requests_shed_total Requests refused at once (503) because too many were in flight.")
+    add("# TYPE aioserve_requests_shed_total counter")
+    add(f"aioserve_requests_shed_total {counters.get('requests_shed', 0)}")
+    add("# HELP aioserve_deadline_missed_total Requests past their deadline: cancelled, or answered late "
+        "by a handler that could not be interrupted.")
+    add("# TYPE aioserve_deadline_missed_total counter")
+    add(f'aioserve_deadline_missed_total{{outcome="cancelled"}} {counters.get("deadline_cancelled", 0)}')
+    add(f'aioserve_deadline_missed_total{{outcome="late"}} {counters.get("deadline_late", 0)}')
+    gauges = snap["gauges"]
+    add("# HELP aioserve_requests_in_flight Requests whose head is parsed and whose response is not yet ready.")
+    add("# TYPE aioserve_requests_in_flight gauge")
+    add(f"aioserve_requests_in_flight {gauges.get('in_flight', 0)}")
+    add("# HELP aioserve_connections Open client connections.")
+    add("# TYPE aioserve_connections gauge")
+    add(f"aioserve_connections {gauges.get('connections', 0)}")
+    add("# HELP aioserve_event_loop_lag_seconds How late the last periodic loop callback ran (worst worker).")
+    add("# TYPE aioserve_event_loop_lag_seconds gauge")
+    add(f"aioserve_event_loop_lag_seconds {_num(gauges.get('loop_lag', 0.0))}")
+    add("# HELP aioserve_event_loop_lag_max_seconds Worst loop lag over the last 10 seconds (worst worker).")
+    add("# TYPE aioserve_event_loop_lag_max_seconds gauge")
+    add(f"aioserve_event_loop_lag_max_seconds {_num(gauges.get('loop_lag_max', 0.0))}")
+    if "workers" in snap:
+        add("# HELP aioserve_workers Worker snapshots merged into this answer.")
+        add("# TYPE aioserve_workers gauge")
+        add(f"aioserve_workers {snap['workers']}")
+    add("")
+    return "\n".join(lines)
+
+
+# -- several workers --------------------------------------------------------------------------------
+class SnapshotDir:
+    """Per-worker snapshot files in one directory, merged on read.
+
+    A worker that exits keeps counting (its last file stays: counters never go backwards), but its
+    gauges (in flight, connections, loop lag) are dropped once its process is gone.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        self.own = os.path.join(path, f"worker-{os.getpid()}.json")
+
+    def write(self, snap: dict[str, Any]) -> None:
+        tmp = self.own + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(snap))
+        os.replace(tmp, self.own)
+
+    def read_others(self) -> list[dict[str, Any]]:
+        out = []
+        for name in sorted(os.listdir(self.path)):
+            full = os.path.join(self.path, name)
+            if not name.startswith("worker-") or not name.endswith(".json") or full == self.own:
+                continue
+            try:
+                with open(full, "rb") as f:
+                    snap = orjson.loads(f.read())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # being replaced, or removed: the next scrape sees it
+            pid = snap.get("pid")
+            if isinstance(pid, int) and not _alive(pid):
+                snap["gauges"] = {}
+            out.append(snap)
+        return out
+
+    def merged(self, own: dict[str, Any]) -> dict[str, Any]:
+        return merge([own, *self.read_others()])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
