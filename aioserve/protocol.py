@@ -473,6 +473,10 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             req._task = self.loop.create_task(self._handle_error(req, exc))
             return
+        except asyncio.CancelledError:  # raised by the handler itself: nothing here cancelled it
+            error = RuntimeError(f"handler {route.name} raised CancelledError")
+            req._task = self.loop.create_task(self._handle_error(req, error))
+            return
         else:  # unreachable for a coroutine without await; fail loudly rather than hang
             coro.close()
             req._task = self.loop.create_task(

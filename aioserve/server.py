@@ -50,6 +50,7 @@ class ServerState:
         self.connections: set[HttpProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set while draining
         self.last_host = b""  # the last Host value that passed validation
+        self.rt: Realtime | None = None  # deadlines, shedding, metrics (realtime.py), when the app uses them
         self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
         self.requests_left = 0
         # Called by the connection for every new request, and only set when a feature needs it, so
@@ -69,7 +70,6 @@ class ServerState:
                 on_limit()
 
         self.on_request = on_request
-        self.rt: Realtime | None = None  # deadlines, shedding, metrics (realtime.py), when the app uses them
 
     def forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)

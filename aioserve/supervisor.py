@@ -24,7 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import contextlib
+import glob
 import os
+import shutil
+import tempfile
 import random
 import signal
 import socket
@@ -302,12 +306,36 @@ def run_supervisor(app: App | Router, config: Config) -> None:
         sock = bind_socket(config)
     except BindError as exc:
         raise SystemExit(f"aioserve: error: {exc.strerror or exc}") from None
+    metrics_dir = _shared_metrics_dir(app)
     try:
         Supervisor(app, config, sock).run()
     finally:
         if config.uds and config.fd is None:
             remove_unix(config.uds)
         sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _shared_metrics_dir(app: App | Router) -> str | None:
+    """With /metrics on, every worker writes its numbers to one fresh directory that /metrics merges.
+
+    Returns the directory when the supervisor made it (and so removes it at exit); a directory the
+    user chose (``enable_metrics(multiprocess_dir=...)`` or ``AIOSERVE_METRICS_DIR``) is emptied of
+    stale worker files instead, so a previous run's dead workers do not count.
+    """
+    if not getattr(app, "metrics_path", None):
+        return None
+    chosen = getattr(app, "metrics_dir", None) or os.environ.get("AIOSERVE_METRICS_DIR")
+    if chosen:
+        for stale in glob.glob(os.path.join(chosen, "worker-*.json")):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+        os.environ["AIOSERVE_METRICS_DIR"] = chosen
+        return None
+    made = tempfile.mkdtemp(prefix="aioserve-metrics-")
+    os.environ["AIOSERVE_METRICS_DIR"] = made  # inherited by the forked workers
+    return made
 
 
 # -- inside a worker ----------------------------------------------------------------------------------

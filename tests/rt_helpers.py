@@ -83,25 +83,6 @@ async def get(port: int, path: str, **kw) -> Reply:
         await client.close()
 
 
-# Run every async test of the real-time modules on both loops. (Once main's tests/conftest.py
-# parametrises loops with ``pytest_asyncio_loop_factories``, this fixture is redundant: remove it.)
-import pytest  # noqa: E402
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-_POLICIES = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
-
-
-@pytest.fixture(params=_POLICIES)
-def event_loop_policy(request):
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
-
 async def wait_until(predicate, timeout: float = 3.0) -> None:
     """Poll ``predicate`` on the loop (bounded) for state that has no event to wait on."""
     loop = asyncio.get_running_loop()

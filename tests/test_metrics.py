@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aioserve import App, HTTPError
 from aioserve.looplag import LoopLagMonitor
 from aioserve.metrics import BOUNDS, NBUCKETS, Metrics, SnapshotDir, merge, quantile, render
-from rt_helpers import Client, event_loop_policy, get, running, wait_until  # noqa: F401
+from rt_helpers import Client, get, running, wait_until  # noqa: F401
 
 
 def parse(text: str) -> dict[str, dict[tuple, float]]:

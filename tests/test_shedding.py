@@ -10,7 +10,7 @@ import pytest
 from aioserve import App
 from aioserve.cli import build_parser, settings_from_args
 from aioserve.shedding import AdaptiveLimit
-from rt_helpers import Client, event_loop_policy, get, running, wait_until  # noqa: F401
+from rt_helpers import Client, get, running, wait_until  # noqa: F401
 
 
 def slow_app(**kw):
