@@ -21,7 +21,6 @@ import asyncio
 import logging
 import re
 import sys
-from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -64,6 +63,7 @@ PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
 LARGE_BODY = 64 * 1024  # bodies this large are written on their own rather than copied into the head
 
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended to (on_message_begin replaces it)
 _CHECKED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"upgrade", b"content-length"})
 # RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?\])(?::[0-9]{0,5})?\Z")
@@ -102,7 +102,7 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
         self.stage = IDLE
-        self.pipeline: deque[Request] = deque()
+        self.pipeline: list[Request] = []  # bounded by limit_pipeline; a list is 10x smaller than a deque
         self.read_blockers = 0
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -366,10 +366,12 @@ class HttpProtocol(asyncio.Protocol):
             path = unquote(path)
         keep_alive = parser.should_keep_alive() and not self.draining
         self._head_started = False
+        self._url = b""  # the request owns them now; an idle connection keeps nothing of it
         if self._chunked and version == "1.0":
             keep_alive = False  # RFC 9112 6.1: Transfer-Encoding in 1.0 is faulty framing; close after
         req = Request(self, method, raw_path, query, path, self._headers, version, keep_alive,
                       self.client, self.scheme)
+        self._headers = _NO_HEADERS
         self.request = req
         self.pipeline.append(req)
         on_request = self.state.on_request
@@ -701,7 +703,7 @@ class HttpProtocol(asyncio.Protocol):
                     return  # the client is slow: resume_writing continues from here
             elif req._out:
                 out.append(req._out)
-            pipeline.popleft()
+            del pipeline[0]
             if req._close:
                 close = True
                 break
