@@ -384,7 +384,9 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self.stage = BODY
         if self.rt is not None and self.rt.on_request(self, req):  # realtime hook: shed (answered), or deadline armed
             return
-        if route is not None and route.inline and self.app.entry is None:
+        if route is not None and route.inline and self.app.entry is None and self.rt is None:
+            # With deadlines or shedding, every request is admitted (or refused) as its head is read
+            # and runs later in a task; run inline, a CPU-bound handler would hide the queue from them.
             self._run_inline(req, route)
         elif EAGER_TASKS:
             req._task = asyncio.Task(self._handle(req), loop=self.loop, eager_start=True)

@@ -107,8 +107,7 @@ class Realtime:
                 if asked is not None and asked < budget:
                     budget = asked
             req._deadline = when = self.loop.time() + budget
-            if not (route.inline and conn.app.entry is None):  # an inline handler cannot be cancelled
-                req._timer = self.loop.call_at(when, deadlines.expire, conn, req)
+            req._timer = self.loop.call_at(when, deadlines.expire, conn, req)
         return False
 
     def on_emit(self, req: Request, status: int) -> None:

@@ -185,3 +185,24 @@ async def test_accept_batch_setting(batch):
 
 def test_cli_accept_batch():
     assert settings_from_args(build_parser().parse_args(["m:a", "--accept-batch", "0"]))["accept_batch"] == 0
+
+
+async def test_sheds_cpu_bound_handlers_that_never_await():
+    """A handler with no await could run inline, as its head is parsed, and the queue would hide in
+    the socket buffers where shedding cannot see it. With a limit set, every head is admitted or
+    refused first: six pipelined requests in one read, limit 2, give two answers and four 503s."""
+    app = App(limit_in_flight=2)
+
+    @app.get("/burn")
+    async def burn(request):
+        return str(sum(range(20000)))  # CPU only, no await
+
+    async with running(app) as server:
+        client = await Client.connect(server.port)
+        try:
+            for _ in range(6):
+                client.send("/burn")
+            statuses = [(await client.read()).status for _ in range(6)]
+        finally:
+            await client.close()
+    assert statuses == [200, 200, 503, 503, 503, 503]
