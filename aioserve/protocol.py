@@ -40,6 +40,7 @@ from .stages import (
     HEAD,
     IDLE,
     PIPELINE_FULL,
+    STAGE_NAMES,
     WRITE_PAUSED,
 )
 from .wire import CONTINUE_100, REASONS, status_line
@@ -515,9 +516,9 @@ class HttpProtocol(Responder, asyncio.Protocol):
                 self.timer.cancel()
             self.timer = self.loop.call_at(deadline, self._on_timer)
 
-    @property
-    def is_idle(self) -> bool:
-        return not self.pipeline
+    def __repr__(self) -> str:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        return f"<HttpProtocol {client} stage={STAGE_NAMES[self.stage]} pipeline={len(self.pipeline)}>"
 
 def _origin_form(url: bytes) -> bytes:
     """Absolute-form (``http://host/path?q``) to origin-form; ``*`` (OPTIONS) stays as is."""
