@@ -118,7 +118,7 @@ class Server:
                 sock = listening_socket(config.host, config.port, config.backlog)
             if sock is not None and sock.family == socket.AF_UNIX:
                 self._server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
-            elif sock is not None and config.accept_batch and ssl_ctx is None:
+            elif sock is not None and config.accept_batch and ssl_ctx is None and _can_watch(loop):
                 sock.listen(config.backlog)
                 acceptor = BatchAcceptor(loop, sock, factory, config.accept_batch)
                 acceptor.start()
@@ -199,6 +199,11 @@ class Server:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+
+def _can_watch(loop: asyncio.AbstractEventLoop) -> bool:
+    """Batch accept needs ``add_reader``; Windows' proactor loop has none (it keeps its own accept)."""
+    return not isinstance(loop, getattr(asyncio, "ProactorEventLoop", ()))
 
 
 def _is_ip(host: str) -> bool:
