@@ -17,12 +17,25 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from typing import Callable
 
 logger = logging.getLogger("aioserve.error")
 
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 BACKOFF = 0.1  # seconds without accepting after an out-of-resource error
+WARN_EVERY = 10.0  # seconds between two warnings about it: a capacity problem, not news per retry
+
+_last_warned = 0.0
+
+
+def warn_out_of_resources(exc: object) -> None:
+    """One warning every ``WARN_EVERY`` seconds while accept() keeps failing for lack of resources."""
+    global _last_warned
+    now = time.monotonic()
+    if now - _last_warned >= WARN_EVERY:
+        _last_warned = now
+        logger.warning("accept() failed (%s): out of file descriptors or memory; backing off", exc)
 
 
 class BatchAcceptor:
@@ -62,7 +75,7 @@ class BatchAcceptor:
                 return
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRORS:
-                    logger.warning("accept() failed (%s); pausing accepts for %.1fs", exc, BACKOFF)
+                    warn_out_of_resources(exc)
                     self._pause()
                     self.loop.call_later(BACKOFF, self._resume)
                     return

@@ -13,10 +13,9 @@ import logging
 import os
 import signal
 import socket
-import time
 from typing import Any, Callable
 
-from .accept import BatchAcceptor, listening_socket
+from .accept import BatchAcceptor, listening_socket, warn_out_of_resources
 from .app import App
 from .config import Config
 from .logconfig import LOG_FORMAT, ConfigError
@@ -282,16 +281,10 @@ def _capacity_errors_as_warnings(loop: asyncio.AbstractEventLoop) -> None:
     the queued connection); this turns its per-retry ERROR traceback into one warning every 10 s.
     """
     previous = loop.get_exception_handler()
-    last_warned = 0.0
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        nonlocal last_warned
         if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
-            now = time.monotonic()
-            if now - last_warned >= 10.0:
-                last_warned = now
-                logger.warning("accept() failed (%s): out of file descriptors or memory; backing off",
-                               context.get("exception"))
+            warn_out_of_resources(context.get("exception"))
             return
         if previous is not None:
             previous(loop, context)
