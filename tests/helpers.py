@@ -462,6 +462,18 @@ LISTEN_TCP = re.compile(r"Listening on http://127\.0\.0\.1:(\d+)")
 LISTEN_UNIX = re.compile(r"Listening on unix:(\S+)")
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM a test's server process, then SIGKILL it if it has not exited within 10 s."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 class CliServer:
     """``python -m aioserve ...`` in a subprocess with stderr read by a thread."""
 
@@ -566,14 +578,7 @@ class CliServer:
 
     def stop(self) -> None:
         """Always safe: terminate, then kill, the process we started."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self._reader.join(timeout=5)
         self._out_reader.join(timeout=5)
         for stream in (self.proc.stdout, self.proc.stderr):

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -466,14 +465,9 @@ class ServerProcess:
         return rc
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        from helpers import stop_process  # lazily: this module is also imported by served subprocesses
+
+        stop_process(self.proc)
         self._thread.join(5)
         if self.proc.stderr is not None:
             with contextlib.suppress(Exception):

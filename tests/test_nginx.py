@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +112,7 @@ def test_worker_restarts_behind_nginx_fail_no_request(stack):
     failures: list[object] = []
     pids: list[int] = []
     done = threading.Event()
+    progress = threading.Condition()
 
     def client() -> None:  # one keep-alive connection to nginx; nginx keeps its own to aioserve
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(CLIENT_ADDR, 0))
@@ -129,6 +129,8 @@ def test_worker_restarts_behind_nginx_fail_no_request(stack):
                 except (OSError, http.client.HTTPException) as exc:
                     failures.append(exc)
                     conn.close()
+                with progress:
+                    progress.notify_all()
         finally:
             conn.close()
 
@@ -142,9 +144,9 @@ def test_worker_restarts_behind_nginx_fail_no_request(stack):
         # --limit-max-requests 150 recycles workers under this load as well
         server.wait_for("reached its request limit", timeout=20)
         count = len(pids)
-        deadline = time.monotonic() + 10
-        while len(pids) < count + 200 and time.monotonic() < deadline and any(t.is_alive() for t in threads):
-            time.sleep(0.01)
+        with progress:  # answered after the restarts (bounded)
+            progress.wait_for(lambda: len(pids) >= count + 200 or not any(t.is_alive() for t in threads),
+                              timeout=10)
     finally:
         done.set()
         for t in threads:

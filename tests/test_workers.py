@@ -88,6 +88,7 @@ def test_sighup_replaces_workers_one_by_one_without_refusing():
         errors: list[BaseException] = []
         answers: list[int] = []
         done = threading.Event()
+        progress = threading.Condition()
 
         def hammer() -> None:
             while not done.is_set() and len(answers) < 5000:
@@ -95,6 +96,8 @@ def test_sighup_replaces_workers_one_by_one_without_refusing():
                     answers.append(get_json(server.host, server.port)["pid"])
                 except BaseException as exc:  # noqa: BLE001 - every failure counts
                     errors.append(exc)
+                with progress:
+                    progress.notify_all()
 
         client = threading.Thread(target=hammer)
         client.start()
@@ -104,9 +107,8 @@ def test_sighup_replaces_workers_one_by_one_without_refusing():
                 server.wait_for(rf"Worker {pid} exited", timeout=15)
             new = {int(m.group(1)) for m in server.wait_for(r"Worker (\d+) ready", count=4)} - old
             count_before = len(answers)
-            deadline = time.monotonic() + 10
-            while len(answers) < count_before + 20 and time.monotonic() < deadline and client.is_alive():
-                time.sleep(0.01)
+            with progress:  # answered by the new workers (bounded)
+                progress.wait_for(lambda: len(answers) >= count_before + 20 or not client.is_alive(), timeout=10)
         finally:
             done.set()
             client.join(15)
