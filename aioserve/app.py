@@ -57,6 +57,7 @@ class App(Router):
         self.metrics_dir: str | None = None
         self.realtime: Any = None  # the running server's Realtime (realtime.py), set at start
         self.tree = RadixTree()
+        self.static_routes = self.tree.static_routes  # path -> {METHOD: route}: the connection's first probe
         self.middlewares: list[Middleware] = []
         self.startup_hooks: list[Callable[[], Awaitable[Any]]] = []
         self.shutdown_hooks: list[Callable[[], Awaitable[Any]]] = []
@@ -140,18 +141,19 @@ class App(Router):
         run(self, **settings)
 
     # -- per request -----------------------------------------------------------------------------
-    def resolve(self, method: str, path: str) -> tuple[Route | None, dict[str, Any], HTTPError | None]:
+    def resolve(self, method: str, path: str) -> tuple[Route | None, list[Any] | tuple[()], HTTPError | None]:
+        """-> (route, its path parameter values in pattern order, None), or (None, (), the 404/405 error)."""
+        routes = self.static_routes.get(path)
+        if routes is not None and method in routes:
+            return routes[method], (), None  # type: ignore[return-value]
         found = self.tree.match(path)
         if found is None:
-            return None, {}, HTTPError(404)
+            return None, (), HTTPError(404)
         endpoint, values = found
-        entry = endpoint.handlers.get(method)
-        if entry is None and method == "HEAD":
-            entry = endpoint.handlers.get("GET")
-        if entry is None:
-            return None, {}, HTTPError(405, headers={"Allow": endpoint.allow})
-        route, names = entry
-        return route, (dict(zip(names, values)) if names else {}), None
+        route = endpoint.routes.get(method)
+        if route is None:
+            return None, (), HTTPError(405, headers={"Allow": endpoint.allow})
+        return route, values, None  # type: ignore[return-value]
 
     async def _endpoint(self, request: Request) -> Response:
         """Innermost layer under middleware: always returns a Response."""

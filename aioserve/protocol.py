@@ -48,8 +48,11 @@ from .wire import CONTINUE_100, REASONS, status_line
 if TYPE_CHECKING:
     from .server import ServerState
 
-_NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended to (on_message_begin replaces it)
-_CHECKED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"upgrade", b"content-length"})
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended to (on_url replaces it)
+_CHECKED_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-length", b"connection"})
+# What the head being parsed has said, as bits of ``_flags`` (reset to 0 for every request).
+HOST_SEEN, CONNECTION_SEEN, CHUNKED, EXPECT_CONTINUE, UPGRADE, HAS_LENGTH = 1, 2, 4, 8, 16, 32
+_INF = float("inf")
 # RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?\])(?::[0-9]{0,5})?\Z")
 DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
@@ -64,10 +67,10 @@ class HttpProtocol(Responder, asyncio.Protocol):
         # this connection
         "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
-        "in_feed", "wbuf", "body_view", "body_offset",
+        "in_feed", "wbuf", "body_view", "body_offset", "timer_at", "write_timer",
         # the request being parsed
-        "request", "_url", "_headers", "_expect_continue", "_upgrade", "_content_length", "_hosts", "_chunked", "_head_started",
-        "_head_size", "_partial_line", "write_timer",
+        "request", "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
+        "_partial_line",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -88,6 +91,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = _INF  # when ``timer`` fires (saves calling timer.when() per request)
         self.deadline: float | None = None
         self.buffered = 0
         self.flush_pending = False
@@ -98,13 +102,11 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self.body_offset = 0
         self.request: Request | None = None
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._expect_continue = False
-        self._upgrade: bytes | None = None
-        self._content_length = -1
-        self._hosts = 0
-        self._chunked = False
-        self._head_started = False
+        self._headers: list[tuple[bytes, bytes]] = _NO_HEADERS
+        self._flags = 0
+        self._upgrade = b""  # valid when _flags & UPGRADE
+        self._content_length = 0  # valid when _flags & HAS_LENGTH
+        self._head_started = False  # a request head has begun and is not complete
         self._head_size = 0
         self._partial_line = 0
         self.write_timer: asyncio.TimerHandle | None = None
@@ -137,6 +139,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+            self.timer_at = _INF
         if self.write_timer is not None:
             self.write_timer.cancel()
             self.write_timer = None
@@ -218,7 +221,11 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self.in_feed = False
         if self.wbuf:
             self._write_pending()
-        if self.stage == HEAD:
+        if self._head_started:  # a request head has begun and is not complete
+            if self.stage != HEAD:
+                if self.stage == CLOSING:
+                    return
+                self._enter(HEAD)  # timeout_header runs from the head's first byte
             # httptools holds an unfinished header line internally; bound it from the outside.
             newline = data.rfind(b"\n")
             self._partial_line = self._partial_line + len(data) if newline < 0 else len(data) - newline - 1
@@ -226,6 +233,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
             if partial + self._head_size > self.config.limit_request_header_size:
                 self._reject(431, "Request header fields too large")
                 return
+        elif self.stage == IDLE:
+            self._enter(IDLE)  # keep-alive timeout from the end of this read
         if len(self.pipeline) > self.config.limit_pipeline:
             self._block(PIPELINE_FULL)
 
@@ -242,20 +251,27 @@ class HttpProtocol(Responder, asyncio.Protocol):
         else:
             self.deadline = None
             return
-        deadline = self.deadline = self.loop.time() + timeout
-        timer = self.timer
-        if timer is None or deadline < timer.when():
-            if timer is not None:
-                timer.cancel()
+        self._set_deadline(self.loop.time() + timeout)
+
+    def _set_deadline(self, deadline: float) -> None:
+        # The one timer fires no later than the deadline; when it fires early it re-arms itself for
+        # the deadline then current, so a deadline moving later (the usual case) costs no timer call.
+        self.deadline = deadline
+        if deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
             self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
 
     def _on_timer(self) -> None:
         self.timer = None
+        self.timer_at = _INF
         deadline = self.deadline
         if deadline is None or self.transport is None:
             return
         if self.loop.time() < deadline:
             self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
             return
         stage = self.stage
         if stage == IDLE:
@@ -270,122 +286,142 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self._reject(408, "Request body not received in time")
 
     # -- httptools callbacks ---------------------------------------------------------------------
+    # Per request httptools calls: on_message_begin, on_url, on_header (per header), on_headers_complete,
+    # on_body (per piece), on_message_complete. The per-request state is reset when a head completes,
+    # so the first callback only has to note that a head has begun.
     def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._expect_continue = False
-        self._upgrade = None
-        self._content_length = -1
-        self._hosts = 0
-        self._chunked = False
-        self._head_started = True
-        self._head_size = 0
-        if self.stage != HEAD:  # HEAD already: the first request, whose deadline runs from connect
-            self._enter(HEAD)
+        self._head_started = True  # data_received starts the header deadline once the read is parsed
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.config.limit_request_line:
+        if self._url:  # the target arrived in pieces
+            url = self._url + url
+        else:
+            self._headers = []
+        if len(url) > self.config.limit_request_line:
             raise ProtocolError(414, "Request URI too long")
+        self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if value and (value[-1] == 32 or value[-1] == 9):  # trailing OWS is not part of the value
             value = value.rstrip(b" \t")
         self._headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        self._partial_line = 0
-        if self._head_size > self.config.limit_request_header_size:
+        size = self._head_size + len(name) + len(value) + 4
+        if size > self.config.limit_request_header_size:
             raise ProtocolError(431, "Request header fields too large")
-        if name in _CHECKED_HEADERS:
-            self._check_header(name, value)
-
-    def _check_header(self, name: bytes, value: bytes) -> None:
-        """The few headers that decide framing or routing: checked here, once, as they arrive."""
+        self._head_size = size
         if name == b"host":
-            self._hosts += 1
-            if self._hosts > 1:
+            if self._flags & HOST_SEEN:
                 raise ProtocolError(400, "More than one Host header")
+            self._flags |= HOST_SEEN
             if value is not self.state.last_host and value != self.state.last_host:
                 if not _HOST.match(value):
                     raise ProtocolError(400, "Invalid Host header")
                 self.state.last_host = value  # clients repeat one Host: validate it once
-        elif name == b"transfer-encoding":
+        elif name in _CHECKED_HEADERS:
+            self._check_header(name, value)
+
+    def _check_header(self, name: bytes, value: bytes) -> None:
+        """The few headers that decide framing or routing: checked here, once, as they arrive."""
+        if name == b"transfer-encoding":
             codings = [c.strip() for c in value.lower().split(b",")]
             if codings[-1] != b"chunked":
                 raise ProtocolError(400, "Transfer-Encoding must end with chunked")
             if len(codings) > 1:
                 raise ProtocolError(501, "Only the chunked transfer coding is supported")
-            self._chunked = True
-        elif name == b"expect":
-            if value.lower() == b"100-continue":
-                self._expect_continue = True
-        elif name == b"upgrade":
-            self._upgrade = value.lower()
+            self._flags |= CHUNKED
         elif name == b"content-length":
             if not value.isdigit():
                 raise ProtocolError(400, "Invalid Content-Length")
             self._content_length = int(value)
+            self._flags |= HAS_LENGTH
+        elif name == b"connection":
+            self._flags |= CONNECTION_SEEN
+        elif name == b"expect":
+            if value.lower() == b"100-continue":
+                self._flags |= EXPECT_CONTINUE
+        elif name == b"upgrade":
+            self._upgrade = value.lower()
+            self._flags |= UPGRADE
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise ProtocolError(505, f"HTTP version {version} is not supported")
-        if self._hosts == 0 and version == "1.1":
+        flags = self._flags
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not flags & CONNECTION_SEEN:
+            # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it closes
+            # 1.0, 0.9 and 2.0 by default), so the version is known without asking (which is slow).
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise ProtocolError(505, f"HTTP version {version} is not supported")
+            if flags & CHUNKED and version == "1.0":
+                keep_alive = False  # RFC 9112 6.1: Transfer-Encoding in 1.0 is faulty framing; close after
+        if not flags & HOST_SEEN and version == "1.1":
             raise ProtocolError(400, "Missing Host header")
-        if len(self._headers) > self.config.limit_request_fields:  # memory is bounded by the size check
+        headers = self._headers
+        if len(headers) > self.config.limit_request_fields:  # memory is bounded by the size check
             raise ProtocolError(431, "Too many request header fields")
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
-        if url[:1] != b"/":
+        if url[0] != 47:  # not "/..."
             url = _origin_form(url)
-        raw_path, sep, query = url.partition(b"?")
+        if 63 in url:  # "?"
+            raw_path, _, query = url.partition(b"?")
+        else:
+            raw_path, query = url, b""
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        keep_alive = parser.should_keep_alive() and not self.draining
-        self._head_started = False
-        self._url = b""  # the request owns them now; an idle connection keeps nothing of it
-        if self._chunked and version == "1.0":
-            keep_alive = False  # RFC 9112 6.1: Transfer-Encoding in 1.0 is faulty framing; close after
-        req = Request(self, method, raw_path, query, path, self._headers, version, keep_alive,
-                      self.client, self.scheme)
+        if self.draining:
+            keep_alive = False
+        req = Request(self, method, raw_path, query, path, headers, version, keep_alive, self.client, self.scheme)
+        # The request owns what was parsed; reset for the next head (an idle connection keeps nothing).
+        self._url = b""
         self._headers = _NO_HEADERS
+        self._flags = 0
+        self._head_size = 0
+        self._partial_line = 0
+        self._head_started = False
         self.request = req
         self.pipeline.append(req)
-        on_request = self.state.on_request
-        if on_request is not None:  # only with --proxy-headers or --limit-max-requests (server.py)
-            on_request(req)
+        if self.state.on_request is not None:  # only with --proxy-headers or --limit-max-requests (server.py)
+            self.state.on_request(req)
         if self.access_log:
             req._start = self.loop.time()
-        if self._upgrade is not None and parser.should_upgrade():
+        if flags & UPGRADE and parser.should_upgrade():
             if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
                 req.keep_alive = False
             else:
                 raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
-        route, params, error = self.app.resolve(method, path)
+        app = self.app
+        routes = app.static_routes.get(path)  # the common case, one probe; params, 404, 405: resolve()
+        route = None if routes is None else routes.get(method)
+        if route is None:
+            route, req._values, req._error = app.resolve(method, path)
         if route is not None:
             req.route = route
-            req.path_params = params
             limit = route.max_body_size
             if limit is UNSET:
                 limit = self.config.max_body_size
         else:
-            req._error = error
             limit = self.config.max_body_size
         req.max_body_size = limit
-        if limit is not None and self._content_length > limit:
-            raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
-        req._expect_continue = self._expect_continue and version == "1.1"
-        if self._content_length > 0 or self._chunked:
-            self._enter(BODY)
+        if flags & (HAS_LENGTH | CHUNKED):
+            if limit is not None and flags & HAS_LENGTH and self._content_length > limit:
+                raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
+            req._expect_continue = flags & EXPECT_CONTINUE != 0 and version == "1.1"
+            if flags & CHUNKED or self._content_length > 0:
+                self._enter(BODY)
+            else:
+                self.stage = BODY
         else:  # no body follows: on_message_complete comes next, in this same feed
             self.stage = BODY
         if self.rt is not None and self.rt.on_request(self, req):  # realtime hook: shed (answered), or deadline armed
             return
-        if route is not None and route.inline and self.app.entry is None and self.rt is None:
+        if route is not None and route.inline and app.entry is None and self.rt is None:
             # With deadlines or shedding, every request is admitted (or refused) as its head is read
             # and runs later in a task; run inline, a CPU-bound handler would hide the queue from them.
             self._run_inline(req, route)
@@ -427,9 +463,10 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self.stage = CLOSING  # RFC 9112 9.6: nothing after a request that closes is processed
             self.deadline = None
         elif self.pipeline:
-            self._enter(HANDLING)
+            self.stage = HANDLING
+            self.deadline = None
         else:
-            self._enter(IDLE)
+            self.stage = IDLE  # its deadline is set once per read, in data_received
 
     # -- body flow, called by Request ------------------------------------------------------------------
     def body_wanted(self, req: Request) -> None:
@@ -511,10 +548,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
     def _hurry(self, seconds: float) -> None:
         deadline = self.loop.time() + seconds
         if self.deadline is None or deadline < self.deadline:
-            self.deadline = deadline
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self._set_deadline(deadline)
 
     def __repr__(self) -> str:
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"

@@ -79,20 +79,24 @@ def register_converter(name: str, regex: str, convert: Callable[[str], Any], pri
 class Endpoint:
     """Everything registered for one path shape."""
 
-    __slots__ = ("pattern", "handlers", "allow")
+    __slots__ = ("pattern", "handlers", "routes", "allow")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         # METHOD -> (route object, param names in order); names may differ per method.
         self.handlers: dict[str, tuple[object, tuple[str, ...]]] = {}
+        # METHOD -> route object, HEAD included where GET answers it: what a request looks up.
+        self.routes: dict[str, object] = {}
         self.allow = ""
 
-    def _refresh_allow(self) -> None:
-        # Precomputed once per registration so 405 responses cost nothing extra.
-        methods = set(self.handlers)
-        if "GET" in methods:
-            methods.add("HEAD")
-        self.allow = ", ".join(sorted(methods))
+    def _refresh(self) -> None:
+        # Precomputed once per registration so lookups and 405 responses cost nothing extra.
+        routes = {method: route for method, (route, _) in self.handlers.items()}
+        if "GET" in routes:
+            routes.setdefault("HEAD", routes["GET"])
+        self.routes.clear()
+        self.routes.update(routes)  # in place: RadixTree.static_routes shares this dict
+        self.allow = ", ".join(sorted(routes))
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.pattern} [{self.allow}]>"
@@ -207,11 +211,12 @@ def _walk(node: _Node, segs: list[str], i: int, values: list) -> Endpoint | None
 class RadixTree:
     """All routes of an app; ``match`` is called once per request."""
 
-    __slots__ = ("_root", "_static", "_shapes", "_owners", "_endpoints", "_count")
+    __slots__ = ("_root", "_static", "static_routes", "_shapes", "_owners", "_endpoints", "_count")
 
     def __init__(self) -> None:
         self._root = _Node()
         self._static: dict[str, Endpoint] = {}  # exact path -> Endpoint, for param-free patterns
+        self.static_routes: dict[str, dict[str, object]] = {}  # exact path -> {METHOD: route}
         self._shapes: dict[tuple[str, ...], Endpoint] = {}
         self._owners: dict[tuple[tuple[str, ...], str], str] = {}  # (shape, method) -> pattern
         self._endpoints: list[Endpoint] = []
@@ -242,6 +247,7 @@ class RadixTree:
             endpoint = Endpoint(pattern)
             if all(isinstance(s, str) for s in segments):
                 self._static[pattern] = endpoint
+                self.static_routes[pattern] = endpoint.routes
             else:
                 node = self._root
                 for seg in segments:
@@ -261,7 +267,7 @@ class RadixTree:
         for method in wanted:
             endpoint.handlers[method] = (route, names)
             self._owners[(shape, method)] = pattern
-        endpoint._refresh_allow()
+        endpoint._refresh()
         self._count += len(wanted)
         return endpoint
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Request:
     __slots__ = (
         # what the client sent
-        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "path_params",
+        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "_values", "_params",
         "client", "scheme", "route", "_raw_headers", "_headers", "_query", "_cookies", "_state",
         # the body, as the connection delivers it
         "_conn", "_chunks", "_received", "_complete", "_waiter", "_expect_continue", "_disconnected",
@@ -54,7 +54,8 @@ class Request:
         self.keep_alive = keep_alive
         self.client = client
         self.scheme = scheme
-        self.path_params: dict[str, Any] = {}
+        self._values: tuple[Any, ...] | list[Any] = ()  # path parameter values, in pattern order
+        self._params: dict[str, Any] | None = None  # the same by name, built when asked
         self.route: Any = None
         self._raw_headers = raw_headers
         self._headers: Headers | None = None
@@ -90,6 +91,19 @@ class Request:
         if self._headers is None:
             self._headers = Headers(self._raw_headers)
         return self._headers
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """Path parameters by name, converted (``{"user_id": 42}``)."""
+        params = self._params
+        if params is None:
+            values = self._values
+            params = self._params = dict(zip(self.route.param_names, values)) if values else {}
+        return params
+
+    @path_params.setter
+    def path_params(self, params: dict[str, Any]) -> None:
+        self._params = params
 
     @property
     def query(self) -> QueryParams:

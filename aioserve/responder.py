@@ -41,7 +41,10 @@ class Responder:
     # -- running the handler ---------------------------------------------------------------------
     def _run_inline(self, req: Request, route: Any) -> None:
         """Run a handler that cannot suspend (no await in it) to completion, here, without a task."""
-        coro = route.handler(req, **req.path_params) if route.has_params else route.handler(req)
+        if req._values:
+            coro = route.handler(req, *req._values) if route.positional else route.handler(req, **req.path_params)
+        else:
+            coro = route.handler(req)
         try:
             coro.send(None)
         except StopIteration as done:
@@ -82,8 +85,12 @@ class Responder:
                 result: Any = await app.entry(req)
             elif req.route is None:
                 result = await app.handle_error(req, req._error or HTTPError(404))
-            elif req.route.has_params:
-                result = await req.route.handler(req, **req.path_params)
+            elif req._values:
+                route = req.route
+                if route.positional:
+                    result = await route.handler(req, *req._values)
+                else:
+                    result = await route.handler(req, **req.path_params)
             else:
                 result = await req.route.handler(req)
         except asyncio.CancelledError as exc:  # realtime hook: deadline/shutdown re-raise; else a 500

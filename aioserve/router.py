@@ -25,7 +25,7 @@ class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
     __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
-                 "inline", "access_log",
+                 "inline", "positional", "access_log",
                  # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
                  "deadline", "fallback", "shed", "budget")
 
@@ -57,6 +57,7 @@ class Route:
         self.inline = not can_suspend(handler)
         self.access_log = access_log  # False: no access log line for this route (health checks)
         _check_signature(handler, pattern, self.param_names)
+        self.positional = _takes_positionally(handler, self.param_names)
         if deadline is not UNSET and deadline is not None and not deadline > 0:
             raise ValueError(f"deadline for {pattern} must be > 0 seconds, or None for no deadline")
         if fallback is not None:
@@ -100,6 +101,20 @@ def _join(prefix: str, pattern: str) -> str:
     if not prefix.startswith("/") or prefix.endswith("/"):
         raise RouteError(f"prefix {prefix!r} must start with '/' and not end with '/'")
     return prefix if pattern == "/" else prefix + pattern
+
+
+def _takes_positionally(handler: Handler, names: tuple[str, ...]) -> bool:
+    """Whether ``handler(request, *values)`` binds each path parameter to its name.
+
+    Then a request passes its parameter values positionally, with no keyword dict to build.
+    """
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if len(params) < 1 + len(names) or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        return False
+    return all(p.name == name and p.kind is p.POSITIONAL_OR_KEYWORD for p, name in zip(params[1:], names))
 
 
 def _check_signature(handler: Handler, pattern: str, names: tuple[str, ...]) -> None:

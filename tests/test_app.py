@@ -155,6 +155,19 @@ async def test_path_params_converted_and_in_request():
     async def two(request, a, b):
         return {"a": a, "b": b, "params": dict(request.path_params)}
 
+    @app.get("/swapped/{a}/{b:int}")
+    async def swapped(request, b, a):  # declared in another order than the pattern: bound by name
+        return {"a": a, "b": b}
+
+    @app.get("/kwonly/{a}/{b:int}")
+    async def kwonly(request, *, a, b):
+        await asyncio.sleep(0)  # runs in a task, not inline
+        return {"a": a, "b": b, "params": request.path_params}
+
+    @app.get("/extra/{a}")
+    async def extra(request, a, suffix="!"):
+        return {"a": a + suffix}
+
     ident = uuid.uuid4()
     async with running(app) as server, http_client(server) as client:
         assert (await client.get("/i/42")).json() == {"n": 42, "type": "int"}
@@ -167,6 +180,9 @@ async def test_path_params_converted_and_in_request():
         assert (await client.get("/s/alice/extra")).status_code == 404
         assert (await client.get("/files/a/b/c.txt")).json() == {"rest": "a/b/c.txt"}
         assert (await client.get("/two/x/and/7")).json() == {"a": "x", "b": 7, "params": {"a": "x", "b": 7}}
+        assert (await client.get("/swapped/x/7")).json() == {"a": "x", "b": 7}
+        assert (await client.get("/kwonly/x/7")).json() == {"a": "x", "b": 7, "params": {"a": "x", "b": 7}}
+        assert (await client.get("/extra/x")).json() == {"a": "x!"}
 
 
 async def test_static_segment_wins_over_parameter():

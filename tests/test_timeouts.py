@@ -122,6 +122,23 @@ async def test_header_deadline_of_a_later_request_runs_from_its_first_byte():
             client.close()
 
 
+async def test_head_begun_in_the_same_read_as_a_complete_request_gets_its_deadline():
+    """A complete request and the start of the next arrive in one write, then the client stalls: the
+    stalled head is cut off with 408 at ``timeout_header``, not left to the (longer) keep-alive timeout."""
+    app, _ = hostile_app()
+    async with running(app, timeout_header=0.5, timeout_keep_alive=30) as server:
+        client = await HostileClient.open(server.port)
+        try:
+            timer = Timed()
+            client.write(request_bytes("GET", "/") + b"GET / HTTP/1.1\r\nHost: x\r\nX-Partial: ")
+            responses = await client.responses(2, timeout=5)
+            assert [r.status for r in responses] == [200, 408]
+            assert_near(timer.elapsed, 0.5)
+            assert await client.closed()
+        finally:
+            client.close()
+
+
 async def test_header_timeout_applies_per_request_not_per_connection():
     """Many quick requests over more than ``timeout_header`` seconds on one connection are fine."""
     app, _ = hostile_app()
