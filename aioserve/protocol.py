@@ -65,7 +65,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         # shared by every connection of the server
         "state", "app", "loop", "clock", "config", "access_log", "rt",
         # this connection
-        "transport", "parser", "client", "scheme", "stage", "pipeline", "read_blockers",
+        "transport", "parser", "_peer", "scheme", "stage", "pipeline", "read_blockers",
         "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
         "in_feed", "wbuf", "body_view", "body_offset", "timer_at", "write_timer",
         # the request being parsed
@@ -83,7 +83,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self.rt = state.rt  # realtime.py: deadlines, shedding, metrics; None when unused
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.client: tuple[str, int] | None = None
+        self._peer: tuple[str, int] | None = None  # fetched on first use: an idle connection keeps nothing
         self.scheme = "http"
         self.stage = IDLE
         self.pipeline: list[Request] = []  # bounded by limit_pipeline; a list is 10x smaller than a deque
@@ -97,7 +97,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self.flush_pending = False
         self.draining = False
         self.in_feed = False  # inside parser.feed_data: answers collect in wbuf, one write per read
-        self.wbuf: list[bytes] = []
+        self.wbuf = state.wbuf  # shared: only the connection inside feed_data uses it, and empties it
         self.body_view: memoryview | None = None  # a large body being fed as the transport drains
         self.body_offset = 0
         self.request: Request | None = None
@@ -106,10 +106,22 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self._flags = 0
         self._upgrade = b""  # valid when _flags & UPGRADE
         self._content_length = 0  # valid when _flags & HAS_LENGTH
-        self._head_started = False  # a request head has begun and is not complete
+        self._head_started = False  # a request head has begun and is not complete (408, not a quiet close)
         self._head_size = 0
         self._partial_line = 0
         self.write_timer: asyncio.TimerHandle | None = None
+
+    def peer(self) -> tuple[str, int] | None:
+        """The client's (host, port), asked of the transport the first time a request wants it."""
+        peer = self._peer
+        if peer is None and self.transport is not None:
+            try:
+                info = self.transport.get_extra_info("peername")
+            except OSError:  # already closed
+                return None
+            if isinstance(info, tuple) and len(info) >= 2:
+                peer = self._peer = (info[0], info[1])
+        return peer
 
     # -- connection events ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,9 +134,6 @@ class HttpProtocol(Responder, asyncio.Protocol):
             transport.close()
             return
         self.state.connections.add(self)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.client = (peer[0], peer[1])
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         # The first head must arrive within the header timeout, counted from the connection's start.
@@ -193,7 +202,10 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self._flush()
 
     def data_received(self, data: bytes) -> None:
-        if self.stage == CLOSING:
+        stage = self.stage
+        if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
+            self._head_started = True
+        elif stage == CLOSING:
             return
         self.in_feed = True
         try:
@@ -218,12 +230,16 @@ class HttpProtocol(Responder, asyncio.Protocol):
                     self._reject(505, "HTTP version not supported; use HTTP/1.1")
                 else:
                     self._reject(400, _parser_reason(exc))
-        self.in_feed = False
-        if self.wbuf:
-            self._write_pending()
+        finally:
+            if self.wbuf:  # the answers to this read, in one write (the list is shared: always empty it)
+                self._write_pending()
+            self.in_feed = False
         if self._head_started:  # a request head has begun and is not complete
             if self.stage != HEAD:
                 if self.stage == CLOSING:
+                    return
+                if not self._url and not data.strip(b"\r\n"):  # stray CRLF between requests (RFC 9112 2.2)
+                    self._head_started = False
                     return
                 self._enter(HEAD)  # timeout_header runs from the head's first byte
             # httptools holds an unfinished header line internally; bound it from the outside.
@@ -286,17 +302,16 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self._reject(408, "Request body not received in time")
 
     # -- httptools callbacks ---------------------------------------------------------------------
-    # Per request httptools calls: on_message_begin, on_url, on_header (per header), on_headers_complete,
-    # on_body (per piece), on_message_complete. The per-request state is reset when a head completes,
-    # so the first callback only has to note that a head has begun.
-    def on_message_begin(self) -> None:
-        self._head_started = True  # data_received starts the header deadline once the read is parsed
-
+    # Per request httptools calls on_url (per piece of the target), on_header (per header),
+    # on_headers_complete, on_body (per piece) and on_message_complete. There is deliberately no
+    # on_message_begin: each callback the protocol defines costs a call per request and a bound
+    # method per connection; a head begins when bytes arrive while idle or when its target does.
     def on_url(self, url: bytes) -> None:
         if self._url:  # the target arrived in pieces
             url = self._url + url
-        else:
+        else:  # a new request head (perhaps behind another in the same read)
             self._headers = []
+            self._head_started = True
         if len(url) > self.config.limit_request_line:
             raise ProtocolError(414, "Request URI too long")
         self._url = url
@@ -377,7 +392,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
             path = unquote(path)
         if self.draining:
             keep_alive = False
-        req = Request(self, method, raw_path, query, path, headers, version, keep_alive, self.client, self.scheme)
+        req = Request(self, method, raw_path, query, path, headers, version, keep_alive, None, self.scheme)
         # The request owns what was parsed; reset for the next head (an idle connection keeps nothing).
         self._url = b""
         self._headers = _NO_HEADERS
@@ -441,7 +456,10 @@ class HttpProtocol(Responder, asyncio.Protocol):
             raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
         if req._status:  # already answered without reading the body: discard
             return
-        req._chunks.append(body)
+        if req._chunks:
+            req._chunks.append(body)
+        else:
+            req._chunks = [body]
         self.buffered += len(body)
         if self.buffered > BODY_BUFFER_HIGH:
             self._block(BODY_BUFFER_FULL)
@@ -495,7 +513,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         req = self.request
         self.request = None
         if req is None or req._status:
-            req = Request(self, "-", self._url, b"", "", self._headers, "1.1", False, self.client)
+            req = Request(self, "-", self._url, b"", "", self._headers, "1.1", False, None, self.scheme)
             self.pipeline.append(req)
         req.keep_alive = False
         req._error = HTTPError(status, reason)
@@ -551,7 +569,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self._set_deadline(deadline)
 
     def __repr__(self) -> str:
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        peer = self.peer()
+        client = f"{peer[0]}:{peer[1]}" if peer else "-"
         return f"<HttpProtocol {client} stage={STAGE_NAMES[self.stage]} pipeline={len(self.pipeline)}>"
 
 def _origin_form(url: bytes) -> bytes:

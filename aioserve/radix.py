@@ -25,27 +25,55 @@ class RouteError(ValueError):
 class _Converter:
     """How one parameter kind matches a segment and turns it into a value."""
 
-    __slots__ = ("name", "regex", "convert", "priority", "is_path")
+    __slots__ = ("name", "regex", "convert", "priority", "is_path", "parse")
 
-    def __init__(self, name: str, regex: str, convert: Callable[[str], Any], priority: int, is_path: bool) -> None:
+    def __init__(self, name: str, regex: str, convert: Callable[[str], Any], priority: int, is_path: bool,
+                 parse: Callable[[str], Any] | None = None) -> None:
         self.name = name
         self.regex = re.compile(regex)
         self.convert = convert
         self.priority = priority
         self.is_path = is_path
+        # segment -> value, or NO_MATCH; built-ins may bring a faster one than regex + convert
+        self.parse = parse or self._parse
+
+    def _parse(self, seg: str) -> Any:
+        if self.regex.fullmatch(seg) is None:
+            return NO_MATCH
+        try:
+            return self.convert(seg)
+        except ValueError:  # e.g. a custom converter's veto
+            return NO_MATCH
 
     def sort_key(self) -> tuple[bool, int, str]:
         # "path" swallows the rest of the URL, so it must be tried after everything else.
         return (self.is_path, self.priority, self.name)
 
 
+NO_MATCH: Any = object()
+
+
+def _parse_int(seg: str) -> Any:
+    # The same as fullmatch("[0-9]+") then int(), without the regex; int() refuses past 4300 digits.
+    if seg.isdigit() and seg.isascii():
+        try:
+            return int(seg)
+        except ValueError:
+            return NO_MATCH
+    return NO_MATCH
+
+
+def _parse_str(seg: str) -> Any:
+    return seg if seg else NO_MATCH  # "[^/]+": a segment never contains "/"
+
+
 _CONVERTERS: dict[str, _Converter] = {}
 _HEX = "[0-9a-fA-F]"
 for _c in (
-    _Converter("int", "[0-9]+", int, 10, False),
+    _Converter("int", "[0-9]+", int, 10, False, _parse_int),
     _Converter("float", r"[0-9]+(?:\.[0-9]+)?", float, 20, False),
     _Converter("uuid", f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}", uuid.UUID, 30, False),
-    _Converter("str", "[^/]+", str, 90, False),
+    _Converter("str", "[^/]+", str, 90, False, _parse_str),
     _Converter("path", ".*", str, 1000, True),
 ):
     _CONVERTERS[_c.name] = _c
@@ -177,35 +205,52 @@ def _show(pattern: str) -> str:
 def _walk(node: _Node, segs: list[str], i: int, values: list) -> Endpoint | None:
     """Depth-first search: static child, then params by priority, backtracking on failure.
 
-    Recursion depth is bounded by the deepest registered pattern, not by the
-    request path, because the walk stops as soon as no child matches.
+    Where a node offers one way on (the usual shape) the walk simply moves down without recursing;
+    it recurses only to try an alternative that may fail. Recursion depth is bounded by the deepest
+    registered pattern, not by the request path, because the walk stops when no child matches.
     """
-    if i == len(segs):
-        return node.endpoint
-    seg = segs[i]
-    child = node.static.get(seg)
-    if child is not None:
-        found = _walk(child, segs, i + 1, values)
-        if found is not None:
-            return found
-    for conv, child in node.params:
-        if conv.is_path:
-            if child.endpoint is not None:
-                values.append("/".join(segs[i:]))
-                return child.endpoint
+    end = len(segs)
+    while i < end:
+        seg = segs[i]
+        child = node.static.get(seg)
+        params = node.params
+        if not params:
+            if child is None:
+                return None
+            node = child
+            i += 1
             continue
-        if conv.regex.fullmatch(seg) is None:
-            continue
-        try:
-            value = conv.convert(seg)
-        except ValueError:  # e.g. int() digit limit, or a custom converter's veto
-            continue
-        values.append(value)
-        found = _walk(child, segs, i + 1, values)
-        if found is not None:
-            return found
-        values.pop()
-    return None
+        if child is not None:
+            mark = len(values)
+            found = _walk(child, segs, i + 1, values)
+            if found is not None:
+                return found
+            del values[mark:]
+        last = params[-1]
+        for pair in params:
+            conv, child = pair
+            if conv.is_path:
+                if child.endpoint is not None:
+                    values.append("/".join(segs[i:]))
+                    return child.endpoint
+                continue
+            value = conv.parse(seg)
+            if value is NO_MATCH:
+                continue
+            if pair is last:  # no alternative left here: move down
+                values.append(value)
+                node = child
+                break
+            mark = len(values)
+            values.append(value)
+            found = _walk(child, segs, i + 1, values)
+            if found is not None:
+                return found
+            del values[mark:]
+        else:
+            return None
+        i += 1
+    return node.endpoint
 
 
 class RadixTree:

@@ -20,18 +20,42 @@ if TYPE_CHECKING:
 
 
 class Request:
+    # What every request sets lives in slots. Everything else starts as a class-level default and
+    # lands in the instance ``__dict__`` only when a request sets it (a body, a deadline, parsed
+    # headers...), so building a request costs a score of stores, not forty.
     __slots__ = (
         # what the client sent
-        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "_values", "_params",
-        "client", "scheme", "route", "_raw_headers", "_headers", "_query", "_cookies", "_state",
-        # the body, as the connection delivers it
-        "_conn", "_chunks", "_received", "_complete", "_waiter", "_expect_continue", "_disconnected",
-        "_body", "max_body_size",
-        # response bookkeeping, owned by the connection
-        "_out", "_turn", "_close", "_start", "_status", "_task", "_error", "_continue_due",
-        # real-time budget (realtime.py): absolute deadline (loop time), its timer, accounting state
-        "_deadline", "_timer", "_rt", "_expired", "_t0",
+        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "scheme",
+        "_raw_headers", "_values", "route", "max_body_size",
+        # set by the connection for every request
+        "_conn", "_complete", "_expect_continue", "_out", "_close", "_status", "_task",
+        "__dict__",
     )
+
+    # -- defaults, overridden per instance when set ---------------------------------------------------
+    _client: tuple[str, int] | None = None  # asked of the connection when first needed
+    _params: dict[str, Any] | None = None  # path parameters by name, built when asked
+    _headers: Headers | None = None
+    _query: QueryParams | None = None
+    _cookies: dict[str, str] | None = None
+    _state: dict[str, Any] | None = None
+    # the body, as the connection delivers it
+    _chunks: list[bytes] | tuple[()] = ()
+    _received = 0
+    _waiter: asyncio.Future[None] | None = None
+    _disconnected = False
+    _body: bytes | None = None
+    # response bookkeeping, owned by the connection
+    _turn: asyncio.Future[None] | None = None
+    _start = 0.0
+    _error: Exception | None = None  # a routing or body error to raise to the reader
+    _continue_due = False
+    # real-time budget (realtime.py): absolute deadline (loop time), its timer, accounting state
+    _deadline: float | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _rt = 0  # 0 not counted, 1 in flight, 2 answered
+    _expired = False
+    _t0 = 0.0  # perf_counter() when the head was parsed (for measuring; deadlines use loop time)
 
     def __init__(
         self,
@@ -52,38 +76,20 @@ class Request:
         self.path = path
         self.http_version = http_version
         self.keep_alive = keep_alive
-        self.client = client
+        if client is not None:
+            self._client = client
         self.scheme = scheme
-        self._values: tuple[Any, ...] | list[Any] = ()  # path parameter values, in pattern order
-        self._params: dict[str, Any] | None = None  # the same by name, built when asked
-        self.route: Any = None
         self._raw_headers = raw_headers
-        self._headers: Headers | None = None
-        self._query: QueryParams | None = None
-        self._cookies: dict[str, str] | None = None
-        self._state: dict[str, Any] | None = None
-        self._conn = conn
-        self._chunks: list[bytes] = []
-        self._received = 0
-        self._complete = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._expect_continue = False
-        self._disconnected = False
-        self._body: bytes | None = None
+        self._values: tuple[Any, ...] | list[Any] = ()  # path parameter values, in pattern order
+        self.route: Any = None
         self.max_body_size: int | None = None
-        self._out: bytes | None = None
-        self._turn: asyncio.Future[None] | None = None
+        self._conn = conn
+        self._complete = False
+        self._expect_continue = False
+        self._out: bytes | tuple[bytes, bytes] | None = None
         self._close = False
-        self._start = 0.0
         self._status = 0
         self._task: asyncio.Task[None] | None = None
-        self._error: Exception | None = None  # a routing or body error to raise to the reader
-        self._continue_due = False
-        self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._rt = 0  # 0 not counted, 1 in flight, 2 answered (see realtime.py)
-        self._expired = False
-        self._t0 = 0.0  # perf_counter() when the head was parsed (for measuring; deadlines use loop time)
 
     # -- lazily parsed views -----------------------------------------------------------------------
     @property
@@ -91,6 +97,18 @@ class Request:
         if self._headers is None:
             self._headers = Headers(self._raw_headers)
         return self._headers
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The client's ``(host, port)`` (after ``--proxy-headers``, the proxied client's); None on a Unix socket."""
+        client = self._client
+        if client is None and self._conn is not None:
+            client = self._client = self._conn.peer()
+        return client
+
+    @client.setter
+    def client(self, client: tuple[str, int] | None) -> None:
+        self._client = client
 
     @property
     def path_params(self) -> dict[str, Any]:

@@ -23,7 +23,19 @@ from .errors import ClientDisconnected, HTTPError
 from .request import Request
 from .response import Response, StreamResponse
 from .stages import BODY_BUFFER_FULL, CLOSING, HANDLING, IDLE, LARGE_BODY, PIPELINE_FULL
-from .wire import CHUNKED, CONTINUE_100, JSON_200, LAST_CHUNK, NO_BODY_STATUSES, NO_CONTENT, OCTET_200, TEXT_200, chunk
+from .wire import (
+    CHUNKED,
+    CONTINUE_100,
+    END_OF_HEADS,
+    JSON_200,
+    LAST_CHUNK,
+    NO_BODY_STATUSES,
+    NO_CONTENT,
+    OCTET_200,
+    TEXT_200,
+    chunk,
+    end_of_head,
+)
 
 access_logger = logging.getLogger("aioserve.access")
 error_logger = logging.getLogger("aioserve.error")
@@ -41,30 +53,36 @@ class Responder:
     # -- running the handler ---------------------------------------------------------------------
     def _run_inline(self, req: Request, route: Any) -> None:
         """Run a handler that cannot suspend (no await in it) to completion, here, without a task."""
-        if req._values:
-            coro = route.handler(req, *req._values) if route.positional else route.handler(req, **req.path_params)
-        else:
-            coro = route.handler(req)
+        values = req._values
         try:
-            coro.send(None)
-        except StopIteration as done:
-            result = done.value
+            if route.direct is not None:  # the handler's code as a plain function (inline.py)
+                if not values:
+                    result = route.direct(req)
+                elif route.positional:
+                    result = route.direct(req, *values)
+                else:
+                    result = route.direct(req, **req.path_params)
+            else:
+                if not values:
+                    coro = route.handler(req)
+                elif route.positional:
+                    coro = route.handler(req, *values)
+                else:
+                    coro = route.handler(req, **req.path_params)
+                try:
+                    coro.send(None)
+                except StopIteration as done:
+                    result = done.value
+                else:  # unreachable for a coroutine without await; fail loudly rather than hang
+                    coro.close()
+                    raise RuntimeError(f"inline handler {route.name} suspended")
+            stream = self._respond(req, result)
         except Exception as exc:
             req._task = self.loop.create_task(self._handle_error(req, exc))
             return
         except asyncio.CancelledError:  # raised by the handler itself: nothing here cancelled it
             error = RuntimeError(f"handler {route.name} raised CancelledError")
             req._task = self.loop.create_task(self._handle_error(req, error))
-            return
-        else:  # unreachable for a coroutine without await; fail loudly rather than hang
-            coro.close()
-            req._task = self.loop.create_task(
-                self._handle_error(req, RuntimeError(f"inline handler {route.name} suspended")))
-            return
-        try:
-            stream = self._respond(req, result)
-        except Exception as exc:
-            req._task = self.loop.create_task(self._handle_error(req, exc))
             return
         if stream is not None:
             req._task = self.loop.create_task(self._stream(req, stream))
@@ -130,7 +148,8 @@ class Responder:
             if isinstance(response, StreamResponse):
                 return response
             status = response.status
-            close = not req.keep_alive or self.draining or response.wants_close()
+            close = (not req.keep_alive or self.draining or response.wants_close()
+                     or (req._expect_continue and not req._complete))
             tail = self._tail(req, close)
             if status in NO_BODY_STATUSES:
                 data = response.encode_head(b"", tail)
@@ -142,19 +161,24 @@ class Responder:
                 data = (data, body) if len(body) >= LARGE_BODY else data + body
             self._emit(req, data, close, status, len(response.body))
             return None
-        close = not req.keep_alive or self.draining
-        if req._expect_continue and not req._complete:
-            close = True  # we never asked for the body; the client may or may not send it
-        tail = self._tail(req, close)
+        if req.keep_alive and not self.draining and not (req._expect_continue and not req._complete):
+            close = False
+            tail = self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
+        else:  # (with 100-continue unanswered: we never asked for the body, which may or may not come)
+            close = True
+            tail = self.clock.close
+        if self.rt is not None and self.rt.server_timing:  # realtime hook: Server-Timing
+            tail = self.rt.timing(req) + tail
+        size = len(body)
         if status == 204:
-            data = head + tail + b"\r\n"
+            data = b"".join((head, tail, b"\r\n"))
         elif req.method == "HEAD":
-            data = b"%s%sContent-Length: %d\r\n\r\n" % (head, tail, len(body))
-        elif len(body) >= LARGE_BODY:
-            data = (b"%s%sContent-Length: %d\r\n\r\n" % (head, tail, len(body)), body)
+            data = b"".join((head, tail, end_of_head(size)))
+        elif size >= LARGE_BODY:
+            data = (b"".join((head, tail, end_of_head(size))), body)
         else:
-            data = b"%s%sContent-Length: %d\r\n\r\n%s" % (head, tail, len(body), body)
-        self._emit(req, data, close, status, len(body))
+            data = b"".join((head, tail, END_OF_HEADS[size] if size < 1024 else end_of_head(size), body))
+        self._emit(req, data, close, status, size)
         return None
 
     def _tail(self, req: Request, close: bool) -> bytes:
@@ -232,7 +256,7 @@ class Responder:
         req._out = data
         req._close = close
         req._status = status
-        if req is self.request:  # answered before its body was read: drop the rest as it comes
+        if req is self.request and self.buffered:  # answered before its body was read: drop what came
             req._chunks = []
             self.buffered = 0
             self._unblock(BODY_BUFFER_FULL)
@@ -268,7 +292,7 @@ class Responder:
 
     def _flush(self) -> None:
         self.flush_pending = False
-        if self.wbuf:  # answers collected during this read go first
+        if self.in_feed and self.wbuf:  # answers collected during this read go first
             self._write_pending()
         pipeline = self.pipeline
         transport = self.transport

@@ -6,10 +6,10 @@ parameters, limits) is worked out here, once, at registration.
 """
 from __future__ import annotations
 
-import dis
 import inspect
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
+from .inline import can_suspend, plain_function
 from .radix import RouteError, parse_pattern
 
 Handler = Callable[..., Awaitable[Any]]
@@ -25,7 +25,7 @@ class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
     __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
-                 "inline", "positional", "access_log",
+                 "inline", "direct", "positional", "access_log",
                  # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
                  "deadline", "fallback", "shed", "budget")
 
@@ -54,7 +54,8 @@ class Route:
         if max_body_size is not UNSET and max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size for {pattern} must be >= 0 or None")
         self.max_body_size = max_body_size
-        self.inline = not can_suspend(handler)
+        self.inline = not can_suspend(handler)  # run without a task (inline.py)
+        self.direct = plain_function(handler)  # ...and even without a coroutine, where possible
         self.access_log = access_log  # False: no access log line for this route (health checks)
         _check_signature(handler, pattern, self.param_names)
         self.positional = _takes_positionally(handler, self.param_names)
@@ -75,24 +76,6 @@ class Route:
 
     def __repr__(self) -> str:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
-
-
-# Opcodes through which a coroutine can give control back to the event loop.
-_SUSPENDING_OPS = frozenset({"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "YIELD_VALUE", "SEND"})
-
-
-def can_suspend(handler: Handler) -> bool:
-    """Whether ``handler`` contains an ``await``, ``async for`` or ``async with``.
-
-    A coroutine without one runs to completion on its first step, so the connection can run it
-    inline, without a task and a trip through the event loop (the common case for a handler that
-    computes its answer, such as a model scoring a request in-process). Anything unusual (a wrapped
-    or non-function callable) counts as "can suspend", which is always safe.
-    """
-    code = getattr(inspect.unwrap(handler), "__code__", None)
-    if code is None or inspect.unwrap(handler) is not handler:
-        return True
-    return any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code))
 
 
 def _join(prefix: str, pattern: str) -> str:

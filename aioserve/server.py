@@ -38,7 +38,7 @@ class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
-                 "requests_left", "on_request", "rt")
+                 "requests_left", "on_request", "rt", "wbuf")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -48,6 +48,9 @@ class ServerState:
         self.connections: set[HttpProtocol] = set()
         self.all_closed: asyncio.Event | None = None  # set while draining
         self.last_host = b""  # the last Host value that passed validation
+        # Answers collected while one connection parses a read, written as one; shared because only
+        # one connection is ever inside feed_data, and it leaves the list empty (responder.py).
+        self.wbuf: list[bytes] = []
         self.rt: Realtime | None = None  # deadlines, shedding, metrics (realtime.py), when the app uses them
         self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
         self.requests_left = 0
