@@ -1,6 +1,7 @@
 """One ``asyncio.Protocol`` per connection: httptools in, response bytes out.
 
-The connection has one explicit stage, and each stage owns at most one deadline:
+The connection has one explicit stage, and each stage owns at most one deadline (kept for every
+connection on one loop timer, ``timers.py``):
 
     stage      meaning                                      deadline
     IDLE       nothing outstanding, waiting for a request   timeout_keep_alive (close quietly)
@@ -31,6 +32,7 @@ from .errors import HTTPError, ProtocolError
 from .request import Request
 from .responder import EAGER_TASKS, Responder, error_logger
 from .router import UNSET
+from .timers import INF
 from .stages import (
     BODY,
     BODY_BUFFER_FULL,
@@ -52,7 +54,6 @@ _NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended 
 _CHECKED_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-length", b"connection"})
 # What the head being parsed has said, as bits of ``_flags`` (reset to 0 for every request).
 HOST_SEEN, CONNECTION_SEEN, CHUNKED, EXPECT_CONTINUE, UPGRADE, HAS_LENGTH = 1, 2, 4, 8, 16, 32
-_INF = float("inf")
 # RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?\])(?::[0-9]{0,5})?\Z")
 DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
@@ -66,7 +67,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         "state", "app", "loop", "clock", "config", "access_log", "rt",
         # this connection
         "transport", "parser", "_peer", "scheme", "stage", "pipeline", "read_blockers",
-        "write_paused", "drain_waiter", "timer", "deadline", "buffered", "flush_pending", "draining",
+        "write_paused", "drain_waiter", "deadline", "buffered", "flush_pending", "draining",
         "in_feed", "wbuf", "body_view", "body_offset", "timer_at", "write_timer",
         # the request being parsed
         "request", "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
@@ -90,8 +91,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self.read_blockers = 0
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = _INF  # when ``timer`` fires (saves calling timer.when() per request)
+        self.timer_at = INF  # when this connection's entry in the server's Timers is due (timers.py)
         self.deadline: float | None = None
         self.buffered = 0
         self.flush_pending = False
@@ -145,10 +145,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self.rt.on_lost(self)
         self.stage = CLOSING
         self.deadline = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-            self.timer_at = _INF
+        self.timer_at = INF  # its queued timer, if any, is now stale
         if self.write_timer is not None:
             self.write_timer.cancel()
             self.write_timer = None
@@ -254,7 +251,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         if len(self.pipeline) > self.config.limit_pipeline:
             self._block(PIPELINE_FULL)
 
-    # -- stages and the one timer ---------------------------------------------------------------------
+    # -- stages and their deadline ---------------------------------------------------------------------
     def _enter(self, stage: int) -> None:
         """Move to ``stage`` and set its deadline; the timer is re-armed lazily, not per request."""
         self.stage = stage
@@ -270,24 +267,21 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self._set_deadline(self.loop.time() + timeout)
 
     def _set_deadline(self, deadline: float) -> None:
-        # The one timer fires no later than the deadline; when it fires early it re-arms itself for
-        # the deadline then current, so a deadline moving later (the usual case) costs no timer call.
+        # The queued timer fires no later than the deadline; when it fires early it re-queues for
+        # the deadline then current, so a deadline moving later (the usual case) costs nothing.
         self.deadline = deadline
         if deadline < self.timer_at:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.loop.call_at(deadline, self._on_timer)
             self.timer_at = deadline
+            self.state.timers.schedule(self, deadline)
 
     def _on_timer(self) -> None:
-        self.timer = None
-        self.timer_at = _INF
+        """Called by the server's Timers (timers.py) when this connection's queued time comes."""
         deadline = self.deadline
-        if deadline is None or self.transport is None:
+        if deadline is None or self.transport is None or self.stage == CLOSING:
             return
         if self.loop.time() < deadline:
-            self.timer = self.loop.call_at(deadline, self._on_timer)
             self.timer_at = deadline
+            self.state.timers.schedule(self, deadline)
             return
         stage = self.stage
         if stage == IDLE:

@@ -27,6 +27,7 @@ from .realtime import Realtime
 from .router import Router
 from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
 from .tls import make_ssl_context
+from .timers import Timers
 from .wire import HeaderClock
 
 logger = logging.getLogger("aioserve")
@@ -38,7 +39,7 @@ class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
-                 "requests_left", "on_request", "rt", "wbuf")
+                 "requests_left", "on_request", "rt", "wbuf", "timers")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -46,6 +47,7 @@ class ServerState:
         self.loop = loop
         self.clock = HeaderClock(config.server_header, config.timeout_keep_alive)
         self.connections: set[HttpProtocol] = set()
+        self.timers = Timers(loop, self.connections)  # every connection's deadline, one loop timer
         self.all_closed: asyncio.Event | None = None  # set while draining
         self.last_host = b""  # the last Host value that passed validation
         # Answers collected while one connection parses a read, written as one; shared because only
@@ -132,6 +134,7 @@ class Server:
                     factory, config.host, config.port, backlog=config.backlog, reuse_address=True, ssl=ssl_ctx)
         except BaseException:
             state.clock.stop()
+            state.timers.close()
             if state.rt is not None:
                 state.rt.stop()
             await self.app.shutdown()
@@ -194,6 +197,7 @@ class Server:
         if self._unix_path is not None:
             remove_unix(self._unix_path)
         state.clock.stop()
+        state.timers.close()
         if state.rt is not None:
             state.rt.stop()
         await self.app.shutdown()
