@@ -228,9 +228,12 @@ class HttpProtocol(Responder, asyncio.Protocol):
                 else:
                     self._reject(400, _parser_reason(exc))
         finally:
-            if self.wbuf:  # the answers to this read, in one write (the list is shared: always empty it)
-                self._write_pending()
             self.in_feed = False
+            wbuf = self.wbuf
+            if wbuf:  # the answers to this read, in one write (the list is shared: always empty it)
+                if not self.transport.is_closing():
+                    self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+                wbuf.clear()
         if self._head_started:  # a request head has begun and is not complete
             if self.stage != HEAD:
                 if self.stage == CLOSING:
@@ -246,8 +249,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
             if partial + self._head_size > self.config.limit_request_header_size:
                 self._reject(431, "Request header fields too large")
                 return
-        elif self.stage == IDLE:
-            self._enter(IDLE)  # keep-alive timeout from the end of this read
+        elif self.stage == IDLE:  # keep-alive timeout from the end of this read
+            self._set_deadline(self.loop.time() + self.config.timeout_keep_alive)
         if len(self.pipeline) > self.config.limit_pipeline:
             self._block(PIPELINE_FULL)
 

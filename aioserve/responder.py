@@ -253,30 +253,31 @@ class Responder:
     def _emit(self, req: Request, data: bytes | tuple[bytes, bytes], close: bool, status: int, size: int) -> None:
         if self.rt is not None:  # realtime hook: no longer in flight; latency recorded
             self.rt.on_emit(req, status)
-        req._out = data
-        req._close = close
         req._status = status
         if req is self.request and self.buffered:  # answered before its body was read: drop what came
             req._chunks = []
             self.buffered = 0
             self._unblock(BODY_BUFFER_FULL)
         pipeline = self.pipeline
-        if pipeline and pipeline[0] is req:
-            if len(pipeline) == 1 and not close and self.stage < HANDLING and type(data) is not tuple:
-                # The common case: the only request outstanding, answered while its connection
-                # stays open and is still reading (on_message_complete sets the next stage).
-                pipeline.clear()
-                if self.in_feed:  # more requests may follow in this read: answer them in one write
-                    self.wbuf.append(data)
-                else:
-                    self.transport.write(data)
-                if self.read_blockers & PIPELINE_FULL:
-                    self._unblock(PIPELINE_FULL)
-            elif len(pipeline) == 1:
-                self._flush()
-            elif not self.flush_pending:  # more answers are due this turn: send them in one write
-                self.flush_pending = True
-                self.loop.call_soon(self._flush)
+        if len(pipeline) == 1 and pipeline[0] is req and not close and self.stage < HANDLING and type(data) is not tuple:
+            # The common case: the only request outstanding, answered while its connection stays
+            # open and is still reading (on_message_complete sets the next stage). No bookkeeping.
+            pipeline.clear()
+            if self.in_feed:  # more requests may follow in this read: answer them in one write
+                self.wbuf.append(data)
+            else:
+                self.transport.write(data)
+            if self.read_blockers & PIPELINE_FULL:
+                self._unblock(PIPELINE_FULL)
+        else:
+            req._out = data
+            req._close = close
+            if pipeline and pipeline[0] is req:
+                if len(pipeline) == 1:
+                    self._flush()
+                elif not self.flush_pending:  # more answers are due this turn: send them in one write
+                    self.flush_pending = True
+                    self.loop.call_soon(self._flush)
         if self.access_log:
             self._log_access(req, status, size)
 
