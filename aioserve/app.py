@@ -143,10 +143,10 @@ class App(Router):
     # -- per request -----------------------------------------------------------------------------
     def resolve(self, method: str, path: str) -> tuple[Route | None, list[Any] | tuple[()], HTTPError | None]:
         """-> (route, its path parameter values in pattern order, None), or (None, (), the 404/405 error)."""
-        routes = self.static_routes.get(path)
-        if routes is not None and method in routes:
-            return routes[method], (), None  # type: ignore[return-value]
-        found = self.tree.match(path)
+        if path in self.static_routes:
+            found = self.tree.match(path)  # a static path: its route for this method, or 405
+        else:
+            found = self.tree.match_params(path)
         if found is None:
             return None, (), HTTPError(404)
         endpoint, values = found

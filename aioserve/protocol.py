@@ -412,32 +412,28 @@ class HttpProtocol(Responder, asyncio.Protocol):
         routes = app.static_routes.get(path)  # the common case, one probe; params, 404, 405: resolve()
         route = None if routes is None else routes.get(method)
         if route is None:
-            route, req._values, req._error = app.resolve(method, path)
-        if route is not None:
-            req.route = route
-            limit = route.max_body_size
-            if limit is UNSET:
-                limit = self.config.max_body_size
-        else:
-            limit = self.config.max_body_size
-        req.max_body_size = limit
+            route, req._values, error = app.resolve(method, path)
+            if error is not None:
+                req._error = error
+        req.route = route
+        self.stage = BODY  # with no body, on_message_complete comes next, in this same feed
         if flags & (HAS_LENGTH | CHUNKED):
+            limit = self.config.max_body_size if route is None or route.max_body_size is UNSET else route.max_body_size
+            req.max_body_size = limit
             if limit is not None and flags & HAS_LENGTH and self._content_length > limit:
                 raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
             req._expect_continue = flags & EXPECT_CONTINUE != 0 and version == "1.1"
             if flags & CHUNKED or self._content_length > 0:
                 self._enter(BODY)
-            else:
-                self.stage = BODY
-        else:  # no body follows: on_message_complete comes next, in this same feed
-            self.stage = BODY
-        if self.rt is not None and self.rt.on_request(self, req):  # realtime hook: shed (answered), or deadline armed
-            return
-        if route is not None and route.inline and app.entry is None and self.rt is None:
-            # With deadlines or shedding, every request is admitted (or refused) as its head is read
-            # and runs later in a task; run inline, a CPU-bound handler would hide the queue from them.
+        if self.rt is not None:
+            # Realtime hook: shed (answered), or deadline armed. Then every request runs in a task: it
+            # is admitted or refused as its head is read, and an inline handler would hide the queue.
+            if self.rt.on_request(self, req):
+                return
+        elif route is not None and route.inline and app.entry is None:
             self._run_inline(req, route)
-        elif EAGER_TASKS:
+            return
+        if EAGER_TASKS:
             req._task = asyncio.Task(self._handle(req), loop=self.loop, eager_start=True)
         else:
             req._task = self.loop.create_task(self._handle(req))

@@ -325,6 +325,10 @@ class RadixTree:
         endpoint = self._static.get(path)
         if endpoint is not None:
             return endpoint, []
+        return self.match_params(path)
+
+    def match_params(self, path: str) -> tuple[Endpoint, list] | None:
+        """``match`` for a path already known not to be a static pattern: the tree walk alone."""
         if path[:1] != "/":
             return None
         values: list = []

@@ -26,7 +26,7 @@ class Request:
     __slots__ = (
         # what the client sent
         "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "scheme",
-        "_raw_headers", "_values", "route", "max_body_size",
+        "_raw_headers", "_values", "route",
         # set by the connection for every request
         "_conn", "_complete", "_expect_continue", "_out", "_close", "_status", "_task",
         "__dict__",
@@ -40,6 +40,7 @@ class Request:
     _cookies: dict[str, str] | None = None
     _state: dict[str, Any] | None = None
     # the body, as the connection delivers it
+    max_body_size: int | None = None  # the route's (or server's) limit; set when a body is announced
     _chunks: list[bytes] | tuple[()] = ()
     _received = 0
     _waiter: asyncio.Future[None] | None = None
@@ -82,7 +83,6 @@ class Request:
         self._raw_headers = raw_headers
         self._values: tuple[Any, ...] | list[Any] = ()  # path parameter values, in pattern order
         self.route: Any = None
-        self.max_body_size: int | None = None
         self._conn = conn
         self._complete = False
         self._expect_continue = False
