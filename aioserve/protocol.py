@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from time import perf_counter
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -402,7 +403,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         if self.state.on_request is not None:  # only with --proxy-headers or --limit-max-requests (server.py)
             self.state.on_request(req)
         if self.access_log:
-            req._start = self.loop.time()
+            req._start = perf_counter()  # not loop.time(): uvloop's clock moves in whole milliseconds
         if flags & UPGRADE and parser.should_upgrade():
             if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
                 req.keep_alive = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -378,7 +379,7 @@ class Responder:
     def _log_access(self, req: Request, status: int, size: int) -> None:
         if (req.route is not None and not req.route.access_log) or not access_logger.isEnabledFor(logging.INFO):
             return
-        duration_ms = (self.loop.time() - req._start) * 1000.0 if req._start else 0.0
+        duration_ms = (perf_counter() - req._start) * 1000.0 if req._start else 0.0
         client = req.client
         host = f"{client[0]}:{client[1]}" if client else "-"
         access_logger.info(

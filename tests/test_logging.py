@@ -57,6 +57,14 @@ async def test_access_log_after_the_response_with_structured_fields(access_recor
     assert '"GET /slow HTTP/1.1" 200' in first.getMessage()
 
 
+async def test_access_log_times_fast_answers_below_the_millisecond(access_records):
+    """An inline handler answers within one loop iteration; its duration is still measured (uvloop's
+    loop clock moves in whole milliseconds and would log 0.00ms)."""
+    await fetch({}, "/", "/")
+    assert len(access_records) == 2
+    assert all(0.0 < r.duration_ms < 1000.0 for r in access_records)
+
+
 async def test_access_log_off_per_route_and_globally(access_records):
     await fetch({}, "/health", "/health")
     assert access_records == []  # @app.get("/health", access_log=False)
