@@ -55,21 +55,17 @@ class Responder:
     def _run_inline(self, req: Request, route: Any) -> None:
         """Run a handler that cannot suspend (no await in it) to completion, here, without a task."""
         values = req._values
+        direct = route.direct  # the handler's code as a plain function (inline.py), where possible
+        call = direct if direct is not None else route.handler
         try:
-            if route.direct is not None:  # the handler's code as a plain function (inline.py)
-                if not values:
-                    result = route.direct(req)
-                elif route.positional:
-                    result = route.direct(req, *values)
-                else:
-                    result = route.direct(req, **req.path_params)
+            if not values:
+                result = call(req)
+            elif route.positional:
+                result = call(req, *values)
             else:
-                if not values:
-                    coro = route.handler(req)
-                elif route.positional:
-                    coro = route.handler(req, *values)
-                else:
-                    coro = route.handler(req, **req.path_params)
+                result = call(req, **req.path_params)
+            if direct is None:  # a coroutine that cannot suspend: its one step gives the result
+                coro = result
                 try:
                     coro.send(None)
                 except StopIteration as done:

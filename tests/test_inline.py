@@ -107,3 +107,22 @@ async def test_inline_handlers_answer_results_errors_and_http_errors():
         assert (await client.get("/crash")).status_code == 500
         assert (await client.get("/cancelled")).status_code == 500
         assert (await client.get("/ok/8")).json() == {"n": 8}  # the connection survived all of it
+
+
+async def test_inline_handlers_still_run_as_coroutines_where_the_rewrite_is_off(monkeypatch):
+    monkeypatch.setattr(inline, "_WORKS", False)  # as on an interpreter whose probe disagreed
+    app = App()
+
+    @app.get("/n/{n:int}")
+    async def numbers(request, n):
+        return {"n": n}
+
+    @app.get("/crash")
+    async def crash(request):
+        raise RuntimeError("boom")
+
+    route = next(r for r in app.routes if r.name == "numbers")
+    assert route.inline and route.direct is None
+    async with running(app) as server, http_client(server) as client:
+        assert (await client.get("/n/3")).json() == {"n": 3}
+        assert (await client.get("/crash")).status_code == 500
