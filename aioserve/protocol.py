@@ -33,7 +33,6 @@ from .errors import HTTPError, ProtocolError
 from .request import Request
 from .responder import EAGER_TASKS, Responder, error_logger
 from .router import UNSET
-from .timers import INF
 from .stages import (
     BODY,
     BODY_BUFFER_FULL,
@@ -46,6 +45,7 @@ from .stages import (
     STAGE_NAMES,
     WRITE_PAUSED,
 )
+from .timers import INF
 from .wire import CONTINUE_100, REASONS, status_line
 
 if TYPE_CHECKING:
