@@ -438,7 +438,9 @@ def test_accept_out_of_descriptors_backs_off_and_keeps_serving(loop):
             socks[0].sendall(request_bytes("GET", "/"))
             socks[0].settimeout(5)
             assert socks[0].recv(65536).startswith(b"HTTP/1.1 200")
-            time.sleep(0.5)  # let the server hit EMFILE on the backlog (pacing, not sync)
+            # The server says when accept() ran out of descriptors (one warning, rate-limited).
+            assert proc.wait_for(lambda lines: any("out of file descriptors" in ln for ln in lines), timeout=10), \
+                proc.stderr_text()
             assert proc.proc.poll() is None, f"server died:\n{proc.stderr_text()}"
         finally:
             for s in socks:

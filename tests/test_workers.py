@@ -197,21 +197,31 @@ def test_graceful_shutdown_timeout_bounds_the_stop():
 
 def test_workers_exit_when_the_supervisor_is_killed():
     import os
+    import select
 
     with ServerProcess(APP, "--workers", "2", "--port", "0") as server:
         server.wait_listening()
         pids = server.worker_pids()
+        # A pidfd becomes readable when its process exits: wait on that, not on a polling loop.
+        pidfds = {}
+        for pid in pids:
+            try:
+                pidfds[os.pidfd_open(pid)] = pid
+            except ProcessLookupError:
+                pass  # already gone
         server.signal(signal.SIGKILL)
         server.wait_exit()
         deadline = time.monotonic() + 10
-        alive = set(pids)
-        while alive and time.monotonic() < deadline:
-            for pid in list(alive):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    alive.discard(pid)
-            time.sleep(0.05)  # no event tells us when an orphan exits
+        try:
+            while pidfds and time.monotonic() < deadline:
+                ready, _, _ = select.select(list(pidfds), [], [], max(0.0, deadline - time.monotonic()))
+                for fd in ready:
+                    pidfds.pop(fd)
+                    os.close(fd)
+        finally:
+            for fd in pidfds:
+                os.close(fd)
+        alive = set(pidfds.values())
         assert not alive, "workers outlived their supervisor"
 
 
