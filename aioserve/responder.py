@@ -278,23 +278,14 @@ class Responder:
         if self.access_log:
             self._log_access(req, status, size)
 
-    def _write_pending(self) -> None:
-        wbuf = self.wbuf
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if len(wbuf) == 1:
-                transport.write(wbuf[0])
-            else:
-                transport.write(b"".join(wbuf))
-        wbuf.clear()
-
     def _flush(self) -> None:
         self.flush_pending = False
-        if self.in_feed and self.wbuf:  # answers collected during this read go first
-            self._write_pending()
+        out = []
+        if self.in_feed and self.wbuf:  # answers collected during this read go first, in the same write
+            out.extend(self.wbuf)
+            self.wbuf.clear()
         pipeline = self.pipeline
         transport = self.transport
-        out = []
         close = False
         while pipeline and pipeline[0]._out is not None:
             req = pipeline[0]

@@ -180,22 +180,15 @@ class ServerProcess:
         if self.proc is None:
             return
         pgid = self.proc.pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            pass
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 3)):  # politely, then not
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
         _LIVE.pop(pgid, None)
 
     def log_tail(self, n: int = 15) -> str:

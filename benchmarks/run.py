@@ -203,6 +203,15 @@ def _n(v, fmt="{:,.0f}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
+def _server_table(cols: list, server_order: list, by: dict, cell) -> list[str]:
+    """A markdown table: one row per server, one column per (scenario, connections), ``cell(summary)`` in each."""
+    lines = ["| server | " + " | ".join(f"{sc} @{c}" for sc, c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name in server_order:
+        cells = [("" if (s := by.get((sc, c, name))) is None else cell(s)) for sc, c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ratio(s: dict, f: str) -> str:
     r = s.get("ratio", {}).get(f)
     return "" if r is None else f" ({r:.2f}x)"
@@ -262,18 +271,11 @@ def render_markdown(meta: dict, summary: list[dict], server_order: list[str]) ->
     if cols:
         L.append("## Throughput (req/s, median; ratio to " + ref + ")")
         L.append("")
-        L.append("| server | " + " | ".join(f"{sc} @{c}" for sc, c in cols) + " |")
-        L.append("|---|" + "---:|" * len(cols))
-        for name in server_order:
-            cells = []
-            for sc, c in cols:
-                s = by.get((sc, c, name))
-                if s is None:
-                    cells.append("")
-                    continue
-                mark = ("*" if s["capped"] else "") + ("~" if s["disturbed"] else "") + ("!" if s["errors_total"] or s["failed"] or s["crashed"] else "")
-                cells.append(_n(s["rps"]) + _ratio(s, "rps") + mark)
-            L.append(f"| {name} | " + " | ".join(cells) + " |")
+        def rps_cell(s: dict) -> str:
+            mark = ("*" if s["capped"] else "") + ("~" if s["disturbed"] else "") + ("!" if s["errors_total"] or s["failed"] or s["crashed"] else "")
+            return _n(s["rps"]) + _ratio(s, "rps") + mark
+
+        L.extend(_server_table(cols, server_order, by, rps_cell))
         L.append("")
         L.append("`*` wrk-capped, `~` disturbed, `!` errors/failed/crash (details below).")
         L.append("")
@@ -282,14 +284,8 @@ def render_markdown(meta: dict, summary: list[dict], server_order: list[str]) ->
         L.append("The same runs, as server CPU time (utime+stime) per request served. On a shared machine the "
                  "server gets only part of its core, which moves req/s a lot and this figure much less.")
         L.append("")
-        L.append("| server | " + " | ".join(f"{sc} @{c}" for sc, c in cols) + " |")
-        L.append("|---|" + "---:|" * len(cols))
-        for name in server_order:
-            cells = []
-            for sc, c in cols:
-                s = by.get((sc, c, name))
-                cells.append("" if s is None else _n(s["cpu_us_per_req"], "{:,.1f}") + _ratio(s, "cpu_us_per_req"))
-            L.append(f"| {name} | " + " | ".join(cells) + " |")
+        L.extend(_server_table(cols, server_order, by,
+                               lambda s: _n(s["cpu_us_per_req"], "{:,.1f}") + _ratio(s, "cpu_us_per_req")))
         L.append("")
 
     rate = [s for s in summary if s["mode"] == RATE]

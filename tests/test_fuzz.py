@@ -8,6 +8,7 @@ Hypothesis runs in a worker thread with blocking sockets while the server runs o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 
@@ -135,29 +136,34 @@ class Watch:
         assert not errors, f"server logged an error for {what!r}:\n{self.logs.describe(errors)}"
 
 
-async def test_any_bytes_end_in_responses_or_a_close():
+@contextlib.asynccontextmanager
+async def fuzzed_server():
+    """The fuzz app on a real port, watched for loop exceptions and error logs: (port, watch)."""
     loop = asyncio.get_running_loop()
     with capture_logs() as logs, loop_exceptions(loop) as contexts:
         async with running(fuzz_app(), **SERVER_SETTINGS) as server:
-            watch = Watch(contexts, logs)
-            port = server.port
+            yield server.port, Watch(contexts, logs)
 
-            @FUZZ_SETTINGS
-            @given(data=st.data())
-            def prop(data):
-                payload = data.draw(request_bytes_strategy, label="payload")
-                pieces = data.draw(split_points(payload), label="pieces")
-                received, closed = exchange(port, pieces, pause=0.0002, half_close=True, timeout=6)
-                assert closed, f"no close within the timeout for {payload!r}; got {received[:300]!r}"
-                try:
-                    responses = parse_responses(received)
-                except BadResponseBytes as exc:
-                    raise AssertionError(f"malformed response bytes for {payload!r}: {exc}\n{received[:600]!r}")
-                for resp in responses:
-                    assert resp.status != 500, f"500 for {payload!r}: {resp.body!r}"
-                watch.check(payload)
 
-            await asyncio.to_thread(prop)
+async def test_any_bytes_end_in_responses_or_a_close():
+    async with fuzzed_server() as (port, watch):
+
+        @FUZZ_SETTINGS
+        @given(data=st.data())
+        def prop(data):
+            payload = data.draw(request_bytes_strategy, label="payload")
+            pieces = data.draw(split_points(payload), label="pieces")
+            received, closed = exchange(port, pieces, pause=0.0002, half_close=True, timeout=6)
+            assert closed, f"no close within the timeout for {payload!r}; got {received[:300]!r}"
+            try:
+                responses = parse_responses(received)
+            except BadResponseBytes as exc:
+                raise AssertionError(f"malformed response bytes for {payload!r}: {exc}\n{received[:600]!r}")
+            for resp in responses:
+                assert resp.status != 500, f"500 for {payload!r}: {resp.body!r}"
+            watch.check(payload)
+
+        await asyncio.to_thread(prop)
 
 
 @st.composite
@@ -170,26 +176,22 @@ def valid_pipeline(draw) -> bytes:
 
 
 async def test_valid_pipeline_split_anywhere_gives_the_same_responses():
-    loop = asyncio.get_running_loop()
-    with capture_logs() as logs, loop_exceptions(loop) as contexts:
-        async with running(fuzz_app(), **SERVER_SETTINGS) as server:
-            watch = Watch(contexts, logs)
-            port = server.port
+    async with fuzzed_server() as (port, watch):
 
-            @FUZZ_SETTINGS
-            @given(data=st.data())
-            def prop(data):
-                pipeline = data.draw(valid_pipeline(), label="pipeline")
-                pieces = data.draw(split_points(pipeline), label="pieces")
-                whole, closed = exchange(port, [pipeline], half_close=False)
-                assert closed
-                # 100 Continue depends on timing (whether the body was already there): not compared.
-                reference = [r.comparable() for r in parse_responses(whole) if r.status >= 200]
-                assert len(reference) == pipeline.count(b" HTTP/1.1\r\n")
-                assert all(s < 400 or s in (404, 405) for s, *_ in reference), reference
-                got, closed = exchange(port, pieces, pause=0.0002, half_close=False)
-                assert closed
-                assert [r.comparable() for r in parse_responses(got) if r.status >= 200] == reference
-                watch.check(pipeline)
+        @FUZZ_SETTINGS
+        @given(data=st.data())
+        def prop(data):
+            pipeline = data.draw(valid_pipeline(), label="pipeline")
+            pieces = data.draw(split_points(pipeline), label="pieces")
+            whole, closed = exchange(port, [pipeline], half_close=False)
+            assert closed
+            # 100 Continue depends on timing (whether the body was already there): not compared.
+            reference = [r.comparable() for r in parse_responses(whole) if r.status >= 200]
+            assert len(reference) == pipeline.count(b" HTTP/1.1\r\n")
+            assert all(s < 400 or s in (404, 405) for s, *_ in reference), reference
+            got, closed = exchange(port, pieces, pause=0.0002, half_close=False)
+            assert closed
+            assert [r.comparable() for r in parse_responses(got) if r.status >= 200] == reference
+            watch.check(pipeline)
 
-            await asyncio.to_thread(prop)
+        await asyncio.to_thread(prop)
