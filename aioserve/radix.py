@@ -51,6 +51,10 @@ class _Converter:
 
 
 NO_MATCH: Any = object()
+# The lookup cache of parameterised paths: at most this many entries, of paths at most this long
+# (so at most ~200 KiB of keys, whatever clients send).
+CACHE_ENTRIES = 1024
+CACHE_PATH_LENGTH = 200
 
 
 def _parse_int(seg: str) -> Any:
@@ -107,10 +111,13 @@ def register_converter(name: str, regex: str, convert: Callable[[str], Any], pri
 class Endpoint:
     """Everything registered for one path shape."""
 
-    __slots__ = ("pattern", "handlers", "routes", "allow")
+    __slots__ = ("pattern", "handlers", "routes", "allow", "cacheable")
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, cacheable: bool = True) -> None:
         self.pattern = pattern
+        # Built-in converters give immutable values (int, float, UUID, str), safe to share between
+        # requests from the lookup cache; a custom converter's value might not be.
+        self.cacheable = cacheable
         # METHOD -> (route object, param names in order); names may differ per method.
         self.handlers: dict[str, tuple[object, tuple[str, ...]]] = {}
         # METHOD -> route object, HEAD included where GET answers it: what a request looks up.
@@ -256,10 +263,14 @@ def _walk(node: _Node, segs: list[str], i: int, values: list) -> Endpoint | None
 class RadixTree:
     """All routes of an app; ``match`` is called once per request."""
 
-    __slots__ = ("_root", "_static", "static_routes", "_shapes", "_owners", "_endpoints", "_count")
+    __slots__ = ("_root", "_static", "static_routes", "_shapes", "_owners", "_endpoints", "_count", "_cache")
 
     def __init__(self) -> None:
         self._root = _Node()
+        # Recent parameterised paths -> (endpoint, values): a repeated path (the same user, the same
+        # merchant) skips the walk. Bounded in entries and key length, emptied when full or when a
+        # route is added (which may change what a path matches).
+        self._cache: dict[str, tuple[Endpoint, tuple]] = {}
         self._static: dict[str, Endpoint] = {}  # exact path -> Endpoint, for param-free patterns
         self.static_routes: dict[str, dict[str, object]] = {}  # exact path -> {METHOD: route}
         self._shapes: dict[tuple[str, ...], Endpoint] = {}
@@ -287,9 +298,10 @@ class RadixTree:
         if not wanted:
             raise RouteError(f"route {_show(pattern)} has no methods; pass at least one, e.g. ['GET']")
 
+        self._cache.clear()
         endpoint = self._shapes.get(shape)
         if endpoint is None:
-            endpoint = Endpoint(pattern)
+            endpoint = Endpoint(pattern, all(isinstance(s, str) or s.name in _BUILTINS for s in segments))
             if all(isinstance(s, str) for s in segments):
                 self._static[pattern] = endpoint
                 self.static_routes[pattern] = endpoint.routes
@@ -316,7 +328,7 @@ class RadixTree:
         self._count += len(wanted)
         return endpoint
 
-    def match(self, path: str) -> tuple[Endpoint, list] | None:
+    def match(self, path: str) -> tuple[Endpoint, tuple] | None:
         """Find the Endpoint for a request path (no query string, not decoded).
 
         Returns (endpoint, converted param values in pattern order), or None.
@@ -324,16 +336,27 @@ class RadixTree:
         """
         endpoint = self._static.get(path)
         if endpoint is not None:
-            return endpoint, []
+            return endpoint, ()
         return self.match_params(path)
 
-    def match_params(self, path: str) -> tuple[Endpoint, list] | None:
-        """``match`` for a path already known not to be a static pattern: the tree walk alone."""
+    def match_params(self, path: str) -> tuple[Endpoint, tuple] | None:
+        """``match`` for a path already known not to be a static pattern: the cache, else the walk."""
+        found = self._cache.get(path)
+        if found is not None:
+            return found
         if path[:1] != "/":
             return None
         values: list = []
         endpoint = _walk(self._root, path[1:].split("/"), 0, values)
-        return None if endpoint is None else (endpoint, values)
+        if endpoint is None:
+            return None  # not cached: a scan of unknown paths must not evict the known ones
+        found = endpoint, tuple(values)
+        if endpoint.cacheable and len(path) <= CACHE_PATH_LENGTH:
+            cache = self._cache
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()  # cheaper than tracking recency; a hot path is back after one walk
+            cache[path] = found
+        return found
 
     def __len__(self) -> int:
         """Number of (pattern, method) registrations."""

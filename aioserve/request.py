@@ -81,7 +81,7 @@ class Request:
             self._client = client
         self.scheme = scheme
         self._raw_headers = raw_headers
-        self._values: tuple[Any, ...] | list[Any] = ()  # path parameter values, in pattern order
+        self._values: tuple[Any, ...] = ()  # path parameter values, in pattern order
         self.route: Any = None
         self._conn = conn
         self._complete = False

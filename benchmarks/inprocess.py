@@ -1,6 +1,6 @@
 """In-process cost of one request: parsing, routing, the handler and the answer, without sockets.
 
-    python -m benchmarks.inprocess [--requests 50000] [--repeat 15] [--loop uvloop|asyncio]
+    python -m benchmarks.inprocess [--requests 50000] [--repeat 15] [--loop uvloop|asyncio] [--only users,...]
 
 Feeds ready-made requests straight into ``HttpProtocol.data_received`` over a transport that only
 counts writes, and times the same for the bare httptools protocol (``servers/bare.py``). No kernel,
@@ -86,6 +86,8 @@ async def measure(args: argparse.Namespace) -> None:
     state = ServerState(app, Config(access_log=False), asyncio.get_running_loop())
     print(f"{'request':<28} {'aioserve ns':>12} {'bare ns':>9} {'ratio':>6}")
     for name, data in REQUESTS.items():
+        if args.only and name not in args.only:
+            continue
         for per_read in (1, PIPELINE_DEPTH):
             ours, theirs = [], []
             for _ in range(args.repeat):
@@ -101,6 +103,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=50_000, help="requests per timed run")
     p.add_argument("--repeat", type=int, default=15, help="timed runs per protocol; the best is reported")
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    p.add_argument("--only", type=lambda text: text.split(","), default=None,
+                   help=f"comma-separated requests to time (of {', '.join(REQUESTS)})")
     args = p.parse_args()
     if args.loop == "uvloop":
         import uvloop

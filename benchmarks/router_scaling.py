@@ -4,6 +4,8 @@
 
 Routes are registered through the public decorators (``app.get(pattern)(handler)``): half static
 (``/s{i}/items``), half parameterised (``/p{i}/{id:int}/x``), plus ``/users/{id:int}`` registered last.
+Parameterised paths seen recently are answered from a bounded cache (radix.py); the row "a new id each
+time" cycles through more distinct paths than the cache holds, so it times the tree walk itself.
 Each lookup kind is timed through ``app.resolve(method, path)`` (what a request pays: path match +
 method + parameter dict) and, when the app exposes its route tree (``app.tree`` / ``app.router`` /
 ``app._tree`` with ``match(path)``), through the tree alone. Sizes are interleaved over rounds
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import sys
 import time
@@ -27,6 +30,9 @@ from .harness import RESULTS_DIR
 from . import procstats
 
 GROWTH_FLAG = 1.5
+# Distinct ids cycled through for the cache-miss row: four times the lookup cache's size, so every
+# lookup walks the tree (and pays its share of the cache's upkeep), as a stream of new ids would.
+MISS_IDS = 4096
 
 
 def _handler_plain(i: int):
@@ -81,6 +87,7 @@ def lookups(n: int) -> dict[str, tuple[str, str]]:
         "param, first registered": ("GET", "/p0/123/x"),
         "param, last registered": ("GET", f"/p{last_param}/123/x"),
         "/users/{id}, registered after all": ("GET", "/users/4242"),
+        "/users/{id}, a new id each time": ("GET", [f"/users/{i}" for i in range(MISS_IDS)]),
         "miss (404)": ("GET", "/nope/123/x"),
         "wrong method (405)": ("POST", "/users/4242"),
     }
@@ -134,12 +141,19 @@ def main(argv: list[str] | None = None) -> int:
             resolve = getattr(app, "resolve", None)
             tree_attr, tree = find_tree(app)
             for label, (method, path) in lookups(n).items():
+                if isinstance(path, list):  # one path after another (the cycling costs ~30 ns)
+                    paths = itertools.cycle(path)
+                    via_resolve = lambda: resolve(method, next(paths))  # noqa: E731
+                    via_tree = lambda: tree.match(next(paths))  # noqa: E731
+                else:
+                    via_resolve = lambda: resolve(method, path)  # noqa: E731
+                    via_tree = lambda: tree.match(path)  # noqa: E731
                 if resolve is not None:
-                    v = time_call(lambda: resolve(method, path), number)
+                    v = time_call(via_resolve, number)
                     row = results["resolve"].setdefault(label, {})
                     row[n] = min(row.get(n, v), v)
                 if tree is not None:
-                    v = time_call(lambda: tree.match(path), number)
+                    v = time_call(via_tree, number)
                     row = results["tree"].setdefault(label, {})
                     row[n] = min(row.get(n, v), v)
         print(f"round {rnd + 1}/{a.rounds} done", flush=True)

@@ -23,7 +23,7 @@ def matched(tree, path):
         return None
     endpoint, values = result
     route, _names = endpoint.handlers["GET"]
-    return route, values
+    return route, list(values)
 
 
 # --- static paths ----------------------------------------------------------------
@@ -73,8 +73,8 @@ def test_str_converter_matches_one_nonempty_segment():
 def test_int_converter():
     tree = tree_with("/n/{x:int}")
     endpoint, values = tree.match("/n/42")
-    assert values == [42] and type(values[0]) is int
-    assert tree.match("/n/007")[1] == [7]
+    assert values == (42,) and type(values[0]) is int
+    assert tree.match("/n/007")[1] == (7,)
     for bad in ("/n/4x", "/n/-1", "/n/1.5", "/n/", "/n/+3", "/n/\u00b2", "/n/\u0663"):
         assert tree.match(bad) is None, bad
 
@@ -86,9 +86,9 @@ def test_int_converter_rejects_absurdly_long_numbers_instead_of_crashing():
 
 def test_float_converter():
     tree = tree_with("/f/{x:float}")
-    assert tree.match("/f/1.5")[1] == [1.5]
+    assert tree.match("/f/1.5")[1] == (1.5,)
     values = tree.match("/f/2")[1]
-    assert values == [2.0] and type(values[0]) is float
+    assert values == (2.0,) and type(values[0]) is float
     for bad in ("/f/1.", "/f/.5", "/f/1e3", "/f/nan", "/f/inf", "/f/-1.0", "/f/1.2.3", "/f/"):
         assert tree.match(bad) is None, bad
 
@@ -96,9 +96,9 @@ def test_float_converter():
 def test_uuid_converter():
     tree = tree_with("/o/{oid:uuid}")
     value = uuid.UUID("12345678-9abc-def0-1234-56789abcdef0")
-    assert tree.match("/o/12345678-9abc-def0-1234-56789abcdef0")[1] == [value]
+    assert tree.match("/o/12345678-9abc-def0-1234-56789abcdef0")[1] == (value,)
     upper = tree.match("/o/12345678-9ABC-DEF0-1234-56789ABCDEF0")[1]
-    assert upper == [value] and isinstance(upper[0], uuid.UUID)
+    assert upper == (value,) and isinstance(upper[0], uuid.UUID)
     for bad in (
         "/o/123456789abcdef0123456789abcdef0",  # no hyphens
         "/o/12345678-9abc-def0-1234-56789abcdef",  # too short
@@ -126,7 +126,7 @@ def test_path_converter_after_other_params():
 def test_multiple_params_in_pattern_order():
     tree = RadixTree()
     endpoint = tree.add("/u/{uid:int}/posts/{slug}/v/{ver:float}", ["GET"], "r")
-    assert tree.match("/u/7/posts/hello/v/1.25") == (endpoint, [7, "hello", 1.25])
+    assert tree.match("/u/7/posts/hello/v/1.25") == (endpoint, (7, "hello", 1.25))
     assert endpoint.handlers["GET"] == ("r", ("uid", "slug", "ver"))
 
 
@@ -297,7 +297,7 @@ def test_same_shape_different_methods_merge():
     assert e1.allow == "DELETE, GET, HEAD, POST"
     assert len(tree) == 3
     assert tree.endpoints() == [e1]
-    assert tree.match("/items/9") == (e1, [9])
+    assert tree.match("/items/9") == (e1, (9,))
 
 
 def test_allow_adds_head_only_with_get_and_head_not_in_handlers():
@@ -448,3 +448,47 @@ def test_every_route_among_10000_matches_correctly(big_tree):
         assert matched(tree, f"/svc{i}/items/{i + 1}") == (i, [i + 1])
         assert matched(tree, f"/svc{i}/static") == (-i, [])
     assert tree.match("/svc10000/static") is None
+
+
+# --- the lookup cache of parameterised paths -------------------------------------
+
+def test_a_repeated_path_is_answered_from_the_cache(monkeypatch):
+    tree = tree_with("/users/{id:int}")
+    calls = _count_walks(monkeypatch)
+    first = tree.match("/users/7")
+    assert calls[0] == 1
+    assert tree.match("/users/7") is first  # the same answer, without walking again
+    assert calls[0] == 1
+    assert tree.match("/users/8")[1] == (8,)
+    assert calls[0] == 2
+
+
+def test_the_cache_never_holds_unknown_or_long_paths():
+    tree = tree_with("/files/{rest:path}")
+    for i in range(50):
+        assert tree.match(f"/nothing/{i}") is None
+    long_path = "/files/" + "x" * radix.CACHE_PATH_LENGTH
+    assert tree.match(long_path)[1] == ("x" * radix.CACHE_PATH_LENGTH,)
+    assert len(tree._cache) == 0
+
+
+def test_the_cache_stays_bounded_under_many_distinct_paths():
+    tree = tree_with("/users/{id:int}")
+    for i in range(radix.CACHE_ENTRIES * 3 + 5):
+        assert tree.match(f"/users/{i}")[1] == (i,)
+        assert len(tree._cache) <= radix.CACHE_ENTRIES
+
+
+def test_adding_a_route_empties_the_cache_so_the_new_route_is_found():
+    tree = tree_with("/{kind}/{id:int}")
+    assert matched(tree, "/teams/5") == ("/{kind}/{id:int}", ["teams", 5])
+    tree.add("/teams/{id:int}", ["GET"], "/teams/{id:int}")  # a static segment beats {kind}
+    assert matched(tree, "/teams/5") == ("/teams/{id:int}", [5])
+
+
+def test_values_of_custom_converters_are_never_shared_between_requests():
+    register_converter("pair", "[0-9]+,[0-9]+", lambda s: [int(x) for x in s.split(",")])
+    tree = tree_with("/p/{xy:pair}")
+    first = tree.match("/p/1,2")[1]
+    first[0].append(99)  # a handler mutating its (mutable) value
+    assert tree.match("/p/1,2")[1] == ([1, 2],)
