@@ -14,7 +14,7 @@ from urllib.parse import quote
 import orjson
 
 from .datastructures import HeadersInit, MutableHeaders
-from .wire import HTML_TYPE, JSON_TYPE, OCTET_TYPE, TEXT_TYPE, status_line
+from .wire import HTML_TYPE, JSON_TYPE, OCTET_TYPE, TEXT_TYPE, check_header, status_line
 
 #: Header names the server writes itself; application values for them are not sent.
 MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"})
@@ -27,7 +27,9 @@ class Response:
     application/octet-stream when a body is given.
     """
 
-    __slots__ = ("body", "status", "headers")
+    # With no headers given, ``headers`` is built only if asked for: the usual response is a status,
+    # a body and a content type, whose head is then a join of ready-made lines (``encode_head``).
+    __slots__ = ("body", "status", "_headers", "_type_line")
 
     def __init__(
         self,
@@ -36,21 +38,43 @@ class Response:
         headers: HeadersInit = None,
         content_type: str | None = None,
     ) -> None:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-            if content_type is None:
-                content_type = TEXT_TYPE
-        elif isinstance(body, (bytearray, memoryview)):
-            body = bytes(body)
-        elif not isinstance(body, bytes):
-            raise TypeError(f"Response body must be bytes or str, not {type(body).__name__}; use json() for objects")
+        if type(body) is not bytes:
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+                if content_type is None:
+                    content_type = TEXT_TYPE
+            elif isinstance(body, (bytes, bytearray, memoryview)):
+                body = bytes(body)
+            else:
+                raise TypeError(f"Response body must be bytes or str, not {type(body).__name__}; use json() for objects")
         self.body: bytes = body
-        self.status = int(status)
-        self.headers = MutableHeaders(headers)
+        self.status = status if type(status) is int else int(status)
         if content_type is None and body:
             content_type = OCTET_TYPE
-        if content_type is not None and "content-type" not in self.headers:
-            self.headers.add("Content-Type", content_type)
+        if headers is None:
+            self._headers: MutableHeaders | None = None
+            self._type_line = b"" if content_type is None else _content_type_line(content_type)
+        else:
+            self._headers = MutableHeaders(headers)
+            self._type_line = b""
+            if content_type is not None and "content-type" not in self._headers:
+                self._headers.add("Content-Type", content_type)
+
+    @property
+    def headers(self) -> MutableHeaders:
+        """The response's headers (Content-Type included), mutable until the response is sent."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = MutableHeaders()
+            if self._type_line:
+                headers.add("Content-Type", self._type_line[14:-2].decode("latin-1"))
+                self._type_line = b""
+        return headers
+
+    @headers.setter
+    def headers(self, headers: HeadersInit) -> None:
+        self._headers = headers if isinstance(headers, MutableHeaders) else MutableHeaders(headers)
+        self._type_line = b""
 
     # -- cookies ---------------------------------------------------------------------------------
     def set_cookie(
@@ -96,13 +120,17 @@ class Response:
 
     # -- wire ------------------------------------------------------------------------------------
     def wants_close(self) -> bool:
-        value = self.headers.get("connection")
+        if self._headers is None:
+            return False
+        value = self._headers.get("connection")
         return value is not None and "close" in value.lower()
 
     def encode_head(self, framing: bytes, tail: bytes) -> bytes:
         """Status line, application headers, the server's framing line(s) and tail, blank line."""
+        if self._headers is None:
+            return b"".join((status_line(self.status), self._type_line, framing, tail, b"\r\n"))
         lines = [status_line(self.status)]
-        for name, value in self.headers._list:
+        for name, value in self._headers._list:
             if name.lower() not in MANAGED_HEADERS:
                 lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         lines.append(framing)
@@ -112,6 +140,19 @@ class Response:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, body={len(self.body)} bytes)"
+
+
+_TYPE_LINES: dict[str, bytes] = {}  # content type -> its checked header line; apps use a handful
+
+
+def _content_type_line(content_type: str) -> bytes:
+    line = _TYPE_LINES.get(content_type)
+    if line is None:
+        check_header("Content-Type", content_type)  # no CR/LF from application data, ever
+        line = b"Content-Type: %s\r\n" % content_type.encode("latin-1")
+        if len(_TYPE_LINES) < 256:
+            _TYPE_LINES[content_type] = line
+    return line
 
 
 class StreamResponse(Response):

@@ -357,6 +357,59 @@ async def test_response_defaults():
         assert made.reason == "Created"
 
 
+async def test_headers_added_after_construction_reach_the_wire_once():
+    """A response made without headers builds them on first access; whatever is then set is sent,
+    and the content type appears exactly once."""
+    app = App()
+
+    @app.get("/added")
+    async def added(request):
+        response = Response(b"a,b", content_type="text/csv")
+        assert response.headers["content-type"] == "text/csv"
+        response.headers["X-Rows"] = "1"
+        return response
+
+    @app.get("/replaced")
+    async def replaced(request):
+        response = json({"ok": True})
+        response.headers = {"X-Only": "this"}  # replaces every header, the content type included
+        return response
+
+    @app.get("/typed")
+    async def typed(request):
+        response = Response(b"<p>", content_type="text/html")
+        response.headers["Content-Type"] = "text/html; charset=latin-1"
+        return response
+
+    @app.middleware
+    async def tag(request, call_next):
+        response = await call_next(request)
+        if request.path == "/tagged":
+            response.headers["X-Tag"] = "mw"
+        return response
+
+    @app.get("/tagged")
+    async def tagged(request):
+        return text("t")
+
+    async with running(app) as server, raw_connection(server) as conn:
+        await conn.send(b"".join(request_bytes("GET", p) for p in ("/added", "/replaced", "/typed", "/tagged")))
+        added_r, replaced_r, typed_r, tagged_r = await conn.read_responses(4)
+    assert added_r.header("x-rows") == "1" and added_r.body == b"a,b"
+    assert [v for n, v in added_r.headers if n.lower() == "content-type"] == ["text/csv"]
+    assert replaced_r.header("x-only") == "this" and not replaced_r.has("content-type")
+    assert [v for n, v in typed_r.headers if n.lower() == "content-type"] == ["text/html; charset=latin-1"]
+    assert tagged_r.header("x-tag") == "mw" and tagged_r.header("content-type").startswith("text/plain")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain\r\nInjected: yes", "a\nb", "a\x00b"])
+def test_content_type_with_control_characters_is_refused(content_type):
+    with pytest.raises(ValueError):
+        Response(b"x", content_type=content_type)
+    with pytest.raises(ValueError):
+        Response(b"x", headers={"X-A": "1"}, content_type=content_type)
+
+
 @pytest.mark.parametrize(
     "headers",
     [
