@@ -427,11 +427,14 @@ class HttpProtocol(Responder, asyncio.Protocol):
             if flags & CHUNKED or self._content_length > 0:
                 self._enter(BODY)
         if self.rt is not None:
-            # Realtime hook: shed (answered), or deadline armed. Then every request runs in a task: it
-            # is admitted or refused as its head is read, and an inline handler would hide the queue.
-            if self.rt.on_request(self, req):
-                return
-        elif route is not None and route.inline and app.entry is None:
+            # Realtime hook: shed (answered), or deadline armed. Then the handler runs in a task, never
+            # inline nor eagerly (3.12+), so every head of a read is admitted or refused, and its budget
+            # started, before any handler runs: otherwise the queue hides in the socket buffer, where
+            # shedding cannot see it, and a later head's budget starts only after earlier handlers ran.
+            if not self.rt.on_request(self, req):
+                req._task = self.loop.create_task(self._handle(req))
+            return
+        if route is not None and route.inline and app.entry is None:
             self._run_inline(req, route)
             return
         if EAGER_TASKS:
