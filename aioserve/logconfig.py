@@ -60,6 +60,7 @@ def configure_logging(level: str | None = None, log_config: str | None = None) -
     if not logging.getLogger().handlers and not base.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.aioserve_default = True  # type: ignore[attr-defined]  # accesslog.py may write to it directly
         base.addHandler(handler)
         base.propagate = False
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from time import perf_counter
 from typing import Any
 
 import orjson
@@ -38,7 +37,6 @@ from .wire import (
     end_of_head,
 )
 
-access_logger = logging.getLogger("aioserve.access")
 error_logger = logging.getLogger("aioserve.error")
 
 # Python 3.12+ runs a new task's first step at once; a handler that never suspends then finishes
@@ -364,14 +362,6 @@ class Responder:
 
     # -- access log -----------------------------------------------------------------------------------
     def _log_access(self, req: Request, status: int, size: int) -> None:
-        if (req.route is not None and not req.route.access_log) or not access_logger.isEnabledFor(logging.INFO):
+        if req.route is not None and not req.route.access_log:
             return
-        duration_ms = (perf_counter() - req._start) * 1000.0 if req._start else 0.0
-        client = req.client
-        host = f"{client[0]}:{client[1]}" if client else "-"
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %d %d %.2fms', host, req.method, req.path, req.http_version, status,
-            size, duration_ms,
-            extra={"client": host, "method": req.method, "path": req.path, "status": status,
-                   "bytes": size, "duration_ms": round(duration_ms, 3)},
-        )
+        self.state.access.log(req, status, size)

@@ -16,6 +16,7 @@ import socket
 from typing import Any, Callable
 
 from .accept import BatchAcceptor, listening_socket, warn_out_of_resources
+from .accesslog import AccessLog
 from .app import App
 from .config import Config
 from .logconfig import LOG_FORMAT, ConfigError
@@ -39,7 +40,7 @@ class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
-                 "requests_left", "on_request", "rt", "wbuf", "timers")
+                 "requests_left", "on_request", "rt", "wbuf", "timers", "access")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -56,6 +57,7 @@ class ServerState:
         self.rt: Realtime | None = None  # deadlines, shedding, metrics (realtime.py), when the app uses them
         self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
         self.requests_left = 0
+        self.access = AccessLog(loop) if config.access_log else None  # accesslog.py
         # Called by the connection for every new request, and only set when a feature needs it, so
         # a server without proxy headers or a request limit pays one ``is None`` test per request.
         self.on_request: Callable[[Request], None] | None = self.proxy.apply if self.proxy else None
@@ -198,6 +200,8 @@ class Server:
             remove_unix(self._unix_path)
         state.clock.stop()
         state.timers.close()
+        if state.access is not None:
+            state.access.flush()  # the lines of the last answers, not left for a loop turn that may not come
         if state.rt is not None:
             state.rt.stop()
         await self.app.shutdown()
