@@ -29,6 +29,12 @@ class Stream:
     def __init__(self) -> None:
         self.writes: list[str] = []
         self.written = asyncio.Event()
+        self.handler: logging.Handler | None = None
+
+    def install(self) -> None:
+        """Make aioserve's default handler the only one again. Called in the test body: pytest 9.2+
+        attaches its capture handler to every non-propagating logger when a test starts."""
+        logging.getLogger("aioserve").handlers[:] = [self.handler]
 
     def write(self, text: str) -> None:
         self.writes.append(text)
@@ -60,6 +66,7 @@ def default_stderr():
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.aioserve_default = True
+    stream.handler = handler
     base.handlers[:] = [handler]
     base.propagate = False
     base.setLevel(logging.INFO)
@@ -84,7 +91,8 @@ def _app() -> App:
 
 
 async def test_default_set_up_gets_lines_written_directly_one_write_per_loop_turn(default_stderr):
-    assert default_handler_only() is not None
+    default_stderr.install()
+    assert default_handler_only() is default_stderr.handler
     async with running(_app(), access_log=True) as server, raw_connection(server) as conn:
         await conn.send(b"".join(request_bytes("GET", f"/n{i}") for i in range(3)))
         await conn.read_responses(3)
@@ -135,6 +143,7 @@ async def test_a_handler_added_while_serving_gets_real_records(default_stderr):
     handler = logging.Handler()
     handler.emit = records.append
     access = logging.getLogger("aioserve.access")
+    default_stderr.install()
     async with running(_app(), access_log=True) as server, raw_connection(server) as conn:
         await conn.send(request_bytes("GET", "/first"))
         await conn.read_final_response()
@@ -153,8 +162,9 @@ async def test_a_handler_added_while_serving_gets_real_records(default_stderr):
 
 @pytest.mark.parametrize("custom", ["json formatter", "filter", "level", "own handler"])
 def test_anything_but_the_default_set_up_goes_through_logging(default_stderr, custom):
-    base = logging.getLogger("aioserve")
-    handler = base.handlers[0]
+    default_stderr.install()
+    handler = default_stderr.handler
+    assert default_handler_only() is handler
     if custom == "json formatter":
         from aioserve.logconfig import JsonFormatter
         handler.setFormatter(JsonFormatter())
@@ -168,6 +178,7 @@ def test_anything_but_the_default_set_up_goes_through_logging(default_stderr, cu
 
 
 async def test_a_decoded_line_break_cannot_forge_a_log_line(default_stderr):
+    default_stderr.install()
     async with running(_app(), access_log=True) as server, raw_connection(server) as conn:
         await conn.send(request_bytes("GET", "/x%0A2026-01-01%20forged"))
         await conn.read_final_response()
