@@ -399,3 +399,97 @@ async def test_shutdown_waits_for_in_flight_request():
     # No longer accepting.
     with pytest.raises(OSError):
         await asyncio.wait_for(asyncio.open_connection("127.0.0.1", server.port), 2)
+
+
+# --------------------------------------------------------------------------
+# The HTTP version when a Connection header is present (without one, keep-alive implies 1.1):
+# pipelined heads of different versions, heads split across reads, look-alikes. Fed straight into
+# the protocol, read by read, so where each read begins and ends is exact.
+# --------------------------------------------------------------------------
+
+
+class _RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _versions_app() -> App:
+    app = App()
+
+    @app.get("/v")
+    async def version(request):
+        return request.http_version  # no await: answered inline, within the read
+
+    return app
+
+
+def _head(version: str, target: str = "/v") -> bytes:
+    return f"GET {target} HTTP/{version}\r\nHost: x\r\nConnection: keep-alive\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    "reads, versions",
+    [
+        ([_head("1.1")], ["1.1"]),
+        ([_head("1.0")], ["1.0"]),
+        ([_head("1.1") + _head("1.0")], ["1.1", "1.0"]),  # same target: the second head must not reuse the first line
+        ([_head("1.0") + _head("1.1")], ["1.0", "1.1"]),
+        ([b"\r\n" + _head("1.0")], ["1.0"]),  # a stray CRLF before the line
+        ([b"GET /v HTTP/1.", b"0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"], ["1.0"]),
+        ([b"GET /v HTTP/1.1\r\nHo", b"st: x\r\nConnection: keep-alive\r\n\r\n"], ["1.1"]),
+        ([b"G", _head("1.0")[1:]], ["1.0"]),
+        # A read that looks like a 1.1 request line but continues a 1.0 head's header value.
+        ([b"GET /v HTTP/1.0\r\nX-Note: ", b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"], ["1.0"]),
+        ([_head("1.0", "http://x/v")], ["1.0"]),  # absolute form
+        ([_head("1.1", "http://x/v")], ["1.1"]),
+    ],
+    ids=["1.1", "1.0", "1.1-then-1.0", "1.0-then-1.1", "stray-crlf", "split-in-version", "split-in-headers",
+         "split-in-method", "header-value-lookalike", "absolute-1.0", "absolute-1.1"],
+)
+async def test_http_version_with_a_connection_header(reads, versions):
+    from aioserve.config import Config
+    from aioserve.protocol import HttpProtocol
+    from aioserve.server import ServerState
+
+    state = ServerState(_versions_app(), Config(access_log=False), asyncio.get_running_loop())
+    protocol = HttpProtocol(state)
+    transport = _RecordingTransport()
+    protocol.connection_made(transport)
+    try:
+        for data in reads:
+            protocol.data_received(data)
+        answers = transport.data.split(b"HTTP/1.1 200 OK\r\n")[1:]
+        assert [a.rsplit(b"\r\n\r\n", 1)[1].decode() for a in answers] == versions
+        # A 1.0 client asked for keep-alive, and gets it said back; a 1.1 one needs no such line.
+        for answer, version in zip(answers, versions):
+            assert (b"Connection: keep-alive" in answer) == (version == "1.0")
+    finally:
+        protocol.connection_lost(None)
+        state.timers.close()
+
+
+async def test_an_unsupported_version_with_a_connection_header_is_refused():
+    async with running(make_app()) as server, raw_connection(server) as conn:
+        await conn.send(b"GET /version HTTP/2.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        resp = await conn.read_final_response()
+        assert resp.status == 505
