@@ -2,6 +2,8 @@
 
 All servers run one worker, no access log, bound to 127.0.0.1, keep-alive timeout raised to 120 s
 where the server has such a setting (so the idle-connection benchmark measures memory, not timeouts).
+Two more run only when named (``--servers``): aioserve and uvicorn with their access log on, as each
+ships by default (of these servers only those two log every request unless told otherwise).
 The harness prefixes each command with ``taskset -c <server cpu>`` and runs it from the repo root.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ServerSpec:
     requires: tuple[str, ...] = ()  # importable top-level modules
     executables: tuple[str, ...] = ()  # console scripts needed on PATH
     reference: bool = False  # the server every ratio is computed against
+    in_all: bool = True  # part of ``--servers all``; False: run only when named
     notes: str = ""
     extra_env: dict = field(default_factory=dict)
 
@@ -48,11 +51,19 @@ def _exe(name: str) -> str:
     return _bin(name) or shutil.which(name) or name
 
 
-def _aioserve(loop: str) -> Callable[[int], list[str]]:
+def _aioserve(loop: str, access_log: bool = False) -> Callable[[int], list[str]]:
     return lambda port: [
         PY, "-m", "aioserve", "benchmarks.servers.aioserve_app:app",
-        "--host", HOST, "--port", str(port), "--loop", loop, "--no-access-log",
-        "--timeout-keep-alive", str(KEEPALIVE),
+        "--host", HOST, "--port", str(port), "--loop", loop,
+        "--access-log" if access_log else "--no-access-log", "--timeout-keep-alive", str(KEEPALIVE),
+    ]
+
+
+def _uvicorn(access_log: bool = False) -> Callable[[int], list[str]]:
+    return lambda port: [
+        PY, "-m", "uvicorn", "benchmarks.servers.starlette_app:app", "--host", HOST, "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--timeout-keep-alive", str(KEEPALIVE), "--lifespan", "off",
+        *(("--access-log", "--log-level", "info") if access_log else ("--no-access-log", "--log-level", "warning")),
     ]
 
 
@@ -73,11 +84,7 @@ SERVERS: list[ServerSpec] = [
     ),
     ServerSpec(
         "uvicorn-starlette", 18004, "uvicorn (httptools, uvloop) + Starlette",
-        lambda port: [
-            PY, "-m", "uvicorn", "benchmarks.servers.starlette_app:app", "--host", HOST, "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-            "--timeout-keep-alive", str(KEEPALIVE), "--lifespan", "off",
-        ],
+        _uvicorn(),
         requires=("uvicorn", "starlette", "uvloop", "httptools"),
     ),
     ServerSpec(
@@ -111,6 +118,16 @@ SERVERS: list[ServerSpec] = [
         requires=("socketify",),
         notes="HTTP parsing, routing and writes in C++; only the handler body is Python",
     ),
+    ServerSpec(
+        "aioserve-logged", 18009, "aioserve, --loop uvloop, access log on (its default)",
+        _aioserve("uvloop", access_log=True), requires=("aioserve", "uvloop"), in_all=False,
+        notes="one access line per request to the server's log file, as shipped",
+    ),
+    ServerSpec(
+        "uvicorn-logged", 18010, "uvicorn + Starlette, access log on (its default)", _uvicorn(access_log=True),
+        requires=("uvicorn", "starlette", "uvloop", "httptools"), in_all=False,
+        notes="one access line per request to the server's log file, as shipped",
+    ),
 ]
 
 BY_NAME = {s.name: s for s in SERVERS}
@@ -120,7 +137,7 @@ REFERENCE = next(s.name for s in SERVERS if s.reference)
 def select(names: str | None) -> list[ServerSpec]:
     """``names`` is a comma-separated list (or None/'all'); unknown names raise ValueError."""
     if not names or names == "all":
-        return list(SERVERS)
+        return [s for s in SERVERS if s.in_all]
     out = []
     for n in (x.strip() for x in names.split(",") if x.strip()):
         if n not in BY_NAME:
