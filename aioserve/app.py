@@ -143,10 +143,7 @@ class App(Router):
     # -- per request -----------------------------------------------------------------------------
     def resolve(self, method: str, path: str) -> tuple[Route | None, list[Any] | tuple[()], HTTPError | None]:
         """-> (route, its path parameter values in pattern order, None), or (None, (), the 404/405 error)."""
-        if path in self.static_routes:
-            found = self.tree.match(path)  # a static path: its route for this method, or 405
-        else:
-            found = self.tree.match_params(path)
+        found = self.tree.match(path)
         if found is None:
             return None, (), HTTPError(404)
         endpoint, values = found

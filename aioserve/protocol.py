@@ -283,9 +283,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
         deadline = self.deadline
         if deadline is None or self.transport is None or self.stage == CLOSING:
             return
-        if self.loop.time() < deadline:
-            self.timer_at = deadline
-            self.state.timers.schedule(self, deadline)
+        if self.loop.time() < deadline:  # the deadline moved later since it was queued
+            self._set_deadline(deadline)
             return
         stage = self.stage
         if stage == IDLE:

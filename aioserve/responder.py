@@ -26,7 +26,6 @@ from .stages import BODY_BUFFER_FULL, CLOSING, HANDLING, IDLE, LARGE_BODY, PIPEL
 from .wire import (
     CHUNKED,
     CONTINUE_100,
-    END_OF_HEADS,
     JSON_200,
     LAST_CHUNK,
     NO_BODY_STATUSES,
@@ -34,6 +33,7 @@ from .wire import (
     OCTET_200,
     TEXT_200,
     chunk,
+    content_length,
     end_of_head,
 )
 
@@ -129,6 +129,9 @@ class Responder:
 
     def _respond(self, req: Request, result: Any) -> StreamResponse | None:
         """Encode a finished result; return it instead if it is a stream to be sent by ``_stream``."""
+        # Close after this answer when asked to, when draining, or when a 100-continue went unanswered
+        # (we never asked for the body, which may or may not come).
+        close = not req.keep_alive or self.draining or (req._expect_continue and not req._complete)
         kind = type(result)
         if kind is str:
             head, body, status = TEXT_200, result.encode("utf-8"), 200
@@ -143,27 +146,18 @@ class Responder:
             if isinstance(response, StreamResponse):
                 return response
             status = response.status
-            close = (not req.keep_alive or self.draining or response.wants_close()
-                     or (req._expect_continue and not req._complete))
+            body = response.body
+            close = close or response.wants_close()
             tail = self._tail(req, close)
             if status in NO_BODY_STATUSES:
                 data = response.encode_head(b"", tail)
-            elif req.method == "HEAD":
-                data = response.encode_head(b"Content-Length: %d\r\n" % len(response.body), tail)
             else:
-                data = response.encode_head(b"Content-Length: %d\r\n" % len(response.body), tail)
-                body = response.body
-                data = (data, body) if len(body) >= LARGE_BODY else data + body
-            self._emit(req, data, close, status, len(response.body))
+                data = response.encode_head(content_length(len(body)), tail)
+                if req.method != "HEAD":
+                    data = (data, body) if len(body) >= LARGE_BODY else data + body
+            self._emit(req, data, close, status, len(body))
             return None
-        if req.keep_alive and not self.draining and not (req._expect_continue and not req._complete):
-            close = False
-            tail = self.clock.keep_alive if req.http_version == "1.1" else self.clock.keep_alive_10
-        else:  # (with 100-continue unanswered: we never asked for the body, which may or may not come)
-            close = True
-            tail = self.clock.close
-        if self.rt is not None and self.rt.server_timing:  # realtime hook: Server-Timing
-            tail = self.rt.timing(req) + tail
+        tail = self._tail(req, close)
         size = len(body)
         if status == 204:
             data = b"".join((head, tail, b"\r\n"))
@@ -172,7 +166,7 @@ class Responder:
         elif size >= LARGE_BODY:
             data = (b"".join((head, tail, end_of_head(size))), body)
         else:
-            data = b"".join((head, tail, END_OF_HEADS[size] if size < 1024 else end_of_head(size), body))
+            data = b"".join((head, tail, end_of_head(size), body))
         self._emit(req, data, close, status, size)
         return None
 
