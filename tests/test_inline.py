@@ -78,7 +78,8 @@ def test_plain_function_traceback_points_at_the_handler_line():
     assert "the line the traceback must name" in last.line
 
 
-async def test_inline_handlers_answer_results_errors_and_http_errors():
+def _inline_app() -> App:
+    """Handlers without await: a result, an HTTPError, a crash, a CancelledError of their own."""
     app = App()
 
     @app.get("/ok/{n:int}")
@@ -97,6 +98,11 @@ async def test_inline_handlers_answer_results_errors_and_http_errors():
     async def cancelled(request):
         raise asyncio.CancelledError()
 
+    return app
+
+
+async def test_inline_handlers_answer_results_errors_and_http_errors():
+    app = _inline_app()
     route_ok = next(r for r in app.routes if r.name == "ok")
     assert route_ok.inline
     assert (route_ok.direct is not None) == inline._WORKS
@@ -111,18 +117,9 @@ async def test_inline_handlers_answer_results_errors_and_http_errors():
 
 async def test_inline_handlers_still_run_as_coroutines_where_the_rewrite_is_off(monkeypatch):
     monkeypatch.setattr(inline, "_WORKS", False)  # as on an interpreter whose probe disagreed
-    app = App()
-
-    @app.get("/n/{n:int}")
-    async def numbers(request, n):
-        return {"n": n}
-
-    @app.get("/crash")
-    async def crash(request):
-        raise RuntimeError("boom")
-
-    route = next(r for r in app.routes if r.name == "numbers")
+    app = _inline_app()
+    route = next(r for r in app.routes if r.name == "ok")
     assert route.inline and route.direct is None
     async with running(app) as server, http_client(server) as client:
-        assert (await client.get("/n/3")).json() == {"n": 3}
+        assert (await client.get("/ok/3")).json() == {"n": 3}
         assert (await client.get("/crash")).status_code == 500

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from aioserve.reload import PollingWatcher
-from ops_helpers import ServerProcess, get
+from ops_helpers import LISTENING, ServerProcess, get
 
 MODULE = '''\
 from aioserve import App
@@ -36,19 +35,12 @@ def test_polling_watcher_sees_changes_additions_and_removals(tmp_path):
     assert watcher.changes() == [str(tmp_path / "b.py")]
 
 
-def wait_for_body(server: ServerProcess, body: bytes, timeout: float = 15.0) -> None:
-    """Ask until the server answers ``body`` (the restart is only observable through its answers)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            status, _, last = get(server.host, server.port, "/", timeout=5)
-            if status == 200 and last == body:
-                return
-        except OSError as exc:  # a request must never be refused while reloading
-            raise AssertionError(f"request failed during reload: {exc!r}") from exc
-        time.sleep(0.05)
-    raise AssertionError(f"still answering {last!r}; output:\n{server.output}")
+def answers_after_start(server: ServerProcess, starts: int, body: bytes) -> None:
+    """Wait for the ``starts``-th server process to say it listens, then ask once: the reloader stops
+    the old process before starting the new one, so the answer comes from the new code."""
+    server.wait_for(LISTENING.pattern, timeout=15, count=starts)
+    status, _, got = get(server.host, server.port, "/", timeout=5)
+    assert (status, got) == (200, body), server.output
 
 
 @pytest.mark.parametrize("watcher", ["watchfiles", "polling"])
@@ -68,15 +60,15 @@ def test_reload_restarts_on_change(tmp_path, watcher):
                        "--reload-delay", "0.1", env=env) as server:
         server.wait_listening()
         assert server.count(r"\(watchfiles\)" if watcher == "watchfiles" else r"\(polling every") == 1
-        wait_for_body(server, b"v1")
+        answers_after_start(server, 1, b"v1")
         first_port = server.port
         (src / "reload_target.py").write_text(MODULE.format(version="v2"))
         server.wait_for("Detected a change in")
-        wait_for_body(server, b"v2")
+        answers_after_start(server, 2, b"v2")
         assert server.port == first_port  # the reloader keeps the socket: same port, nothing refused
         (src / "notes.txt").write_text("not python")
         (src / "reload_target.py").write_text(MODULE.format(version="v3"))
-        wait_for_body(server, b"v3")
+        answers_after_start(server, 3, b"v3")
         assert server.count("Detected a change in") == 2
         server.stop()
         assert server.proc.returncode == 0
@@ -112,6 +104,6 @@ def test_app_run_reload_reruns_the_script(tmp_path):
 
     with ServerProcess(command=[sys.executable, str(script)], env={"PYTHONPATH": str(src)}) as server:
         server.wait_listening()
-        wait_for_body(server, b"v1")
+        answers_after_start(server, 1, b"v1")
         (src / "reload_target.py").write_text(MODULE.format(version="v2"))
-        wait_for_body(server, b"v2")
+        answers_after_start(server, 2, b"v2")
