@@ -39,6 +39,6 @@ def test_metrics_merge_every_worker():
         deadline = time.monotonic() + 10
         seen = _requests_to_root(server.host, server.port)
         while seen != sent and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.2)  # the snapshots are files rewritten on a timer: nothing to await but /metrics itself
             seen = _requests_to_root(server.host, server.port)
         assert seen == sent, f"/metrics counted {seen} of the {sent} requests served by {len(pids)} workers"
