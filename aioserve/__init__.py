@@ -9,7 +9,8 @@ from .errors import ClientDisconnected, HTTPError
 from .request import Request
 from .response import Response, StreamResponse, html, json, redirect, stream, text
 from .router import Router
-from .server import Server, run, serve
+from .processes import run
+from .server import Server, serve
 
 __all__ = [
     "App", "ClientDisconnected", "Config", "HTTPError", "Request", "Response", "Router", "Server",

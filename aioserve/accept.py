@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
 import time
 from typing import Callable
 
-logger = logging.getLogger("aioserve.error")
+from .errors import error_logger
+
 
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 BACKOFF = 0.1  # seconds without accepting after an out-of-resource error
@@ -35,7 +35,7 @@ def warn_out_of_resources(exc: object) -> None:
     now = time.monotonic()
     if now - _last_warned >= WARN_EVERY:
         _last_warned = now
-        logger.warning("accept() failed (%s): out of file descriptors or memory; backing off", exc)
+        error_logger.warning("accept() failed (%s): out of file descriptors or memory; backing off", exc)
 
 
 class BatchAcceptor:

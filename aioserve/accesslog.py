@@ -39,10 +39,11 @@ class AccessLog:
         self.second = -1
         self.stamp = ""
 
-    def log(self, req: Request, status: int, size: int) -> None:
+    def log(self, req: Request, status: int, size: int, started: float) -> None:
+        """One line for an answered request; ``started`` is its ``perf_counter()`` stamp (0: unknown)."""
         if not access_logger.isEnabledFor(logging.INFO):
             return
-        duration_ms = (perf_counter() - req._start) * 1000.0 if req._start else 0.0
+        duration_ms = (perf_counter() - started) * 1000.0 if started else 0.0
         client = req.client
         host = f"{client[0]}:{client[1]}" if client else "-"
         # The target as sent (percent-encoded): a decoded path could carry a line break into the log.

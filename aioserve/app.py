@@ -1,29 +1,40 @@
 """The application: routes, middleware, hooks and error handling.
 
-The connection (``protocol.py``) asks the app two things per request: which route serves this method
+The connection (``connection.py``) asks the app two things per request: which route serves this method
 and path (``resolve``), and, when something goes wrong, what to answer (``handle_error``). With no
 middleware the connection calls the handler directly; with middleware it calls ``app.entry``, a chain
-composed once at startup, so an app without middleware pays nothing for the feature.
+composed once at startup, so an app without middleware pays nothing for the feature. The same holds
+for finishers (``finish``: CORS headers, compression), which see every answer as a ``Response``.
+
+``App.run()`` serves the app in this process; the process layer (``processes.py``) provides it through
+``set_runner``, because the app layer sits below the server and cannot import it.
 """
 from __future__ import annotations
 
-import logging
+import inspect
 import traceback
 from typing import Any, Awaitable, Callable, TypeVar
 
-import orjson
-
-from .errors import HTTPError
+from .errors import HTTPError, error_logger
 from .radix import RadixTree
 from .request import Request
 from .response import Response, StreamResponse
+from .results import error_response, to_response
 from .router import Route, Router
-from .wire import JSON_TYPE, OCTET_TYPE, REASONS, TEXT_TYPE
+from .wire import TEXT_TYPE
 
-logger = logging.getLogger("aioserve.error")
 
 Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+Finisher = Callable[[Request, Response], Response]
 F = TypeVar("F", bound=Callable[..., Any])
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_runner: Callable[..., None] | None = None
+
+
+def set_runner(runner: Callable[..., None]) -> None:
+    """Install what ``App.run`` calls: ``runner(app, **settings)`` (the process layer does, at import)."""
+    global _runner
+    _runner = runner
 
 
 class App(Router):
@@ -55,7 +66,8 @@ class App(Router):
         self.server_timing = server_timing
         self.metrics_path: str | None = None
         self.metrics_dir: str | None = None
-        self.realtime: Any = None  # the running server's Realtime (realtime.py), set at start
+        # What /metrics answers with: set by the running server's real-time plug-in (realtime.py).
+        self.metrics_renderer: Callable[[], str] | None = None
         self.tree = RadixTree()
         self.static_routes = self.tree.static_routes  # path -> {METHOD: route}: the connection's first probe
         self.middlewares: list[Middleware] = []
@@ -63,6 +75,8 @@ class App(Router):
         self.shutdown_hooks: list[Callable[[], Awaitable[Any]]] = []
         self.exception_handlers: dict[Any, Callable[[Request, BaseException], Awaitable[Any]]] = {}
         self.entry: Callable[[Request], Awaitable[Response]] | None = None
+        self.finishers: list[Finisher] = []  # run in order on every answer (CORS, compression)
+        self.finish: Finisher | None = None  # the finishers composed by compile(); None when there are none
 
     @classmethod
     def from_router(cls, router: Router, **options: Any) -> App:
@@ -81,14 +95,18 @@ class App(Router):
         With several workers, give ``multiprocess_dir`` (or set ``AIOSERVE_METRICS_DIR``): each worker
         writes its numbers there once a second and ``path`` answers for all of them.
         """
-        from .realtime import metrics_endpoint
-
         again = self.metrics_path == path
         self.metrics_path = path
         self.metrics_dir = multiprocess_dir
         if again:
             return
-        self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
+        self.add_route(path, self._serve_metrics, ("GET",), name="metrics", deadline=None, shed=False)
+
+    async def _serve_metrics(self, request: Request) -> Response:
+        render = self.metrics_renderer
+        if render is None:
+            return Response(b"metrics are not running", 503, content_type=TEXT_TYPE)
+        return Response(render(), content_type=PROMETHEUS_TYPE)
 
     def middleware(self, func: F) -> F:
         """``async def mw(request, call_next) -> Response``. The first registered is the outermost."""
@@ -113,7 +131,8 @@ class App(Router):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def compile(self) -> None:
-        """Work out, once, what the per-request path needs: the middleware chain."""
+        """Work out, once, what the per-request path needs: the middleware chain and the finishers."""
+        self.finish = _compose(self.finishers)
         if not self.middlewares:
             self.entry = None
             return
@@ -132,13 +151,13 @@ class App(Router):
             try:
                 await hook()
             except Exception:
-                logger.exception("shutdown hook %r failed", hook)
+                error_logger.exception("shutdown hook %r failed", hook)
 
     def run(self, **settings: Any) -> None:
         """Serve until SIGINT/SIGTERM. Takes every CLI setting as a keyword (``port=8000``, ``loop="uvloop"``...)."""
-        from .server import run
-
-        run(self, **settings)
+        if _runner is None:  # pragma: no cover - importing aioserve installs it
+            raise RuntimeError("import aioserve (the package) to run an app")
+        _runner(self, **settings)
 
     # -- per request -----------------------------------------------------------------------------
     def resolve(self, method: str, path: str) -> tuple[Route | None, list[Any] | tuple[()], HTTPError | None]:
@@ -156,9 +175,11 @@ class App(Router):
         """Innermost layer under middleware: always returns a Response."""
         route = request.route
         try:
-            if route is None:
-                raise request._error or HTTPError(404)
-            result = await route.handler(request, **request.path_params)
+            if route is None:  # 404 or 405: ask again which (rare, and never on the fast path)
+                raise self.resolve(request.method, request.path)[2] or HTTPError(404)
+            result = route.handler(request, **request.path_params)
+            if route.is_async or inspect.isawaitable(result):  # a plain def's wrapper may hand back a coroutine
+                result = await result
         except Exception as exc:
             return await self.handle_error(request, exc)
         return to_response(result)
@@ -174,7 +195,7 @@ class App(Router):
                     return error_response(inner)
         if isinstance(exc, HTTPError):
             return error_response(exc)
-        logger.error("Unhandled exception in %s %s", request.method, request.path, exc_info=exc)
+        error_logger.error("Unhandled exception in %s %s", request.method, request.path, exc_info=exc)
         if self.debug:
             body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Response(body, 500, content_type=TEXT_TYPE)
@@ -192,6 +213,21 @@ class App(Router):
         return None
 
 
+def _compose(finishers: list[Finisher]) -> Finisher | None:
+    if not finishers:
+        return None
+    if len(finishers) == 1:
+        return finishers[0]
+    chain = tuple(finishers)
+
+    def finish(request: Request, response: Response) -> Response:
+        for finisher in chain:
+            response = finisher(request, response)
+        return response
+
+    return finish
+
+
 def _wrap(mw: Middleware, call_next: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def layer(request: Request) -> Response:
         return to_response(await mw(request, call_next))
@@ -199,32 +235,4 @@ def _wrap(mw: Middleware, call_next: Callable[[Request], Awaitable[Response]]) -
     return layer
 
 
-def error_response(exc: HTTPError) -> Response:
-    detail = exc.detail
-    if detail is None:
-        response = Response(REASONS.get(exc.status, "Error"), exc.status, exc.headers, TEXT_TYPE)
-    elif isinstance(detail, (dict, list)):
-        response = Response(orjson.dumps(detail), exc.status, exc.headers, JSON_TYPE)
-    else:
-        response = Response(str(detail), exc.status, exc.headers, TEXT_TYPE)
-    return response
-
-
-def to_response(result: Any) -> Response:
-    """Handler results: Response as is; str text; bytes octets; dict/list JSON; None 204."""
-    if isinstance(result, Response):
-        return result
-    if isinstance(result, str):
-        return Response(result.encode("utf-8"), 200, None, TEXT_TYPE)
-    if isinstance(result, (bytes, bytearray, memoryview)):
-        return Response(bytes(result), 200, None, OCTET_TYPE)
-    if isinstance(result, (dict, list)):
-        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), 200, None, JSON_TYPE)
-    if result is None:
-        return Response(b"", 204)
-    raise TypeError(
-        f"handler returned {type(result).__name__}; return a Response, str, bytes, dict, list or None"
-    )
-
-
-__all__ = ["App", "StreamResponse", "error_response", "to_response"]
+__all__ = ["App", "StreamResponse", "error_response", "set_runner", "to_response"]

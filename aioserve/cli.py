@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, TypeError) as exc:
         die(str(exc))
     app = load_target(args.target, args.factory)
-    from .server import run
+    from .processes import run
 
     try:
         run(app, **settings_from_args(args))

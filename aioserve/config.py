@@ -2,10 +2,30 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 MiB = 1024 * 1024
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted(allow: str | Iterable[str]) -> tuple[bool, bool, set[str], list[Network]]:
+    """``forwarded_allow_ips`` -> (trust all, trust Unix-socket peers, addresses, networks)."""
+    items = [p.strip() for p in allow.split(",")] if isinstance(allow, str) else [p.strip() for p in allow]
+    hosts: set[str] = set()
+    networks: list[Network] = []
+    for item in items:
+        if not item or item in ("*", "unix:"):
+            continue
+        try:
+            if "/" in item:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            else:
+                hosts.add(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address, a network, '*' or 'unix:'") from None
+    return "*" in items, "unix:" in items, hosts, networks
 
 
 @dataclass
@@ -90,9 +110,7 @@ class Config:
         if self.ssl_cert_reqs not in (0, 1, 2):
             raise ValueError("ssl_cert_reqs must be 0 (none), 1 (optional) or 2 (required)")
         if self.proxy_headers:
-            from .proxy import ProxyHeaders
-
-            ProxyHeaders(self.forwarded_allow_ips)  # raises on an entry that is not an address
+            parse_trusted(self.forwarded_allow_ips)  # raises on an entry that is not an address
         if self.uds and self.fd is not None:
             raise ValueError("give either uds or fd, not both")
         for name in ("timeout_keep_alive", "timeout_header", "timeout_body", "timeout_worker_healthcheck", "reload_delay"):

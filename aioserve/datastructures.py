@@ -41,10 +41,6 @@ class Headers:
     def values(self) -> list[str]:
         return [v.decode("latin-1") for _, v in self._raw]
 
-    @property
-    def raw(self) -> RawHeaders:
-        return self._raw
-
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
         if value is None:
@@ -155,9 +151,6 @@ class MutableHeaders:
 
     def __repr__(self) -> str:
         return f"MutableHeaders({self._list!r})"
-
-    def encode(self) -> bytes:
-        return b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in self._list)
 
 
 class QueryParams:

@@ -12,18 +12,18 @@ never loosened, by the client's ``X-Deadline-Ms`` header (name configurable). Wh
   (e.g. a default score); if it fails, the 503 is sent.
 
 A ``CancelledError`` the handler raises by itself (not our deadline, not server shutdown) is a bug
-in the handler, answered with 500 like any other exception, instead of leaving the client waiting.
+in the handler: the connection answers it with 500 like any other exception.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .errors import HTTPError
+from .exchange import Exchange
+from .response import Response
+from .shared import Responder
 
 if TYPE_CHECKING:
-    from .protocol import HttpProtocol
-    from .request import Request
+    from .metrics import Metrics
 
 
 def header_budget(raw_headers: list[tuple[bytes, bytes]], name: bytes) -> float | None:
@@ -38,76 +38,66 @@ def header_budget(raw_headers: list[tuple[bytes, bytes]], name: bytes) -> float 
     return None
 
 
-def expire(conn: HttpProtocol, req: Request) -> None:
-    """Timer callback: the request's deadline has passed."""
-    req._timer = None
-    if req._status or req._expired:  # already answered (or a streamed answer has started)
-        return
-    req._expired = True
-    rt = conn.state.rt
-    if rt is not None and rt.metrics is not None:
-        rt.metrics.counters["deadline_cancelled"] += 1
-    task = req._task
-    if task is not None and not task.done():
-        task.cancel()
-    transport = conn.transport
-    if req._disconnected or transport is None or transport.is_closing():
-        conn._drop(req)
-        return
-    route = req.route
-    if route is not None and route.fallback is not None:
-        conn.loop.create_task(run_fallback(conn, req))
-    else:
-        conn._respond(req, rt.deadline_response() if rt is not None else _plain_503())
+class Deadlines:
+    """Arms each admitted request's budget and answers for it when it runs out."""
 
+    __slots__ = ("header", "retry_after", "metrics")
 
-def expired_before_start(conn: HttpProtocol, req: Request) -> bool:
-    """Called as the handler's task starts: if the budget ran out while the task waited for its turn
-    (a long loop iteration: many tasks made ready at once), answer now and do not run the handler.
-    This is what keeps a loop that is behind from spending CPU on answers nobody will use."""
-    if conn.loop.time() < req._deadline:
-        return False
-    timer = req._timer
-    if timer is not None:
-        timer.cancel()
-    req._task = None  # the task is the caller; it ends by returning
-    expire(conn, req)
-    return True
+    def __init__(self, header: bytes | None, retry_after: int, metrics: Metrics | None) -> None:
+        self.header = header  # the request header a client may tighten its budget with
+        self.retry_after = retry_after
+        self.metrics = metrics
 
+    def arm(self, conn: Responder, ex: Exchange, budget: float) -> None:
+        if self.header is not None:
+            asked = header_budget(ex.request.raw_headers, self.header)
+            if asked is not None and asked < budget:
+                budget = asked
+        ex.arm(conn.loop.time() + budget, self.expire, conn)
 
-async def run_fallback(conn: HttpProtocol, req: Request) -> None:
-    route = req.route
-    try:
-        if route.has_params:
-            result: Any = await route.fallback(req, **req.path_params)
+    def expire(self, conn: Responder, ex: Exchange) -> None:
+        """The budget has run out: cancel the handler, and answer (fallback, or 503) in its place."""
+        ex.disarm()
+        if ex.status or ex.expired:  # already answered (or a streamed answer has started)
+            return
+        ex.expired = True
+        if self.metrics is not None:
+            self.metrics.counters["deadline_cancelled"] += 1
+        task = ex.task
+        if task is not None and not task.done():
+            task.cancel()
+        if not conn.can_answer(ex):
+            conn.drop(ex)
+            return
+        route = ex.request.route
+        if route is not None and route.fallback is not None:
+            ex.task = conn.loop.create_task(self.run_fallback(conn, ex))
         else:
-            result = await route.fallback(req)
-    except Exception as exc:
-        result = await conn.app.handle_error(req, exc)
-    if req._status or conn.transport is None:
-        return
-    if conn.transport.is_closing():
-        conn._drop(req)
-        return
-    try:
-        stream = conn._respond(req, result)
-    except Exception as exc:
-        stream = conn._respond(req, await conn.app.handle_error(req, exc))
-    if stream is not None:
-        await conn._stream(req, stream)
+            conn.answer(ex, self.response())
 
+    def before_start(self, conn: Responder, ex: Exchange) -> bool:
+        """As the handler's task starts: if the budget ran out while the task waited for its turn
+        (a long loop iteration: many tasks made ready at once), answer now and do not run the handler.
+        This is what keeps a loop that is behind from spending CPU on answers nobody will use."""
+        if conn.loop.time() < ex.deadline:  # type: ignore[operator]
+            return True
+        ex.disarm()
+        ex.task = None  # the task is the caller; it ends by returning
+        self.expire(conn, ex)
+        return False
 
-async def cancelled(conn: HttpProtocol, req: Request, exc: asyncio.CancelledError) -> Any:
-    """A handler ended in ``CancelledError``: re-raise for a deadline (answered by ``expire``) or for
-    server shutdown (the task itself is being cancelled); otherwise answer it as an error (500)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)  # 3.11+; before it, assume shutdown
-    if req._expired or cancelling is None or cancelling():
-        raise exc
-    return await conn.app.handle_error(req, exc)
+    async def run_fallback(self, conn: Responder, ex: Exchange) -> None:
+        req = ex.request
+        route = req.route
+        try:
+            if route.has_params:
+                result: Any = await route.fallback(req, **req.path_params)
+            else:
+                result = await route.fallback(req)
+        except Exception as exc:
+            result = await conn.app.handle_error(req, exc)
+        conn.answer(ex, result)
 
-
-def _plain_503() -> Any:
-    from .app import error_response
-
-    return error_response(HTTPError(503, "Deadline exceeded", {"Retry-After": "1"}))
+    def response(self) -> Response:
+        return Response(b"Deadline exceeded", 503, {"Retry-After": str(self.retry_after)},
+                        "text/plain; charset=utf-8")

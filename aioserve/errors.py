@@ -1,7 +1,11 @@
 """Exceptions that are part of the public API."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
+
+#: Where aioserve reports what went wrong (handlers' exceptions, internal errors); defined once here.
+error_logger = logging.getLogger("aioserve.error")
 
 
 class HTTPError(Exception):

@@ -11,12 +11,11 @@ The connection calls ``apply`` once per request, and only when ``proxy_headers``
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-if TYPE_CHECKING:
-    from .request import Request
+from .config import parse_trusted
+from .request import Request
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
 
@@ -26,21 +25,7 @@ class ProxyHeaders:
     __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache")
 
     def __init__(self, allow: str | Iterable[str]) -> None:
-        items = [p.strip() for p in allow.split(",")] if isinstance(allow, str) else [p.strip() for p in allow]
-        self.trust_all = "*" in items
-        self.trust_unix = "unix:" in items
-        self.hosts: set[str] = set()
-        self.networks: list[_Network] = []
-        for item in items:
-            if not item or item in ("*", "unix:"):
-                continue
-            try:
-                if "/" in item:
-                    self.networks.append(ipaddress.ip_network(item, strict=False))
-                else:
-                    self.hosts.add(str(ipaddress.ip_address(item)))
-            except ValueError:
-                raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address, a network, '*' or 'unix:'") from None
+        self.trust_all, self.trust_unix, self.hosts, self.networks = parse_trusted(allow)
         self._cache: dict[str, bool] = {}
 
     def trusts(self, host: str | None) -> bool:
@@ -74,7 +59,7 @@ class ProxyHeaders:
         if not self.trusts(peer[0] if peer else None):
             return
         forwarded = xff = proto = None
-        for name, value in req._raw_headers:
+        for name, value in req.raw_headers:
             if name == b"forwarded":
                 forwarded = value if forwarded is None else forwarded + b"," + value
             elif name == b"x-forwarded-for":

@@ -1,66 +1,58 @@
-"""The request model.
+"""The request model: what a handler sees of one request.
 
-One ``Request`` per request, built when its head is parsed. It decodes lazily: headers, query and
-cookies are parsed the first time a handler asks. The body is delivered by the connection
-(``HttpProtocol``) as it arrives; ``body()``, ``json()`` and ``stream()`` read it, and reading is what
-triggers ``100 Continue`` and un-pauses a transport paused for backpressure.
+One ``Request`` per request, built when its head is parsed and routed. It decodes lazily: headers,
+query and cookies are parsed the first time a handler asks. The body arrives through the request's
+``Channel``, the connection's per-request exchange (``exchange.py``): ``body()``, ``json()`` and
+``stream()`` read it, and reading is what triggers ``100 Continue`` and un-pauses a transport paused
+for backpressure. Nothing outside this module sets a ``Request``'s private fields.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 import orjson
 
 from .datastructures import Headers, QueryParams, RawHeaders, parse_cookies
-from .errors import ClientDisconnected, HTTPError
+from .errors import HTTPError
 
-if TYPE_CHECKING:
-    from .protocol import HttpProtocol
+
+class Channel(Protocol):
+    """What a request asks of the connection that carries it (implemented by ``exchange.Exchange``)."""
+
+    deadline: float | None  # when the request's time budget runs out (loop time), or None
+
+    @property
+    def disconnected(self) -> bool: ...
+
+    def peer(self) -> tuple[str, int] | None: ...
+
+    async def read_body(self) -> bytes: ...
+
+    async def read_chunks(self) -> list[bytes]: ...
 
 
 class Request:
     # What every request sets lives in slots. Everything else starts as a class-level default and
-    # lands in the instance ``__dict__`` only when a request sets it (a body, a deadline, parsed
-    # headers...), so building a request costs a score of stores, not forty.
+    # lands in the instance ``__dict__`` only when a request sets it (parsed headers, a cached
+    # body...), so building a request costs a dozen stores.
     __slots__ = (
-        # what the client sent
-        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "scheme",
-        "_raw_headers", "_values", "route",
-        # set by the connection for every request
-        "_conn", "_complete", "_expect_continue", "_out", "_close", "_status", "_task",
-        "__dict__",
+        "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "scheme", "route",
+        "_raw_headers", "_values", "_channel", "__dict__",
     )
 
     # -- defaults, overridden per instance when set ---------------------------------------------------
-    _client: tuple[str, int] | None = None  # asked of the connection when first needed
+    _client: tuple[str, int] | None = None  # asked of the channel when first needed
     _params: dict[str, Any] | None = None  # path parameters by name, built when asked
     _headers: Headers | None = None
     _query: QueryParams | None = None
     _cookies: dict[str, str] | None = None
     _state: dict[str, Any] | None = None
-    # the body, as the connection delivers it
-    max_body_size: int | None = None  # the route's (or server's) limit; set when a body is announced
-    _chunks: list[bytes] | tuple[()] = ()
-    _received = 0
-    _waiter: asyncio.Future[None] | None = None
-    _disconnected = False
-    _body: bytes | None = None
-    # response bookkeeping, owned by the connection
-    _turn: asyncio.Future[None] | None = None
-    _start = 0.0
-    _error: Exception | None = None  # a routing or body error to raise to the reader
-    _continue_due = False
-    # real-time budget (realtime.py): absolute deadline (loop time), its timer, accounting state
-    _deadline: float | None = None
-    _timer: asyncio.TimerHandle | None = None
-    _rt = 0  # 0 not counted, 1 in flight, 2 answered
-    _expired = False
-    _t0 = 0.0  # perf_counter() when the head was parsed (for measuring; deadlines use loop time)
+    _body: bytes | None = None  # the whole body, once read
 
     def __init__(
         self,
-        conn: HttpProtocol | None,
+        channel: Channel | None,
         method: str,
         raw_path: bytes,
         query_string: bytes,
@@ -70,6 +62,8 @@ class Request:
         keep_alive: bool = True,
         client: tuple[str, int] | None = None,
         scheme: str = "http",
+        route: Any = None,
+        path_values: tuple[Any, ...] | list[Any] = (),
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -80,18 +74,17 @@ class Request:
         if client is not None:
             self._client = client
         self.scheme = scheme
+        self.route = route  # the matched ``Route``, or None (404/405)
         self._raw_headers = raw_headers
-        self._values: tuple[Any, ...] = ()  # path parameter values, in pattern order
-        self.route: Any = None
-        self._conn = conn
-        self._complete = False
-        self._expect_continue = False
-        self._out: bytes | tuple[bytes, bytes] | None = None
-        self._close = False
-        self._status = 0
-        self._task: asyncio.Task[None] | None = None
+        self._values = path_values  # path parameter values, in pattern order
+        self._channel = channel
 
     # -- lazily parsed views -----------------------------------------------------------------------
+    @property
+    def raw_headers(self) -> RawHeaders:
+        """The header fields as received: ``(name, value)`` bytes pairs, names lowercased."""
+        return self._raw_headers
+
     @property
     def headers(self) -> Headers:
         if self._headers is None:
@@ -102,8 +95,8 @@ class Request:
     def client(self) -> tuple[str, int] | None:
         """The client's ``(host, port)`` (after ``--proxy-headers``, the proxied client's); None on a Unix socket."""
         client = self._client
-        if client is None and self._conn is not None:
-            client = self._client = self._conn.peer()
+        if client is None and self._channel is not None:
+            client = self._client = self._channel.peer()
         return client
 
     @client.setter
@@ -118,6 +111,11 @@ class Request:
             values = self._values
             params = self._params = dict(zip(self.route.param_names, values)) if values else {}
         return params
+
+    @property
+    def path_values(self) -> tuple[Any, ...] | list[Any]:
+        """Path parameter values, converted, in the order the pattern names them."""
+        return self._values
 
     @path_params.setter
     def path_params(self, params: dict[str, Any]) -> None:
@@ -152,14 +150,14 @@ class Request:
 
         Pass it on to what you await: ``async with asyncio.timeout_at(request.deadline): ...``.
         """
-        return self._deadline
+        return self._channel.deadline if self._channel is not None else None
 
     def time_left(self) -> float | None:
         """Seconds left in the budget (0.0 once past it), or None without a deadline.
 
         Fits ``asyncio.wait_for(..., timeout=request.time_left())`` and client timeouts.
         """
-        deadline = self._deadline
+        deadline = self.deadline
         if deadline is None:
             return None
         left = deadline - asyncio.get_running_loop().time()
@@ -167,19 +165,13 @@ class Request:
 
     @property
     def is_disconnected(self) -> bool:
-        return self._disconnected
+        return self._channel is not None and self._channel.disconnected
 
     # -- body --------------------------------------------------------------------------------------
     async def body(self) -> bytes:
         """The whole body (bounded by the route's ``max_body_size``: past it, 413)."""
         if self._body is None:
-            while not self._complete:
-                await self._wait_for_body()
-            chunks = self._chunks
-            self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self._chunks = []
-            if self._conn is not None:
-                self._conn.body_consumed(self)
+            self._body = b"" if self._channel is None else await self._channel.read_body()
         return self._body
 
     async def json(self) -> Any:
@@ -191,47 +183,17 @@ class Request:
 
     async def stream(self) -> AsyncIterator[bytes]:
         """Yield the body chunk by chunk as it arrives, in constant memory."""
-        if self._body is not None:
+        if self._body is not None or self._channel is None:
             if self._body:
                 yield self._body
             return
         while True:
-            if self._chunks:
-                chunks = self._chunks
-                self._chunks = []
-                if self._conn is not None:
-                    self._conn.body_consumed(self)
-                for piece in chunks:
-                    yield piece
-            elif self._complete:
+            chunks = await self._channel.read_chunks()
+            if not chunks:
                 self._body = b""
                 return
-            else:
-                await self._wait_for_body()
-
-    async def _wait_for_body(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._disconnected:
-            raise ClientDisconnected("client disconnected before sending the whole body")
-        if self._conn is None:  # built by hand (tests): no more body will come
-            self._complete = True
-            return
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
-        self._conn.body_wanted(self)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-        if self._error is not None:
-            raise self._error
-        if self._disconnected and not self._complete:
-            raise ClientDisconnected("client disconnected before sending the whole body")
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            for piece in chunks:
+                yield piece
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path}>"

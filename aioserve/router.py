@@ -6,26 +6,40 @@ parameters, limits) is worked out here, once, at registration.
 """
 from __future__ import annotations
 
+import dis
 import inspect
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
-from .inline import can_suspend, plain_function
 from .radix import RouteError, parse_pattern
 
-Handler = Callable[..., Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any] | Any]
 H = TypeVar("H", bound=Handler)
 
 #: Marks a per-route setting left to the server-wide default.
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__bool__": lambda self: False})()
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
+# Opcodes through which a coroutine can give control back to the event loop.
+_SUSPENDING_OPS = frozenset({"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "YIELD_VALUE", "SEND"})
+
+
+def can_suspend(handler: Callable[..., Any]) -> bool:
+    """Whether a coroutine function contains an ``await``, ``async for`` or ``async with``.
+
+    One that does not finishes on its first step, so the connection runs it inline (no task, no
+    trip through the event loop). The answer is read from ``dis``; its code is never changed.
+    Anything unusual (a wrapped or non-function callable) counts as "can suspend", which is always safe.
+    """
+    code = getattr(handler, "__code__", None)
+    if code is None or inspect.unwrap(handler) is not handler:
+        return True
+    return any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code))
 
 
 class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
     __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
-                 "inline", "direct", "positional", "access_log",
+                 "is_async", "inline", "positional", "access_log",
                  # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
                  "deadline", "fallback", "shed", "budget")
 
@@ -41,8 +55,8 @@ class Route:
         fallback: Handler | None = None,
         shed: bool = True,
     ) -> None:
-        if not inspect.iscoroutinefunction(handler):
-            raise TypeError(f"handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
+        if not callable(handler):
+            raise TypeError(f"handler {handler!r} for {pattern} must be a function ('async def' or 'def')")
         self.pattern = pattern
         self.methods = tuple(sorted({m.upper() for m in methods}))
         if not self.methods:
@@ -54,8 +68,10 @@ class Route:
         if max_body_size is not UNSET and max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size for {pattern} must be >= 0 or None")
         self.max_body_size = max_body_size
-        self.inline = not can_suspend(handler)  # run without a task (inline.py)
-        self.direct = plain_function(handler)  # ...and even without a coroutine, where possible
+        # A plain ``def`` runs inline on the event loop (for CPU-light work that never blocks); so
+        # does an ``async def`` that never awaits, driven one step. Everything else gets a task.
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.inline = not self.is_async or not can_suspend(handler)
         self.access_log = access_log  # False: no access log line for this route (health checks)
         _check_signature(handler, pattern, self.param_names)
         self.positional = _takes_positionally(handler, self.param_names)

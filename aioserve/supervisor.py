@@ -39,6 +39,7 @@ from multiprocessing.connection import wait as wait_for
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
+from .server import Server, loop_factory
 from .sockets import BindError, bind_socket, remove_unix, socket_url
 
 if TYPE_CHECKING:
@@ -290,8 +291,6 @@ class Supervisor:
         if self.announced or sum(1 for w in self.workers.values() if w.ready and not w.retiring) < self.target:
             return
         self.announced = True
-        from .server import loop_factory
-
         loop = "uvloop" if loop_factory(self.config.loop) is not asyncio.new_event_loop else "asyncio"
         scheme = "https" if self.config.ssl_certfile else "http"
         logger.info("Listening on %s (loop: %s, workers: %d, pid: %d)",
@@ -349,8 +348,6 @@ def worker_main(app: App | Router, config: Config, sock: socket.socket, fd: int,
     if hasattr(signal, "SIGQUIT"):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     os.set_blocking(fd, False)
-    from .server import loop_factory
-
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
             runner.run(_serve_worker(app, config, sock, fd, limit))
@@ -361,8 +358,6 @@ def worker_main(app: App | Router, config: Config, sock: socket.socket, fd: int,
 
 
 async def _serve_worker(app: App | Router, config: Config, sock: socket.socket, fd: int, limit: int | None) -> None:
-    from .server import Server
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     parent = os.getppid()

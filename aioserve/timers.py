@@ -5,7 +5,7 @@ fifth of what an idle keep-alive connection holds. Connections instead put ``(wh
 one heap; a single loop timer is armed for the earliest. Deadlines stay exact (the loop timer fires
 at the earliest ``when``), and re-arming stays lazy: a connection only schedules when its deadline
 moves *earlier* than the one already queued (``conn.timer_at``); a later deadline is picked up when
-the earlier entry fires and the connection finds it has time left (``HttpProtocol._on_timer``).
+the earlier entry fires and the connection finds it has time left (``Timed._on_timer``).
 
 An entry is stale when its connection has since scheduled an earlier one or has closed
 (``timer_at`` no longer equals ``when``); stale entries are skipped when due, and swept out whenever
@@ -16,29 +16,34 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import logging
-from typing import TYPE_CHECKING, Collection
+from typing import Collection, Protocol
 
-if TYPE_CHECKING:
-    from .protocol import HttpProtocol
-
-logger = logging.getLogger("aioserve.error")
 INF = float("inf")
+
+from .errors import error_logger
+
+
+class Timed(Protocol):
+    """A connection, as the timers see it."""
+
+    timer_at: float  # when its entry in the heap is due; INF when it has none
+
+    def on_timer(self) -> None: ...
 
 
 class Timers:
     __slots__ = ("loop", "live", "heap", "handle", "next_at", "seq")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, live: Collection[HttpProtocol]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, live: Collection[Timed]) -> None:
         self.loop = loop
         self.live = live  # the open connections (for sweeping out stale entries)
-        self.heap: list[tuple[float, int, HttpProtocol]] = []
+        self.heap: list[tuple[float, int, Timed]] = []
         self.handle: asyncio.TimerHandle | None = None
         self.next_at = INF
         self.seq = itertools.count()  # orders entries with the same ``when``
 
-    def schedule(self, conn: HttpProtocol, when: float) -> None:
-        """Call ``conn._on_timer()`` at ``when`` unless ``conn.timer_at`` has changed by then."""
+    def schedule(self, conn: Timed, when: float) -> None:
+        """Call ``conn.on_timer()`` at ``when`` unless ``conn.timer_at`` has changed by then."""
         heap = self.heap
         heapq.heappush(heap, (when, next(self.seq), conn))
         if len(heap) > 64 and len(heap) > 2 * len(self.live):
@@ -64,9 +69,9 @@ class Timers:
             if conn.timer_at == when:  # still the connection's timer
                 conn.timer_at = INF
                 try:
-                    conn._on_timer()
+                    conn.on_timer()
                 except Exception:  # one connection's bug must not stop everyone's timeouts
-                    logger.exception("Error in the timeout of %r", conn)
+                    error_logger.exception("Error in the timeout of %r", conn)
         if heap and heap[0][0] < self.next_at:
             self._arm(heap[0][0])
 

@@ -113,8 +113,7 @@ def test_the_direct_line_is_what_the_default_handler_would_write(monkeypatch, de
         log.handler = logging.StreamHandler(Stream())
         monkeypatch.setattr(accesslog, "default_handler_only", lambda: log.handler)
         req = Request(None, "GET", b"/a%20b", b"", "/a b", [], "1.1", True, ("10.0.0.7", 5555))
-        req._start = perf_counter()
-        log.log(req, 201, 42)
+        log.log(req, 201, 42, perf_counter())
         line = log.lines[0]
     finally:
         loop.close()

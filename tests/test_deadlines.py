@@ -35,7 +35,7 @@ async def test_expiry_cancels_handler_and_answers_503():
         assert started.is_set()
         await asyncio.wait_for(cancelled.wait(), 2)
         assert 0.05 <= elapsed < 0.05 + MARGIN
-        assert server.state.rt.in_flight == 0
+        assert server.state.observer.in_flight == 0
 
 
 async def test_connection_stays_usable_after_expiry():
@@ -236,7 +236,7 @@ async def test_no_realtime_machinery_without_features():
         return {"deadline": request.deadline, "left": request.time_left()}
 
     async with running(app) as server:
-        assert server.state.rt is None
+        assert server.state.observer is None
         reply = await get(server.port, "/")
         assert reply.body == b'{"deadline":null,"left":null}'
 
@@ -285,6 +285,6 @@ async def test_handler_whose_budget_ran_out_while_queued_does_not_run():
             assert (await client.read()).body == b"burnt"
             assert (await client.read()).status == 503
             assert ran == []
-            assert server.state.rt.in_flight == 0
+            assert server.state.observer.in_flight == 0
         finally:
             await client.close()

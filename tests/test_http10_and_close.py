@@ -468,11 +468,11 @@ def _head(version: str, target: str = "/v") -> bytes:
 )
 async def test_http_version_with_a_connection_header(reads, versions):
     from aioserve.config import Config
-    from aioserve.protocol import HttpProtocol
-    from aioserve.server import ServerState
+    from aioserve.connection import Connection
+    from aioserve.shared import ServerState
 
     state = ServerState(_versions_app(), Config(access_log=False), asyncio.get_running_loop())
-    protocol = HttpProtocol(state)
+    protocol = Connection(state)
     transport = _RecordingTransport()
     protocol.connection_made(transport)
     try:

@@ -91,7 +91,7 @@ async def test_shed_requests_are_counted():
     async with running(app) as server:
         holder = await Client.connect(server.port)
         holder.send("/hold")
-        await wait_until(lambda: server.state.rt.in_flight == 1)
+        await wait_until(lambda: server.state.observer.in_flight == 1)
         for _ in range(3):
             assert (await get(server.port, "/hold")).status == 503
         m = parse((await get(server.port, "/metrics")).body.decode())  # exempt from shedding

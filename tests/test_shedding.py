@@ -44,7 +44,7 @@ async def test_sheds_past_the_limit_and_accepts_again_after():
             for c in holders:
                 c.send("/hold")
             await wait_until(lambda: len(entered) == 2)
-            assert server.state.rt.in_flight == 2
+            assert server.state.observer.in_flight == 2
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             reply = await extra.request("/hold")
@@ -59,7 +59,7 @@ async def test_sheds_past_the_limit_and_accepts_again_after():
             gate.set()
             for c in holders:
                 assert (await c.read()).body == b"done"
-            await wait_until(lambda: server.state.rt.in_flight == 0)
+            await wait_until(lambda: server.state.observer.in_flight == 0)
             reply = await extra.request("/hold")  # the same keep-alive connection is served again
             assert (reply.status, reply.body) == (200, b"done")
         finally:
@@ -90,16 +90,16 @@ async def test_shed_before_the_body_is_read():
 async def test_server_setting_overrides_the_app_and_disconnects_release_slots():
     app, gate, entered = slow_app(limit_in_flight=100)
     async with running(app, limit_in_flight=1) as server:
-        assert server.state.rt.limit == 1
+        assert server.state.observer.limit == 1
         c = await Client.connect(server.port)
         c.send("/hold")
-        await wait_until(lambda: server.state.rt.in_flight == 1)
+        await wait_until(lambda: server.state.observer.in_flight == 1)
         assert (await get(server.port, "/hold")).status == 503
         # The client gives up with a reset (a plain close is a half-close: it still wants the answer).
         sock = c.writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.writer.transport.abort()
-        await wait_until(lambda: server.state.rt.in_flight == 0)
+        await wait_until(lambda: server.state.observer.in_flight == 0)
         gate.set()
         assert (await get(server.port, "/hold")).status == 200
 
@@ -112,7 +112,7 @@ async def test_idle_keep_alive_connections_are_not_load():
         try:
             for c in idle:
                 assert (await c.request("/health")).status == 200
-            assert server.state.rt.in_flight == 0
+            assert server.state.observer.in_flight == 0
             assert (await get(server.port, "/hold")).status == 200
         finally:
             for c in idle:
@@ -157,7 +157,7 @@ async def test_adaptive_shedding_runs_with_the_server():
     app, gate, entered = slow_app(adaptive_shedding=True, deadline=0.5)
     gate.set()
     async with running(app) as server:
-        assert server.state.rt.adaptive is not None
+        assert server.state.observer.adaptive is not None
         for _ in range(3):
             assert (await get(server.port, "/hold")).status == 200
 

@@ -30,7 +30,7 @@ class Fired(list):
 
 
 class FakeConn:
-    """What Timers needs of a connection: ``timer_at`` and ``_on_timer``."""
+    """What Timers needs of a connection: ``timer_at`` and ``on_timer``."""
 
     def __init__(self, timers: Timers, fired: Fired) -> None:
         self.timers = timers
@@ -42,7 +42,7 @@ class FakeConn:
             self.timer_at = when
             self.timers.schedule(self, when)
 
-    def _on_timer(self) -> None:
+    def on_timer(self) -> None:
         self.fired.append((self, asyncio.get_running_loop().time()))
 
 
@@ -99,7 +99,7 @@ async def test_closed_connections_are_not_fired_and_not_kept(queue):
 
 async def test_a_failing_callback_does_not_stop_the_others(queue, caplog):
     class Broken(FakeConn):
-        def _on_timer(self) -> None:
+        def on_timer(self) -> None:
             raise RuntimeError("bug")
 
     broken, good = Broken(queue.timers, queue.fired), FakeConn(queue.timers, queue.fired)

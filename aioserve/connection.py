@@ -1,0 +1,934 @@
+"""One ``asyncio.Protocol`` per connection: httptools in, response bytes out.
+
+The connection has one explicit stage, changed only by ``_enter``, and each stage owns at most one
+timeout (kept for every connection on one loop timer, ``timers.py``):
+
+    stage      meaning                                      timeout
+    IDLE       nothing outstanding, waiting for a request   timeout_keep_alive (close quietly)
+    HEAD       receiving a request head                     timeout_header (408, close)
+    BODY       receiving a request body                     timeout_body (408, close)
+    HANDLING   last request read, answers outstanding       none
+    CLOSING    no more input; close after the answers       none
+
+Every parsed head becomes an ``Exchange`` (exchange.py) in ``pipeline``. Requests are handled
+concurrently but answered strictly in order: a finished answer waits in its exchange until those
+before it are written; answers finished in the same read go out in one ``write``; a large body is fed
+to the transport as it drains; a streamed body is produced no faster than the client reads. Reading
+is paused (``pause_reading``) for three reasons, tracked as bits so each is released independently:
+too many pipelined requests, an unread body buffer past its bound, and a client that does not read.
+
+Handlers run in a context of their own: a task copies one, and a handler run inline (a plain ``def``,
+or an ``async def`` that never awaits) runs in a fresh copy too, so a ``ContextVar`` set by one request
+is never seen by the next. The real-time plug-in, when there is one, is called at four places here
+and nowhere else: ``admit`` (head parsed), ``before_start`` (a task starts), ``finished`` (answered or
+dropped) and ``timing`` (Server-Timing).
+
+Public surface, for plug-ins: ``can_answer``, ``answer(exchange, result)``, ``answer_head(...)``,
+``drop(exchange)``, ``start_draining()``, ``abort()``, ``outstanding_tasks()``.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from time import perf_counter
+from types import CoroutineType
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+
+from .errors import ClientDisconnected, HTTPError, ProtocolError, error_logger
+from .exchange import Exchange
+from .headcheck import (
+    CHECKED_HEADERS,
+    CHUNKED_BODY,
+    CONNECTION_SEEN,
+    EXPECT_CONTINUE,
+    HAS_LENGTH,
+    HOST_SEEN,
+    METHODS,
+    UPGRADE,
+    check_header,
+    check_host,
+    origin_form,
+    parser_reason,
+)
+from .request import Request
+from .response import Response, StreamResponse
+from .results import to_response
+from .router import UNSET
+from .shared import ServerState
+from .timers import INF
+from .wire import (
+    CHUNKED,
+    CONTINUE_100,
+    JSON_200,
+    LAST_CHUNK,
+    NO_BODY_STATUSES,
+    NO_CONTENT,
+    OCTET_200,
+    REASONS,
+    TEXT_200,
+    chunk,
+    content_length,
+    end_of_head,
+    status_line,
+)
+
+
+IDLE, HEAD, BODY, HANDLING, CLOSING = range(5)
+STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
+# Why reading is paused: bits, so each reason is released independently.
+PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
+BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
+LARGE_BODY = 64 * 1024  # bodies this large are fed to the transport in slices as it drains
+DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
+
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended to (on_url replaces it)
+
+# Python 3.12+ runs a new task's first step at once; a handler that never suspends then finishes
+# without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
+EAGER_TASKS = sys.version_info >= (3, 12)
+_copy_context = contextvars.copy_context
+_PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        # shared by every connection of the server
+        "state", "app", "loop", "clock", "config", "access_log", "observer",
+        # this connection
+        "transport", "parser", "_peer", "scheme", "stage", "expires_at", "timer_at", "pipeline", "current",
+        "read_blockers", "write_paused", "drain_waiter", "write_timer", "buffered", "flush_pending",
+        "draining", "in_feed", "wbuf", "body_view", "body_offset",
+        # the request head being parsed
+        "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
+        "_partial_line",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.app = state.app
+        self.loop = state.loop
+        self.clock = state.clock
+        self.config = state.config
+        self.access_log = state.access is not None
+        self.observer = state.observer  # realtime.py: deadlines, shedding, metrics; None when unused
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._peer: tuple[str, int] | None = None  # fetched on first use: an idle connection keeps nothing
+        self.scheme = "http"
+        self.stage = IDLE
+        self.expires_at: float | None = None  # when the current stage times out (loop time)
+        self.timer_at = INF  # when this connection's entry in the server's Timers is due (timers.py)
+        self.pipeline: list[Exchange] = []  # bounded by limit_pipeline; a list is 10x smaller than a deque
+        self.current: Exchange | None = None  # the exchange whose body is being read
+        self.read_blockers = 0
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.buffered = 0
+        self.flush_pending = False
+        self.draining = False
+        self.in_feed = False  # inside parser.feed_data: answers collect in wbuf, one write per read
+        self.wbuf = state.wbuf  # shared: only the connection inside feed_data uses it, and empties it
+        self.body_view: memoryview | None = None  # a large body being fed as the transport drains
+        self.body_offset = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = _NO_HEADERS
+        self._flags = 0
+        self._upgrade = b""  # valid when _flags & UPGRADE
+        self._content_length = 0  # valid when _flags & HAS_LENGTH
+        self._head_started = False  # a request head has begun and is not complete (408, not a quiet close)
+        self._head_size = 0
+        self._partial_line = 0
+
+    def peer(self) -> tuple[str, int] | None:
+        """The client's (host, port), asked of the transport the first time a request wants it."""
+        peer = self._peer
+        if peer is None and self.transport is not None:
+            try:
+                info = self.transport.get_extra_info("peername")
+            except OSError:  # already closed
+                return None
+            if isinstance(info, tuple) and len(info) >= 2:
+                peer = self._peer = (info[0], info[1])
+        return peer
+
+    # -- transport events -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        limit = self.config.limit_connections
+        if limit is not None and len(self.state.connections) >= limit:
+            # Over capacity: one cheap answer, then close. Never counted as a connection.
+            self._enter(CLOSING)
+            transport.write(self._error_bytes(503, "Server is at its connection limit; retry shortly"))  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self.state.connections.add(self)
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        # The first head must arrive within the header timeout, counted from the connection's start.
+        self._enter(HEAD)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.forget(self)
+        self._enter(CLOSING)
+        self.timer_at = INF  # its queued timer, if any, is now stale
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+        observer = self.observer
+        for ex in self.pipeline:
+            ex.disconnected = True
+            ex.wake()
+            ex.disarm()  # a budget's timer must not fire for a request nobody waits for
+            if observer is not None:  # realtime hook: the requests of a lost connection are not in flight
+                observer.finished(ex, 499)
+            if ex.turn is not None and not ex.turn.done():
+                ex.turn.set_result(None)
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        # A client may half-close after sending its request: answer what is outstanding, then close.
+        # A request cut off mid-body can never complete: its reader hears ClientDisconnected.
+        ex = self.current
+        if ex is not None:
+            ex.disconnected = True
+            ex.wake()
+            return False
+        if self.pipeline:
+            self._enter(CLOSING)  # _flush closes once the pipeline is empty
+            self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._block(WRITE_PAUSED)
+        if self.write_timer is None and self.config.timeout_write:
+            self.write_timer = self.loop.call_later(self.config.timeout_write, self._on_write_timeout)
+
+    def _on_write_timeout(self) -> None:
+        """The client has not read for ``timeout_write`` seconds: drop it, freeing what it holds."""
+        self.write_timer = None
+        if self.write_paused and self.transport is not None:
+            self._enter(CLOSING)
+            self.transport.abort()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._unblock(WRITE_PAUSED)
+        if self.body_view is not None:
+            self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        stage = self.stage
+        if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
+            self._head_started = True
+        elif stage == CLOSING:
+            return
+        self.in_feed = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__  # httptools wraps what our callbacks raise
+            if isinstance(cause, ProtocolError):
+                self._reject(cause.status, cause.reason)
+            else:
+                error_logger.error("Internal error while parsing a request", exc_info=cause)
+                self._reject(500, "Internal Server Error")
+        except httptools.HttpParserUpgrade:
+            if self.stage != CLOSING and self.parser.get_method() == b"PRI":
+                self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
+            else:
+                # httptools stops at an Upgrade request after completing it; an h2c upgrade was
+                # served as HTTP/1.1 and closes after its answer. What follows it is not parsed.
+                self._enter(CLOSING)
+        except httptools.HttpParserInvalidMethodError:
+            self._reject(400, "Invalid HTTP method")
+        except httptools.HttpParserError as exc:
+            if self.stage != CLOSING:
+                if str(exc) == "Invalid HTTP version":
+                    self._reject(505, "HTTP version not supported; use HTTP/1.1")
+                else:
+                    self._reject(400, parser_reason(exc))
+        finally:
+            self.in_feed = False
+            wbuf = self.wbuf
+            if wbuf:  # the answers to this read, in one write (the list is shared: always empty it)
+                if not self.transport.is_closing():  # type: ignore[union-attr]
+                    self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))  # type: ignore[union-attr]
+                wbuf.clear()
+        if self._head_started:  # a request head has begun and is not complete
+            if self.stage != HEAD:
+                if self.stage == CLOSING:
+                    return
+                if not self._url and not data.strip(b"\r\n"):  # stray CRLF between requests (RFC 9112 2.2)
+                    self._head_started = False
+                    return
+                self._enter(HEAD)  # timeout_header runs from the head's first byte
+            # httptools holds an unfinished header line internally; bound it from the outside.
+            newline = data.rfind(b"\n")
+            self._partial_line = self._partial_line + len(data) if newline < 0 else len(data) - newline - 1
+            partial = self._partial_line if self._headers else self._partial_line - len(self._url)
+            if partial + self._head_size > self.config.limit_request_header_size:
+                self._reject(431, "Request header fields too large")
+                return
+        elif self.stage == IDLE:  # keep-alive timeout from the end of this read
+            self._expire_at(self.loop.time() + self.config.timeout_keep_alive)
+        if len(self.pipeline) > self.config.limit_pipeline:
+            self._block(PIPELINE_FULL)
+
+    # -- stages and their timeout -----------------------------------------------------------------------
+    def _enter(self, stage: int) -> None:
+        """Move to ``stage`` and set its timeout; the timer is re-armed lazily, not per request."""
+        self.stage = stage
+        if stage == IDLE:
+            timeout = self.config.timeout_keep_alive
+        elif stage == HEAD:
+            timeout = self.config.timeout_header
+        elif stage == BODY:
+            timeout = self.config.timeout_body
+        else:
+            self.expires_at = None
+            return
+        self._expire_at(self.loop.time() + timeout)
+
+    def _expire_at(self, when: float) -> None:
+        # The queued timer fires no later than ``when``; when it fires early it re-queues for the
+        # time then current, so a timeout moving later (the usual case) costs nothing.
+        self.expires_at = when
+        if when < self.timer_at:
+            self.timer_at = when
+            self.state.timers.schedule(self, when)
+
+    def on_timer(self) -> None:
+        """Called by the server's Timers (timers.py) when this connection's queued time comes."""
+        when = self.expires_at
+        if when is None or self.transport is None or self.stage == CLOSING:
+            return
+        if self.loop.time() < when:  # the timeout moved later since it was queued
+            self._expire_at(when)
+            return
+        stage = self.stage
+        if stage == IDLE:
+            self._enter(CLOSING)
+            self.transport.close()
+        elif stage == HEAD:
+            if self._head_started:
+                self._reject(408, "Request head not received in time")
+            else:  # never sent a byte of this request: nothing to answer
+                self._enter(CLOSING)
+                self.transport.close()
+        elif stage == BODY:
+            self._reject(408, "Request body not received in time")
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    # Per request httptools calls on_url (per piece of the target), on_header (per header),
+    # on_headers_complete, on_body (per piece) and on_message_complete. There is deliberately no
+    # on_message_begin: each callback the protocol defines costs a call per request and a bound
+    # method per connection; a head begins when bytes arrive while idle or when its target does.
+    def on_url(self, url: bytes) -> None:
+        if self._url:  # the target arrived in pieces
+            url = self._url + url
+        else:  # a new request head (perhaps behind another in the same read)
+            self._headers = []
+            self._head_started = True
+        if len(url) > self.config.limit_request_line:
+            raise ProtocolError(414, "Request URI too long")
+        self._url = url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if value and (value[-1] == 32 or value[-1] == 9):  # trailing OWS is not part of the value
+            value = value.rstrip(b" \t")
+        self._headers.append((name, value))
+        size = self._head_size + len(name) + len(value) + 4
+        if size > self.config.limit_request_header_size:
+            raise ProtocolError(431, "Request header fields too large")
+        self._head_size = size
+        if name == b"host":
+            if self._flags & HOST_SEEN:
+                raise ProtocolError(400, "More than one Host header")
+            self._flags |= HOST_SEEN
+            state = self.state
+            if value is not state.last_host and value != state.last_host:
+                check_host(value)
+                state.last_host = value  # clients repeat one Host: validate it once
+        elif name in CHECKED_HEADERS:
+            self._flags |= check_header(name, value)
+            if name == b"content-length":
+                self._content_length = int(value)
+            elif name == b"upgrade":
+                self._upgrade = value.lower()
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        flags = self._flags
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not flags & CONNECTION_SEEN:
+            # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it closes
+            # 1.0, 0.9 and 2.0 by default), so the version is known without asking (which is slow).
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise ProtocolError(505, f"HTTP version {version} is not supported")
+            if flags & CHUNKED_BODY and version == "1.0":
+                keep_alive = False  # RFC 9112 6.1: Transfer-Encoding in 1.0 is faulty framing; close after
+        if not flags & HOST_SEEN and version == "1.1":
+            raise ProtocolError(400, "Missing Host header")
+        headers = self._headers
+        if len(headers) > self.config.limit_request_fields:  # memory is bounded by the size check
+            raise ProtocolError(431, "Too many request header fields")
+        raw_method = parser.get_method()
+        method = METHODS.get(raw_method) or raw_method.decode("ascii")
+        url = self._url
+        if url[0] != 47:  # not "/..."
+            url = origin_form(url)
+        if 63 in url:  # "?"
+            raw_path, _, query = url.partition(b"?")
+        else:
+            raw_path, query = url, b""
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        if self.draining:
+            keep_alive = False
+        app = self.app
+        routes = app.static_routes.get(path)  # the common case, one probe; params, 404, 405: resolve()
+        route = None if routes is None else routes.get(method)
+        values: Any = ()
+        ex = Exchange(self, keep_alive)
+        if route is None:
+            route, values, ex.route_error = app.resolve(method, path)
+        req = ex.request = Request(ex, method, raw_path, query, path, headers, version, keep_alive, None,
+                                   self.scheme, route, values)
+        # The request owns what was parsed; reset for the next head (an idle connection keeps nothing).
+        self._url = b""
+        self._headers = _NO_HEADERS
+        self._flags = 0
+        self._head_size = 0
+        self._partial_line = 0
+        self._head_started = False
+        self.current = ex
+        self.pipeline.append(ex)
+        if self.state.on_request is not None:  # only with --proxy-headers or --limit-max-requests (server.py)
+            self.state.on_request(req)
+        observer = self.observer
+        if self.access_log or observer is not None:  # the one clock stamp of this request
+            ex.started = perf_counter()  # not loop.time(): uvloop's clock moves in whole milliseconds
+        if flags & UPGRADE and parser.should_upgrade():
+            if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
+                ex.keep_alive = False
+            else:
+                raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
+        self.stage = BODY  # with no body, on_message_complete comes next, in this same feed
+        if flags & (HAS_LENGTH | CHUNKED_BODY):
+            limit = self.config.max_body_size if route is None or route.max_body_size is UNSET else route.max_body_size
+            ex.max_body_size = limit
+            if limit is not None and flags & HAS_LENGTH and self._content_length > limit:
+                raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
+            if flags & EXPECT_CONTINUE and version == "1.1":
+                ex.expect_continue = True
+            if flags & CHUNKED_BODY or self._content_length > 0:
+                self._enter(BODY)
+        if observer is not None:
+            if not observer.admit(self, ex):  # realtime hook: shed, and answered
+                return
+            if observer.schedules:
+                # Admission control: the handler runs in a task, never inline nor eagerly, so every
+                # head of a read is admitted or refused, and its budget started, before any handler
+                # runs: otherwise the queue hides in the socket buffer, where shedding cannot see it.
+                ex.task = self.loop.create_task(self._run(ex))
+                return
+        if route is not None and route.inline and app.entry is None:
+            self._run_inline(ex, route, values)
+        elif EAGER_TASKS:
+            ex.task = asyncio.Task(self._run(ex), loop=self.loop, eager_start=True)
+        else:
+            ex.task = self.loop.create_task(self._run(ex))
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.current
+        if ex is None:
+            return
+        ex.received += len(body)
+        self.expires_at = self.loop.time() + self.config.timeout_body  # an inactivity timer: any byte extends it
+        limit = ex.max_body_size
+        if limit is not None and ex.received > limit:
+            raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
+        if ex.status:  # already answered without reading the body: discard
+            return
+        if ex.chunks:
+            ex.chunks.append(body)  # type: ignore[union-attr]
+        else:
+            ex.chunks = [body]
+        self.buffered += len(body)
+        if self.buffered > BODY_BUFFER_HIGH:
+            self._block(BODY_BUFFER_FULL)
+        ex.wake()
+
+    def on_message_complete(self) -> None:
+        ex = self.current
+        self.current = None
+        if ex is None:
+            return
+        ex.complete = True
+        ex.expect_continue = False
+        if ex.waiter is not None:
+            ex.wake()
+        if self.buffered:
+            self.buffered = 0
+            self._unblock(BODY_BUFFER_FULL)
+        if not ex.keep_alive:
+            self._enter(CLOSING)  # RFC 9112 9.6: nothing after a request that closes is processed
+        elif self.pipeline:
+            self._enter(HANDLING)
+        else:
+            self.stage = IDLE  # its timeout is set once per read, in data_received
+
+    # -- body flow, called by the Exchange -----------------------------------------------------------
+    def body_wanted(self, ex: Exchange) -> None:
+        """The handler is waiting for body bytes: ask for them (100 Continue) and let them in."""
+        if ex.expect_continue:
+            ex.expect_continue = False
+            if self.pipeline and self.pipeline[0] is ex:
+                self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
+            else:
+                ex.continue_due = True  # sent when earlier answers are out, to keep order
+        self._unblock(BODY_BUFFER_FULL)
+
+    def body_consumed(self, ex: Exchange) -> None:
+        if ex is self.current:
+            self.buffered = 0
+            self._unblock(BODY_BUFFER_FULL)
+
+    # -- running handlers ---------------------------------------------------------------------------
+    def _run_inline(self, ex: Exchange, route: Any, values: Any) -> None:
+        """Run a handler that cannot suspend to completion, here, in a context of its own, no task."""
+        context = _copy_context()
+        handler = route.handler
+        try:
+            if not values:
+                result = context.run(handler, ex.request)
+            elif route.positional:
+                result = context.run(handler, ex.request, *values)
+            else:
+                result = context.run(handler, ex.request, **ex.request.path_params)
+            if route.is_async:  # a coroutine that cannot suspend: its one step gives the result
+                try:
+                    context.run(result.send, None)
+                except StopIteration as done:
+                    result = done.value
+                else:  # unreachable for a coroutine without await; fail loudly rather than hang
+                    result.close()
+                    raise RuntimeError(f"inline handler {route.name} suspended")
+            elif type(result) is CoroutineType:  # a plain def that returned a coroutine (a wrapper)
+                ex.context = context
+                ex.task = self.loop.create_task(self._finish(ex, result), context=context)
+                return
+        except Exception as exc:
+            ex.context = context
+            ex.task = self.loop.create_task(self._answer_error(ex, exc), context=context)
+            return
+        except asyncio.CancelledError:  # raised by the handler itself: nothing here cancelled it
+            ex.context = context
+            error = RuntimeError(f"handler {route.name} raised CancelledError")
+            ex.task = self.loop.create_task(self._answer_error(ex, error), context=context)
+            return
+        ex.context = context
+        self.answer(ex, result)
+
+    async def _run(self, ex: Exchange) -> None:
+        """A handler's task: run the handler (or the middleware chain, or the error), then answer."""
+        observer = self.observer
+        if ex.deadline is not None and not observer.before_start(self, ex):  # type: ignore[union-attr]
+            return  # realtime hook: out of time before starting, already answered
+        req = ex.request
+        app = self.app
+        route = req.route
+        try:
+            if app.entry is not None:
+                result: Any = await app.entry(req)
+            elif route is None:
+                result = await app.handle_error(req, ex.route_error or HTTPError(404))
+            else:
+                values = req.path_values
+                if not values:
+                    result = route.handler(req)
+                elif route.positional:
+                    result = route.handler(req, *values)
+                else:
+                    result = route.handler(req, **req.path_params)
+                if route.is_async or type(result) is CoroutineType:
+                    result = await result
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if ex.expired or (task is not None and task.cancelling()):
+                raise  # our deadline (already answered) or server shutdown
+            result = await app.handle_error(req, exc)  # the handler's own CancelledError: a bug, 500
+        except Exception as exc:
+            if ex.disconnected or ex.status:
+                return  # nobody to answer, or already answered (e.g. 413)
+            result = await app.handle_error(req, exc)
+        ex.disarm()  # the handler is done: its budget no longer applies
+        self.answer(ex, result)
+
+    async def _finish(self, ex: Exchange, awaitable: Any) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            result = await self.app.handle_error(ex.request, exc)
+        self.answer(ex, result)
+
+    async def _answer_error(self, ex: Exchange, exc: BaseException) -> None:
+        self.answer(ex, await self.app.handle_error(ex.request, exc), is_error=True)
+
+    # -- answering: the one path every answer takes ---------------------------------------------------
+    def can_answer(self, ex: Exchange) -> bool:
+        """Whether ``ex`` still wants an answer and its client can still receive one."""
+        return not ex.status and not ex.disconnected and self.transport is not None and not self.transport.is_closing()
+
+    def answer(self, ex: Exchange, result: Any, *, is_error: bool = False) -> None:
+        """Encode a handler's result and queue it in request order; a stream gets a task of its own.
+
+        A result that cannot be encoded (a bug in the handler) is answered as an error; when the
+        error's own answer cannot be encoded either (``is_error``), a plain 500 is.
+        """
+        if ex.status or self.transport is None:
+            return  # answered already (a deadline's 503, a 413), or never connected
+        if self.transport.is_closing():
+            self.drop(ex)
+            return
+        try:
+            response = self._encode(ex, result)
+        except Exception as exc:
+            if is_error:
+                error_logger.error("Cannot encode the error answer to %r", ex.request, exc_info=exc)
+                self.answer_head(ex, _PLAIN_500, b"Internal Server Error", 500, False)
+            else:
+                ex.task = self.loop.create_task(self._answer_error(ex, exc), context=ex.context)
+            return
+        if response is not None:
+            ex.task = self.loop.create_task(self._stream(ex, response), context=ex.context)
+
+    def _encode(self, ex: Exchange, result: Any) -> StreamResponse | None:
+        """Encode and emit a finished result; return it instead if it is a stream to be sent."""
+        # Close after this answer when asked to, when draining, or when a 100-continue went unanswered
+        # (we never asked for the body, which may or may not come).
+        close = not ex.keep_alive or self.draining or (ex.expect_continue and not ex.complete)
+        finish = self.app.finish
+        if finish is not None:  # finishers (CORS, compression) see every answer as a Response
+            result = finish(ex.request, to_response(result))
+        kind = type(result)
+        if kind is str:
+            head, body, status = TEXT_200, result.encode("utf-8"), 200
+        elif kind is dict or kind is list:
+            head, body, status = JSON_200, orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), 200
+        elif kind is bytes:
+            head, body, status = OCTET_200, result, 200
+        elif result is None:
+            head, body, status = NO_CONTENT, b"", 204
+        else:
+            response = result if isinstance(result, Response) else to_response(result)
+            if isinstance(response, StreamResponse):
+                return response
+            status = response.status
+            body = response.body
+            close = close or response.wants_close()
+            tail = self._tail(ex, close)
+            if status in NO_BODY_STATUSES:
+                data: Any = response.encode_head(b"", tail)
+            else:
+                data = response.encode_head(content_length(len(body)), tail)
+                if ex.request.method != "HEAD":
+                    data = (data, body) if len(body) >= LARGE_BODY else data + body
+            self._emit(ex, data, close, status, len(body))
+            return None
+        tail = self._tail(ex, close)
+        size = len(body)
+        if status == 204:
+            data = b"".join((head, tail, b"\r\n"))
+        elif ex.request.method == "HEAD":
+            data = b"".join((head, tail, end_of_head(size)))
+        elif size >= LARGE_BODY:
+            data = (b"".join((head, tail, end_of_head(size))), body)
+        else:
+            data = b"".join((head, tail, end_of_head(size), body))
+        self._emit(ex, data, close, status, size)
+        return None
+
+    def answer_head(self, ex: Exchange, head: bytes, body: bytes, status: int, close: bool) -> None:
+        """Answer with a ready-made ``head`` (status line and headers, no Date/Server/Connection) and body."""
+        close = close or not ex.keep_alive or self.draining
+        if ex.request.method == "HEAD":
+            body = b""
+        self._emit(ex, head + self._tail(ex, close) + b"\r\n" + body, close, status, len(body))
+
+    def _tail(self, ex: Exchange, close: bool) -> bytes:
+        if close:
+            tail = self.clock.close
+        else:
+            tail = self.clock.keep_alive if ex.request.http_version == "1.1" else self.clock.keep_alive_10
+        observer = self.observer
+        if observer is not None and observer.server_timing:  # realtime hook: Server-Timing
+            return observer.timing(ex) + tail
+        return tail
+
+    async def _stream(self, ex: Exchange, response: StreamResponse) -> None:
+        """Send a streamed body, producing no faster than the client reads."""
+        iterator = response.iterator
+        req = ex.request
+        try:
+            if self.pipeline and self.pipeline[0] is not ex:
+                ex.turn = self.loop.create_future()
+                await ex.turn
+            transport = self.transport
+            if ex.disconnected or transport is None or transport.is_closing():
+                self.drop(ex)
+                return
+            http11 = req.http_version == "1.1"
+            close = not ex.keep_alive or self.draining or response.wants_close() or not http11
+            head_only = req.method == "HEAD" or response.status in NO_BODY_STATUSES
+            framing = CHUNKED if http11 and response.status not in NO_BODY_STATUSES else b""
+            ex.status = response.status
+            transport.write(response.encode_head(framing, self._tail(ex, close)))
+            sent = 0
+            if not head_only:
+                async for piece in iterator:
+                    if type(piece) is str:
+                        piece = piece.encode("utf-8")
+                    if not piece:
+                        continue
+                    if self.write_paused:
+                        await self._drain()
+                    if transport.is_closing():
+                        raise ClientDisconnected("client went away during a streamed response")
+                    transport.write(chunk(piece) if http11 else piece)
+                    sent += len(piece)
+                if http11:
+                    transport.write(LAST_CHUNK)
+        except ClientDisconnected:
+            self.drop(ex)
+            return
+        except Exception:
+            error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
+            self.drop(ex)
+            if self.transport is not None:
+                self.transport.close()  # the body is cut short: the client must see an incomplete message
+            return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    error_logger.exception("Error closing the stream of %s %s", req.method, req.path)
+        self._emit(ex, b"", close, response.status, sent)
+
+    async def _drain(self) -> None:
+        while self.write_paused:
+            if self.transport is None or self.transport.is_closing():
+                raise ClientDisconnected("client went away during a streamed response")
+            waiter = self.drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+
+    # -- writing, in request order ------------------------------------------------------------------
+    def _emit(self, ex: Exchange, data: bytes | tuple[bytes, bytes], close: bool, status: int, size: int) -> None:
+        if self.observer is not None:  # realtime hook: no longer in flight; latency recorded
+            self.observer.finished(ex, status)
+        ex.status = status
+        if ex is self.current and self.buffered:  # answered before its body was read: drop what came
+            ex.chunks = []
+            self.buffered = 0
+            self._unblock(BODY_BUFFER_FULL)
+        pipeline = self.pipeline
+        if len(pipeline) == 1 and pipeline[0] is ex and not close and self.stage < HANDLING and type(data) is not tuple:
+            # The common case: the only request outstanding, answered while its connection stays
+            # open and is still reading (on_message_complete sets the next stage). No bookkeeping.
+            pipeline.clear()
+            if self.in_feed:  # more requests may follow in this read: answer them in one write
+                self.wbuf.append(data)  # type: ignore[arg-type]
+            else:
+                self.transport.write(data)  # type: ignore[union-attr, arg-type]
+            if self.read_blockers & PIPELINE_FULL:
+                self._unblock(PIPELINE_FULL)
+        else:
+            ex.out = data
+            ex.close = close
+            if pipeline and pipeline[0] is ex:
+                if len(pipeline) == 1:
+                    self._flush()
+                elif not self.flush_pending:  # more answers are due this turn: send them in one write
+                    self.flush_pending = True
+                    self.loop.call_soon(self._flush)
+        if self.access_log:
+            route = ex.request.route
+            if route is None or route.access_log:
+                self.state.access.log(ex.request, status, size, ex.started)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        self.flush_pending = False
+        out = []
+        if self.in_feed and self.wbuf:  # answers collected during this read go first, in the same write
+            out.extend(self.wbuf)
+            self.wbuf.clear()
+        pipeline = self.pipeline
+        transport = self.transport
+        close = False
+        while pipeline and pipeline[0].out is not None:
+            ex = pipeline[0]
+            if type(ex.out) is tuple:  # a large body: fed to the transport as it drains
+                if out:
+                    transport.write(b"".join(out))  # type: ignore[union-attr]
+                    out = []
+                if not self._feed_body(ex.out):
+                    return  # the client is slow: resume_writing continues from here
+            elif ex.out:
+                out.append(ex.out)
+            del pipeline[0]
+            if ex.close:
+                close = True
+                break
+        if transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])  # type: ignore[arg-type]
+        elif out:
+            transport.write(b"".join(out))  # type: ignore[arg-type]
+        if close or (not pipeline and self.stage == CLOSING):
+            self._enter(CLOSING)
+            pipeline.clear()
+            transport.close()
+            return
+        if pipeline:
+            head = pipeline[0]
+            if head.continue_due:
+                head.continue_due = False
+                transport.write(CONTINUE_100)
+            if head.turn is not None and not head.turn.done():
+                head.turn.set_result(None)
+        elif self.stage == HANDLING:
+            if self.draining:
+                self._enter(CLOSING)
+                transport.close()
+                return
+            self._enter(IDLE)
+        if self.read_blockers & PIPELINE_FULL and len(pipeline) <= self.config.limit_pipeline // 2:
+            self._unblock(PIPELINE_FULL)
+
+    def _feed_body(self, head_and_body: tuple[bytes, bytes]) -> bool:
+        """Write a large body in slices while the transport accepts them; True once all is written.
+
+        The transport then never holds more than about one slice beyond its high-water mark, so a
+        client that stops reading costs a bounded amount of memory on every event loop (asyncio's
+        transport copies whatever it could not send at once).
+        """
+        transport = self.transport
+        view = self.body_view
+        if view is None:
+            transport.write(head_and_body[0])  # type: ignore[union-attr]
+            view = self.body_view = memoryview(head_and_body[1])
+            self.body_offset = 0
+        size = len(view)
+        while self.body_offset < size:
+            if self.write_paused or transport.is_closing():  # type: ignore[union-attr]
+                return False
+            end = self.body_offset + LARGE_BODY
+            transport.write(view[self.body_offset:end])  # type: ignore[union-attr]
+            self.body_offset = end
+        self.body_view = None
+        return True
+
+    def drop(self, ex: Exchange) -> None:
+        """Forget an exchange whose answer can no longer be sent."""
+        ex.status = ex.status or 499
+        if self.observer is not None:  # realtime hook
+            self.observer.finished(ex, ex.status)
+        ex.out = b""
+        ex.close = True
+        if self.pipeline and self.pipeline[0] is ex:
+            self._flush()
+
+    # -- bad input ----------------------------------------------------------------------------------
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer bad input with ``status`` after the answers already due, then close."""
+        self._enter(CLOSING)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        ex = self.current
+        self.current = None
+        if ex is None or ex.status:  # a head that never became a request: an exchange to carry the answer
+            ex = Exchange(self, False)
+            ex.request = Request(ex, "-", self._url, b"", "", self._headers, "1.1", False, None, self.scheme)
+            self.pipeline.append(ex)
+        ex.keep_alive = False
+        ex.body_error = HTTPError(status, reason)
+        ex.wake()
+        data = self._error_bytes(status, reason)
+        self._emit(ex, data, True, status, len(data))
+        self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
+
+    def _error_bytes(self, status: int, reason: str) -> bytes:
+        body = (reason or REASONS.get(status, "Error")).encode("utf-8", "replace")
+        return b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (
+            status_line(status), self.clock.close, len(body), body)
+
+    # -- read pausing -----------------------------------------------------------------------------------
+    def _block(self, reason: int) -> None:
+        if not self.read_blockers and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.read_blockers |= reason
+
+    def _unblock(self, reason: int) -> None:
+        if self.read_blockers & reason:
+            self.read_blockers &= ~reason
+            if not self.read_blockers and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # -- shutdown -------------------------------------------------------------------------------------
+    def start_draining(self) -> None:
+        """Graceful shutdown: close now if idle, else after the answers outstanding."""
+        self.draining = True
+        if self.transport is None or self.stage == CLOSING:
+            return
+        if self.current is not None:  # its body is still arriving: finish reading it, then close
+            self.current.keep_alive = False
+        elif self.pipeline:
+            self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
+            self._enter(CLOSING)
+        elif self.stage == HEAD:  # connected, or mid-head: its request is on the way, so answer it
+            when = self.loop.time() + DRAIN_GRACE  # (with Connection: close) if it comes soon
+            if self.expires_at is None or when < self.expires_at:
+                self._expire_at(when)
+        else:
+            self._enter(CLOSING)
+            self.transport.close()
+
+    def outstanding_tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks still working on this connection's requests (handlers, streams)."""
+        return [ex.task for ex in self.pipeline if ex.task is not None and not ex.task.done()]
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def __repr__(self) -> str:
+        peer = self.peer()
+        client = f"{peer[0]}:{peer[1]}" if peer else "-"
+        return f"<Connection {client} stage={STAGE_NAMES[self.stage]} pipeline={len(self.pipeline)}>"

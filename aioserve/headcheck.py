@@ -1,0 +1,63 @@
+"""The checks a request head must pass, as the connection parses it (RFC 9110, RFC 9112).
+
+The few header fields that decide framing or routing (Host, Transfer-Encoding, Content-Length,
+Connection, Expect, Upgrade) are checked once, as they arrive; what each has said is kept as bits of
+one integer, so starting a new request resets them with a single store. Anything that could smuggle
+a request (a Transfer-Encoding that does not end in chunked, a malformed length) is refused here.
+"""
+from __future__ import annotations
+
+import re
+
+import httptools
+
+from .errors import ProtocolError
+
+# What the head being parsed has said, as bits (the connection keeps them in one int per head).
+HOST_SEEN, CONNECTION_SEEN, CHUNKED_BODY, EXPECT_CONTINUE, UPGRADE, HAS_LENGTH = 1, 2, 4, 8, 16, 32
+CHECKED_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-length", b"connection"})
+METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+# RFC 9110 7.2 / RFC 3986: reg-name or IPv4, or an IP literal in brackets, and an optional port.
+_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?\])(?::[0-9]{0,5})?\Z")
+
+
+def check_host(value: bytes) -> None:
+    if not _HOST.match(value):
+        raise ProtocolError(400, "Invalid Host header")
+
+
+def check_header(name: bytes, value: bytes) -> int:
+    """Check one of ``CHECKED_HEADERS``; returns the bit it sets."""
+    if name == b"transfer-encoding":
+        codings = [c.strip() for c in value.lower().split(b",")]
+        if codings[-1] != b"chunked":
+            raise ProtocolError(400, "Transfer-Encoding must end with chunked")
+        if len(codings) > 1:
+            raise ProtocolError(501, "Only the chunked transfer coding is supported")
+        return CHUNKED_BODY
+    if name == b"content-length":
+        if not value.isdigit():
+            raise ProtocolError(400, "Invalid Content-Length")
+        return HAS_LENGTH
+    if name == b"connection":
+        return CONNECTION_SEEN
+    if name == b"expect":
+        return EXPECT_CONTINUE if value.lower() == b"100-continue" else 0
+    return UPGRADE  # b"upgrade"
+
+
+def origin_form(url: bytes) -> bytes:
+    """Absolute-form (``http://host/path?q``) to origin-form; ``*`` (OPTIONS) stays as is."""
+    if url == b"*":
+        return url
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise ProtocolError(400, "Invalid request target") from None
+    path = parsed.path or b"/"
+    return path + b"?" + parsed.query if parsed.query else path
+
+
+def parser_reason(exc: Exception) -> str:
+    text = str(exc) or "Malformed request"
+    return f"Bad Request: {text}"
