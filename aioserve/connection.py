@@ -519,26 +519,34 @@ class Connection(asyncio.Protocol):
     def _run_inline(self, ex: Exchange, route: Any, values: Any) -> None:
         """Run a handler that cannot suspend to completion, here, in a context of its own, no task."""
         context = _copy_context()
-        handler = route.handler
+        request = ex.request
         try:
-            if not values:
-                result = context.run(handler, ex.request)
-            elif route.positional:
-                result = context.run(handler, ex.request, *values)
-            else:
-                result = context.run(handler, ex.request, **ex.request.path_params)
             if route.is_async:  # a coroutine that cannot suspend: its one step gives the result
+                if not values:
+                    coro = route.handler(request)
+                elif route.positional:
+                    coro = route.handler(request, *values)
+                else:
+                    coro = route.handler(request, **request.path_params)
                 try:
-                    context.run(result.send, None)
+                    context.run(coro.send, None)
                 except StopIteration as done:
                     result = done.value
                 else:  # unreachable for a coroutine without await; fail loudly rather than hang
-                    result.close()
+                    coro.close()
                     raise RuntimeError(f"inline handler {route.name} suspended")
-            elif type(result) is CoroutineType:  # a plain def that returned a coroutine (a wrapper)
-                ex.context = context
-                ex.task = self.loop.create_task(self._finish(ex, result), context=context)
-                return
+            else:
+                if not values:
+                    result = context.run(route.handler, request)
+                elif route.positional:
+                    result = context.run(route.handler, request, *values)
+                else:
+                    result = context.run(route.handler, request, **request.path_params)
+                if type(result) is CoroutineType:  # a plain def that returned a coroutine (a wrapper)
+                    ex.context = context
+                    ex.task = self.loop.create_task(self._finish(ex, result), context=context)
+                    return
+            stream = self._encode(ex, result)
         except Exception as exc:
             ex.context = context
             ex.task = self.loop.create_task(self._answer_error(ex, exc), context=context)
@@ -548,8 +556,9 @@ class Connection(asyncio.Protocol):
             error = RuntimeError(f"handler {route.name} raised CancelledError")
             ex.task = self.loop.create_task(self._answer_error(ex, error), context=context)
             return
-        ex.context = context
-        self.answer(ex, result)
+        if stream is not None:
+            ex.context = context
+            ex.task = self.loop.create_task(self._stream(ex, stream), context=context)
 
     async def _run(self, ex: Exchange) -> None:
         """A handler's task: run the handler (or the middleware chain, or the error), then answer."""
@@ -780,6 +789,9 @@ class Connection(asyncio.Protocol):
             route = ex.request.route
             if route is None or route.access_log:
                 self.state.access.log(ex.request, status, size, ex.started)  # type: ignore[union-attr]
+        # Answered: let go of the request. The request still reaches its exchange (for the body),
+        # but no cycle is left, so reference counting frees both without the garbage collector.
+        ex.request = None  # type: ignore[assignment]
 
     def _flush(self) -> None:
         self.flush_pending = False

@@ -33,7 +33,7 @@ class Carrier(Protocol):
 
 
 class Exchange:
-    __slots__ = ("conn", "request", "keep_alive", "status", "out", "close", "task", "complete", "__dict__")
+    __slots__ = ("conn", "request", "keep_alive", "status", "complete", "__dict__")
 
     # -- set only when needed (class defaults until then) ----------------------------------------------
     route_error: HTTPError | None = None  # 404 or 405, answered by the app's error handling
@@ -47,6 +47,9 @@ class Exchange:
     expect_continue = False  # the client waits for "100 Continue" before sending the body
     continue_due = False  # ... and it is owed as soon as the earlier answers are written
     # answering
+    out: bytes | tuple[bytes, bytes] | None = None  # the answer, waiting for its turn in the pipeline
+    close = False  # close the connection after this answer
+    task: asyncio.Task[Any] | None = None  # the handler's (or the stream's) task, when it has one
     turn: asyncio.Future[None] | None = None  # a streamed answer waits here for the earlier ones
     context: contextvars.Context | None = None  # the context an inline handler ran in
     # time: one clock stamp per request, and the budget (realtime observer)
@@ -61,9 +64,6 @@ class Exchange:
         self.request: Request = None  # type: ignore[assignment]  # set by the connection right after
         self.keep_alive = keep_alive  # False once this must be the connection's last answer
         self.status = 0  # set when the answer is committed (its head written or queued)
-        self.out: bytes | tuple[bytes, bytes] | None = None  # the answer, waiting for its turn
-        self.close = False  # close the connection after this answer
-        self.task: asyncio.Task[Any] | None = None
         self.complete = False  # the whole request, body included, has been read
 
     # -- the Request's Channel -----------------------------------------------------------------------
