@@ -218,7 +218,7 @@ def test_indistinguishable_routes_raise_at_registration():
     assert "/things/{a}" in message and "/things/{b}" in message
 
 
-def test_same_path_different_methods_is_fine():
+async def test_same_path_different_methods_is_fine():
     app = App()
 
     @app.get("/same")
@@ -228,6 +228,14 @@ def test_same_path_different_methods_is_fine():
     @app.post("/same")
     async def p(request):
         return "p"
+
+    async with running(app) as server, http_client(server) as client:
+        got, posted = await client.get("/same"), await client.post("/same")
+        assert (got.status_code, got.text) == (200, "g")
+        assert (posted.status_code, posted.text) == (200, "p")
+        put = await client.put("/same")
+        assert put.status_code == 405
+        assert {m.strip() for m in put.headers["allow"].split(",")} >= {"GET", "POST"}
 
 
 async def test_handler_result_conversion():

@@ -10,7 +10,6 @@ import pytest
 
 from aioserve import App
 from tests.support import (
-    HOST,
     HostileClient,
     RawConnection,
     ServerProcess,

@@ -71,7 +71,7 @@ def test_sigterm_completes_in_flight_requests(sig):
     with ServerProcess(APP, "--workers", "2", "--port", "0", "--no-access-log") as server:
         server.wait_listening()
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(get, server.host, server.port, "/slow?s=1") for _ in range(4)]
+            futures = [pool.submit(http_get, server.host, server.port, "/slow?s=1") for _ in range(4)]
             server.wait_for("slow request started", count=4)
             server.signal(sig)
             results = [f.result(timeout=15) for f in futures]
@@ -149,7 +149,7 @@ def test_unresponsive_worker_is_replaced():
                        "--port", "0", "--no-access-log") as server:
         server.wait_listening()
         (stuck,) = server.worker_pids()
-        blocker = threading.Thread(target=lambda: _ignore_errors(get, server.host, server.port, "/block?s=30"))
+        blocker = threading.Thread(target=lambda: _ignore_errors(http_get, server.host, server.port, "/block?s=30"))
         blocker.start()
         server.wait_for(rf"Worker {stuck} missed its health check", timeout=10)
         server.wait_for(r"Worker (\d+) ready", count=2)
@@ -185,7 +185,7 @@ def test_graceful_shutdown_timeout_bounds_the_stop():
     with ServerProcess(APP, "--workers", "2", "--port", "0", "--timeout-graceful-shutdown", "1") as server:
         server.wait_listening()
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(_ignore_errors, get, server.host, server.port, "/slow?s=60")
+            future = pool.submit(_ignore_errors, http_get, server.host, server.port, "/slow?s=60")
             server.wait_for("slow request started")
             started = time.monotonic()
             server.signal(signal.SIGTERM)

@@ -643,6 +643,20 @@ async def test_date_and_server_headers_on_every_response():
             assert abs((parsed - now).total_seconds()) < 5
 
 
+async def test_date_header_moves_with_the_clock():
+    """Two requests more than a second apart, on one long-lived server, get different Dates."""
+    async with running(basic_app()) as server, raw_connection(server) as conn:
+        first = (await conn.request("GET", "/")).header("date")
+        # A real wait: Date has one-second resolution and the server refreshes it on a timer of its
+        # own, so only wall time passing can show the refresh (no event of ours marks it). 1.2 s keeps
+        # the two requests in different seconds even if that timer fires a little late.
+        await asyncio.sleep(1.2)
+        second = (await conn.request("GET", "/")).header("date")
+        assert first and second
+        gap = email.utils.parsedate_to_datetime(second) - email.utils.parsedate_to_datetime(first)
+        assert gap.total_seconds() >= 1, (first, second)
+
+
 async def test_server_header_none_removes_it():
     async with running(basic_app(), server_header=None) as server, raw_connection(server) as conn:
         await conn.send(request_bytes("GET", "/") + request_bytes("GET", "/no/such"))

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from aioserve import App, HTTPError
-from tests.support import RawConnection, raw_get, request_bytes, running
+from tests.support import RawConnection, raw_get, request_bytes, running, wait_until
 
 MARGIN = 0.5  # loose: CI machines are noisy; the point is "about the deadline", not "after the work"
 
@@ -288,3 +288,38 @@ async def test_handler_whose_budget_ran_out_while_queued_does_not_run():
             assert server.state.rt.in_flight == 0
         finally:
             await client.close()
+
+
+async def test_client_gone_mid_handler_takes_its_deadline_with_it():
+    """A client that disconnects mid-handler leaves nobody to answer: its budget's timer must be
+    disarmed, not fire later and cancel the handler, which finishes its own work."""
+    app = App()
+    entered, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    outcome: list[str] = []
+
+    @app.get("/work", deadline=0.5)
+    async def work(request):
+        entered.set()
+        try:
+            await asyncio.wait_for(release.wait(), 5)  # the server has seen the client go
+            await asyncio.sleep(0.7)  # the handler's own work, running past the 0.5 s budget
+            outcome.append("completed")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        finally:
+            finished.set()
+        return "done"
+
+    async with running(app) as server:
+        loop = asyncio.get_running_loop()
+        client = await RawConnection.open(server.port)
+        t0 = loop.time()
+        client.write(request_bytes("GET", "/work"))
+        await asyncio.wait_for(entered.wait(), 5)
+        client.reset()
+        await wait_until(lambda: server.connections == 0, timeout=3, message="the server never saw the client go")
+        assert loop.time() - t0 < 0.5, "the disconnect was noticed only after the budget ran out"
+        release.set()
+        await asyncio.wait_for(finished.wait(), 5)
+        assert outcome == ["completed"]
