@@ -96,18 +96,18 @@ def _has_ipv6() -> bool:
 
 @pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this machine")
 @pytest.mark.parametrize("host,workers", [("::1", "1"), ("::", "1"), ("::", "2")])
-def test_ipv6(host, workers):
-    with ServerProcess(APP, "--host", host, "--port", "0", "--workers", workers) as server:
-        server.wait_listening()
-        assert server.host == host
-        assert http_get_json("::1", server.port, "/whoami")["client"][0] == "::1"
+def test_ipv6(host, workers, spawn):
+    server = spawn(APP, "--host", host, "--port", "0", "--workers", workers)
+    server.wait_listening()
+    assert server.host == host
+    assert http_get_json("::1", server.port, "/whoami")["client"][0] == "::1"
 
 
-def test_port_zero_reports_the_bound_port_on_the_cli():
-    with ServerProcess(APP, "--port", "0") as server:
-        server.wait_listening()
-        assert server.port > 0
-        assert http_get_json("127.0.0.1", server.port)["pid"] == server.proc.pid
+def test_port_zero_reports_the_bound_port_on_the_cli(spawn):
+    server = spawn(APP, "--port", "0")
+    server.wait_listening()
+    assert server.port > 0
+    assert http_get_json("127.0.0.1", server.port)["pid"] == server.proc.pid
 
 
 async def test_port_zero_reports_the_bound_port_in_serve():
@@ -136,10 +136,10 @@ async def test_serve_on_uds_removes_the_file(tmp_path):
     assert not os.path.exists(path)
 
 
-def test_bad_listen_address_is_one_line(tmp_path):
-    with ServerProcess(APP, "--uds", str(tmp_path / "missing" / "s.sock")) as server:
-        assert server.wait_exit() != 0
-        server.wait_for("<EOF>")
-        errors = [line for line in server.lines if "aioserve: error:" in line]
-        assert len(errors) == 1 and errors[0].startswith("aioserve: error: cannot listen on"), server.output
-        assert "Traceback" not in server.output
+def test_bad_listen_address_is_one_line(tmp_path, spawn):
+    server = spawn(APP, "--uds", str(tmp_path / "missing" / "s.sock"))
+    assert server.wait_exit() != 0
+    server.wait_for("<EOF>")
+    errors = [line for line in server.lines if "aioserve: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("aioserve: error: cannot listen on"), server.output
+    assert "Traceback" not in server.output

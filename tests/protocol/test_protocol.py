@@ -584,18 +584,17 @@ async def test_404_and_405_with_allow():
         assert (await conn.read_final_response()).status == 200
 
 
-async def test_unhandled_exception_is_500_without_traceback():
-    with capture_logs() as logs:
-        async with running(basic_app()) as server, raw_connection(server) as conn:
-            await conn.send(request_bytes("GET", "/boom"))
-            resp = await conn.read_final_response()
-            assert resp.status == 500
-            assert resp.body == b"Internal Server Error"
-            assert b"Traceback" not in resp.body
-            assert b"secret-detail-xyz" not in resp.body
-            # The server carries on serving on the same connection.
-            await conn.send(request_bytes("GET", "/"))
-            assert (await conn.read_final_response()).status == 200
+async def test_unhandled_exception_is_500_without_traceback(logs):
+    async with running(basic_app()) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/boom"))
+        resp = await conn.read_final_response()
+        assert resp.status == 500
+        assert resp.body == b"Internal Server Error"
+        assert b"Traceback" not in resp.body
+        assert b"secret-detail-xyz" not in resp.body
+        # The server carries on serving on the same connection.
+        await conn.send(request_bytes("GET", "/"))
+        assert (await conn.read_final_response()).status == 200
     errors = logs.at_least(logging.ERROR)
     assert errors, "the unhandled exception was not logged"
     assert any(
