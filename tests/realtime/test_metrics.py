@@ -49,7 +49,7 @@ async def test_metrics_parse_and_counts_match_requests_sent():
         client = await RawConnection.open(server.port)
         try:
             for uid in (1, 2, 3, 0):
-                await client.request(f"/users/{uid}")
+                await client.request("GET", f"/users/{uid}")
             await client.request("GET", "/boom")
             await client.request("GET", "/nowhere")
             assert (await client.request("GET", "/slow")).status == 503

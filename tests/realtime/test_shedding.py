@@ -76,7 +76,7 @@ async def test_shed_before_the_body_is_read():
             holder.write(request_bytes("GET", "/hold"))
             await wait_until(lambda: len(entered) == 1)
             # Expect: 100-continue: the client waits for our go-ahead; we refuse instead, and close.
-            other.send("/upload", method="POST", headers={"Expect": "100-continue", "Content-Length": "5"})
+            other.write(request_bytes("POST", "/upload", headers={"Expect": "100-continue", "Content-Length": "5"}))
             reply = await other.read_response()
             assert reply.status == 503
             assert reply.header("connection") == "close"
