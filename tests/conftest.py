@@ -4,30 +4,26 @@ Every async test runs twice: once on the stock asyncio loop and once on uvloop
 (when it is installed).  pytest-asyncio (>= 1.5) parametrises the tests itself
 from the mapping returned by ``pytest_asyncio_loop_factories``, so test ids end
 in ``[asyncio]`` / ``[uvloop]``.
+
+Test support lives in ``tests/support`` (importable as ``tests.support``: pyproject's
+``pythonpath = ["."]`` puts the repository root on sys.path). The fixtures below are the
+ones most tests want without an import.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
+
+from tests.support import REPO_ROOT, LogCapture, ServerProcess, capture_logs
 
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is optional
     uvloop = None
-
-# The helpers module lives beside this file; make it importable no matter how
-# pytest was started (rootdir, a single file, or -p no:cacheprovider ...).
-_TESTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = _TESTS_DIR.parent
-# The repository root too, so ``aioserve`` and ``examples`` import from the
-# checkout even when the package is not installed and pytest is run directly.
-for _path in (str(_TESTS_DIR), str(REPO_ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 
 def pytest_asyncio_loop_factories(config, item):
@@ -40,3 +36,25 @@ def pytest_asyncio_loop_factories(config, item):
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """Records from the root, ``aioserve`` and ``asyncio`` loggers during the test."""
+    with capture_logs() as capture:
+        yield capture
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn(*args, **kw)`` starts a ``ServerProcess``; every one is stopped when the test ends."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, **kwargs) -> ServerProcess:
+        process = ServerProcess(*args, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
