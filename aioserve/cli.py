@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest header section in bytes; 431 past it (default 32768)")
     p.add_argument("--limit-connections", type=int, default=None,
                    help="most open connections; past it a new one gets 503 and is closed (default none)")
+    p.add_argument("--limit-chunk-extension", type=int, default=4096,
+                   help="bytes of chunk extensions allowed per chunk of a request body; 400 past it (default 4096)")
     p.add_argument("--limit-in-flight", type=int, default=None,
                    help="requests in progress past which new ones get 503 + Retry-After at once (default: no limit)")
     p.add_argument("--timeout-keep-alive", type=float, default=75.0, help="idle keep-alive timeout, s (default 75)")
@@ -63,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a client may leave a response unread before it is dropped, s (default 30; 0 off)")
     p.add_argument("--timeout-graceful-shutdown", type=float, default=30.0,
                    help="how long shutdown waits for in-flight requests, s (default 30)")
+    p.add_argument("--min-request-body-rate", type=float, default=240.0,
+                   help="slowest request body, bytes/s averaged after the grace period; slower gets 408 "
+                        "(default 240; 0 off)")
+    p.add_argument("--min-response-rate", type=float, default=240.0,
+                   help="slowest a client may read a response, bytes/s after the grace period; slower is dropped "
+                        "(default 240; 0 off)")
+    p.add_argument("--min-rate-grace-period", type=float, default=5.0,
+                   help="seconds before the minimum data rates apply (default 5)")
     # processes
     p.add_argument("--workers", type=int, default=_env_int("WEB_CONCURRENCY", 1),
                    help="worker processes sharing the socket (default $WEB_CONCURRENCY or 1)")
@@ -152,7 +162,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "server_header": args.server_header or None,
         "backlog": args.backlog,
         "accept_batch": args.accept_batch,
-        "max_body_size": None if args.max_body_size < 0 else args.max_body_size,
+        "max_body_size": None if args.max_body_size == -1 else args.max_body_size,
         "limit_pipeline": args.limit_pipeline,
         "limit_request_line": args.limit_request_line,
         "limit_request_fields": args.limit_request_fields,
@@ -160,10 +170,14 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "limit_connections": args.limit_connections,
         "timeout_write": args.timeout_write or None,
         "limit_in_flight": args.limit_in_flight,
+        "limit_chunk_extension": args.limit_chunk_extension,
         "timeout_keep_alive": args.timeout_keep_alive,
         "timeout_header": args.timeout_header,
         "timeout_body": args.timeout_body,
         "timeout_graceful_shutdown": args.timeout_graceful_shutdown,
+        "min_request_body_rate": args.min_request_body_rate,
+        "min_response_rate": args.min_response_rate,
+        "min_rate_grace_period": args.min_rate_grace_period,
         "workers": args.workers,
         "limit_max_requests": args.limit_max_requests,
         "timeout_worker_healthcheck": args.timeout_worker_healthcheck,
@@ -184,10 +198,12 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from .config import Config
+    from .config import Config, SettingError
 
     try:  # settings errors before the import, so a bad flag is reported even when the target is fine
         Config.from_settings(**settings_from_args(args))
+    except SettingError as exc:
+        die(exc.flag_message)
     except (ValueError, TypeError) as exc:
         die(str(exc))
     app = load_target(args.target, args.factory)
@@ -195,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         run(app, **settings_from_args(args))
+    except SettingError as exc:
+        die(exc.flag_message)
     except (ValueError, TypeError) as exc:
         die(str(exc))
     except KeyboardInterrupt:

@@ -1,10 +1,18 @@
-"""Every server setting in one place: the CLI flags, ``serve()`` and ``app.run()`` keywords map here 1:1."""
+"""Every server setting in one place: the CLI flags, ``serve()`` and ``app.run()`` keywords map here 1:1.
+
+Each setting's valid range is data (``_RANGES``), checked once at start-up, so a bad value stops the
+server with one line naming the keyword or flag and its range, instead of misbehaving later (a port of
+99999 wrapping to 34463, a negative backlog reaching ``listen()``).
+"""
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+from .logconfig import LEVELS
 
 MiB = 1024 * 1024
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -48,12 +56,17 @@ class Config:
     limit_pipeline: int = 32  # queued requests per connection before reading pauses (resumes at half)
     limit_connections: int | None = None  # open connections; past it a new one gets 503 and is closed
     limit_in_flight: int | None = None  # past it, new requests get 503 at once (overrides App(limit_in_flight))
+    limit_chunk_extension: int = 4096  # bytes of chunk extensions per chunk (400 past it)
     # timeouts (seconds)
     timeout_keep_alive: float = 75.0
     timeout_header: float = 15.0
     timeout_body: float = 30.0
     timeout_write: float | None = 30.0
     timeout_graceful_shutdown: float | None = 30.0
+    # minimum data rates (enforced by the connection): bytes/s averaged once the grace period is over
+    min_request_body_rate: float = 240.0  # a slower body gets 408 and a close; 0: off
+    min_response_rate: float = 240.0  # a client reading slower is dropped; 0: off
+    min_rate_grace_period: float = 5.0  # s before either rate is enforced
     # processes (supervisor.py)
     workers: int = 1
     limit_max_requests: int | None = None  # recycle a worker after about this many requests
@@ -75,6 +88,7 @@ class Config:
     reload_dirs: list[str] | None = None  # default: the current directory
     reload_delay: float = 0.25  # polling interval of the fallback watcher, s
 
+
     @classmethod
     def from_settings(cls, **settings: Any) -> Config:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -86,33 +100,176 @@ class Config:
         return config
 
     def validate(self) -> None:
-        if self.loop not in ("auto", "asyncio", "uvloop"):
-            raise ValueError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
-        if self.max_body_size is not None and self.max_body_size < 0:
-            raise ValueError("max_body_size must be >= 0 or None")
-        if self.accept_batch < 0:
-            raise ValueError("accept_batch must be >= 0")
-        if self.limit_in_flight is not None and self.limit_in_flight < 1:
-            raise ValueError("limit_in_flight must be >= 1")
-        for name in ("limit_pipeline", "limit_request_line", "limit_request_fields", "limit_request_header_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.limit_connections is not None and self.limit_connections < 1:
-            raise ValueError("limit_connections must be >= 1 or None")
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
-        if self.limit_max_requests is not None and self.limit_max_requests < 1:
-            raise ValueError("limit_max_requests must be >= 1 or None")
+        """Raise :class:`SettingError` for the first setting outside its range, in field order."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _RANGES:
+                _RANGES[field.name].check(field.name, value)
+            else:
+                _SPECIAL[field.name](value)
         if self.reload and self.workers > 1:
-            raise ValueError("--reload cannot be combined with --workers > 1 (reload runs one process)")
+            raise SettingError("--reload cannot be combined with --workers > 1 (reload runs one process)")
         if bool(self.ssl_keyfile) != bool(self.ssl_certfile):
-            raise ValueError("TLS needs both ssl_keyfile and ssl_certfile")
-        if self.ssl_cert_reqs not in (0, 1, 2):
-            raise ValueError("ssl_cert_reqs must be 0 (none), 1 (optional) or 2 (required)")
-        if self.proxy_headers:
-            parse_trusted(self.forwarded_allow_ips)  # raises on an entry that is not an address
+            raise SettingError.naming("TLS needs both {} and {}", "ssl_keyfile", "ssl_certfile")
+        for name in ("ssl_keyfile_password", "ssl_ca_certs", "ssl_ciphers", "ssl_cert_reqs"):
+            if getattr(self, name) and not self.ssl_certfile:  # a TLS detail without TLS is a mistake
+                raise SettingError.naming("{} needs {} and {}", name, "ssl_certfile", "ssl_keyfile")
+        if self.reload_dirs and not self.reload:
+            raise SettingError.naming("{} needs {}", "reload_dirs", "reload")
         if self.uds and self.fd is not None:
-            raise ValueError("give either uds or fd, not both")
-        for name in ("timeout_keep_alive", "timeout_header", "timeout_body", "timeout_worker_healthcheck", "reload_delay"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
+            raise SettingError.naming("give either {} or {}, not both", "uds", "fd")
+        if self.proxy_headers:
+            try:
+                parse_trusted(self.forwarded_allow_ips)
+            except ValueError as exc:  # its message starts with "forwarded_allow_ips: "
+                raise SettingError(str(exc), str(exc).replace("forwarded_allow_ips", "--forwarded-allow-ips", 1)) from None
+
+
+class SettingError(ValueError):
+    """A setting outside its range. ``str()`` names the keyword (``port``), for ``serve()`` and ``run()``;
+    ``flag_message`` names the flag (``--port``), so the CLI reports the spelling its user typed."""
+
+    def __init__(self, message: str, flag_message: str | None = None) -> None:
+        super().__init__(message)
+        self.flag_message = message if flag_message is None else flag_message
+
+    @classmethod
+    def naming(cls, template: str, *settings: str) -> SettingError:
+        """``template`` with ``{}`` for each setting, filled in once with keywords and once with flags."""
+        return cls(template.format(*settings), template.format(*map(flag_name, settings)))
+
+
+def flag_name(setting: str) -> str:
+    """The CLI flag of a ``Config`` field."""
+    return "--reload-dir" if setting == "reload_dirs" else "--" + setting.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What one setting accepts, and how to say so in a keyword's and in a flag's words."""
+
+    kind: str  # "int", "number" (int or float, finite), "bool", "str" (non-empty), "text" (any str)
+    low: float | None = None
+    high: float | None = None
+    above: bool = False  # > low rather than >= low
+    none: str | None = None  # None allowed; then how the CLI says it ("" when by leaving the flag out)
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.none is not None
+        if isinstance(value, bool) or self.kind == "bool":
+            return isinstance(value, bool) and self.kind == "bool"
+        if self.kind in ("str", "text"):
+            return isinstance(value, str) and (self.kind == "text" or value != "")
+        if not isinstance(value, int) and not (self.kind == "number" and isinstance(value, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self, cli: bool) -> str:
+        noun = {"int": "an integer", "number": "a number", "bool": "True or False",
+                "str": "a non-empty string", "text": "a string"}[self.kind]
+        if self.low is not None and self.high is not None:
+            noun += f" from {_number(self.low)} to {_number(self.high)}"
+        elif self.low is not None:
+            noun += f" {'>' if self.above else '>='} {_number(self.low)}"
+        if self.none is not None and not cli:
+            noun += " or None"
+        elif self.none:
+            noun += f", or {self.none}"
+        return noun
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.accepts(value):
+            raise SettingError(f"{name} must be {self.describe(cli=False)}, not {value!r}",
+                               f"{flag_name(name)} must be {self.describe(cli=True)}, not {value!r}")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+_COUNT = _Range("int", 1)
+_SECONDS = _Range("number", 0, above=True)
+_RATE = _Range("number", 0)  # bytes/s; 0 turns the check off
+_PATH = _Range("str", none="")
+
+_RANGES: dict[str, _Range] = {
+    "host": _Range("text"),
+    "port": _Range("int", 0, 65535),
+    "uds": _PATH,
+    "fd": _Range("int", 0, none=""),
+    "access_log": _Range("bool"),
+    "backlog": _Range("int", 1, 2**31 - 1),  # listen() takes a C int
+    "accept_batch": _Range("int", 0),
+    "max_body_size": _Range("int", 0, none="-1 for no limit"),
+    "limit_request_line": _COUNT,
+    "limit_request_fields": _COUNT,
+    "limit_request_header_size": _COUNT,
+    "limit_pipeline": _COUNT,
+    "limit_connections": _Range("int", 1, none=""),
+    "limit_in_flight": _Range("int", 1, none=""),
+    "limit_chunk_extension": _COUNT,
+    "timeout_keep_alive": _SECONDS,
+    "timeout_header": _SECONDS,
+    "timeout_body": _SECONDS,
+    "timeout_write": _Range("number", 0, above=True, none="0 for off"),
+    "timeout_graceful_shutdown": _Range("number", 0, none=""),  # None: wait for every request
+    "min_request_body_rate": _RATE,
+    "min_response_rate": _RATE,
+    "min_rate_grace_period": _SECONDS,
+    "workers": _COUNT,
+    "limit_max_requests": _Range("int", 1, none=""),
+    "timeout_worker_healthcheck": _SECONDS,
+    "ssl_keyfile": _PATH,
+    "ssl_certfile": _PATH,
+    "ssl_keyfile_password": _Range("text", none=""),
+    "ssl_ca_certs": _PATH,
+    "ssl_ciphers": _PATH,
+    "proxy_headers": _Range("bool"),
+    "log_config": _PATH,
+    "reload": _Range("bool"),
+    "reload_delay": _SECONDS,
+}
+
+
+def _one_of(name: str, choices: tuple[Any, ...]) -> Any:
+    def check(value: Any) -> None:
+        if value not in choices or isinstance(value, bool):
+            listed = ", ".join(repr(c) for c in choices)
+            raise SettingError(f"{name} must be one of {listed}, not {value!r}",
+                               f"{flag_name(name)} must be one of {listed.replace('None, ', '')}, not {value!r}")
+    return check
+
+
+def _check_server_header(value: Any) -> None:
+    if value is None or (isinstance(value, str) and value.isprintable() and value.isascii()):
+        return  # CR, LF and other controls would let the value split the response head
+    raise SettingError.naming("{} must be printable ASCII text or None (no control characters), not " + repr(value),
+                              "server_header")
+
+
+def _check_forwarded_allow_ips(value: Any) -> None:
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return  # the entries themselves are parsed by ProxyHeaders when proxy_headers is on
+    raise SettingError.naming("{} must be a string or a list of strings, not " + repr(value), "forwarded_allow_ips")
+
+
+def _check_reload_dirs(value: Any) -> None:
+    if value is None or (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+        return
+    raise SettingError(f"reload_dirs must be a list of directory names or None, not {value!r}",
+                       f"--reload-dir must name a directory, not {value!r}")
+
+
+_SPECIAL = {
+    "loop": _one_of("loop", ("auto", "asyncio", "uvloop")),
+    "log_level": _one_of("log_level", (None, *LEVELS)),
+    "ssl_cert_reqs": _one_of("ssl_cert_reqs", (0, 1, 2)),
+    "server_header": _check_server_header,
+    "forwarded_allow_ips": _check_forwarded_allow_ips,
+    "reload_dirs": _check_reload_dirs,
+}

@@ -562,6 +562,8 @@ class Connection(asyncio.Protocol):
 
     async def _run(self, ex: Exchange) -> None:
         """A handler's task: run the handler (or the middleware chain, or the error), then answer."""
+        if ex.status:
+            return  # answered before its task ran (bad input later in the same read, a deadline)
         observer = self.observer
         if ex.deadline is not None and not observer.before_start(self, ex):  # type: ignore[union-attr]
             return  # realtime hook: out of time before starting, already answered
@@ -596,6 +598,9 @@ class Connection(asyncio.Protocol):
         self.answer(ex, result)
 
     async def _finish(self, ex: Exchange, awaitable: Any) -> None:
+        if ex.status:
+            awaitable.close()
+            return
         try:
             result = await awaitable
         except Exception as exc:
@@ -603,6 +608,8 @@ class Connection(asyncio.Protocol):
         self.answer(ex, result)
 
     async def _answer_error(self, ex: Exchange, exc: BaseException) -> None:
+        if ex.status:
+            return  # answered meanwhile: nothing left to say
         self.answer(ex, await self.app.handle_error(ex.request, exc), is_error=True)
 
     # -- answering: the one path every answer takes ---------------------------------------------------

@@ -88,6 +88,8 @@ class Deadlines:
 
     async def run_fallback(self, conn: Responder, ex: Exchange) -> None:
         req = ex.request
+        if req is None:  # answered meanwhile (the connection rejected later input)
+            return
         route = req.route
         try:
             if route.has_params:

@@ -94,4 +94,4 @@ def test_cli_bad_allow_list_is_one_line():
     with ServerProcess("tests.support.apps:ops_app", "--proxy-headers", "--forwarded-allow-ips", "nope") as server:
         assert server.wait_exit() != 0
         server.wait_for("<EOF>")
-        assert len(server.lines) == 2 and server.lines[0].startswith("aioserve: error: forwarded_allow_ips")
+        assert len(server.lines) == 2 and server.lines[0].startswith("aioserve: error: --forwarded-allow-ips")

@@ -226,9 +226,9 @@ def test_workers_exit_when_the_supervisor_is_killed():
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--workers", "0"], "workers must be >= 1"),
-    (["--limit-max-requests", "0"], "limit_max_requests must be >= 1"),
-    (["--timeout-worker-healthcheck", "0"], "timeout_worker_healthcheck must be > 0"),
+    (["--workers", "0"], "--workers must be an integer >= 1"),
+    (["--limit-max-requests", "0"], "--limit-max-requests must be an integer >= 1"),
+    (["--timeout-worker-healthcheck", "0"], "--timeout-worker-healthcheck must be a number > 0"),
 ])
 def test_bad_worker_settings_are_one_line(flags, message):
     with ServerProcess(APP, *flags) as server:
