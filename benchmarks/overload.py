@@ -3,6 +3,15 @@
     python benchmarks/overload.py run [--duration 10] [--servers aioserve-shed,...]   # everything
     python benchmarks/overload.py serve KIND PORT                                     # one server
     python benchmarks/overload.py load --port P --rate R --duration S                 # one load run
+    python benchmarks/overload.py run --servers aioserve-deadline,aioserve-vary,aioserve-mixed  # issue 15
+    python benchmarks/overload.py sim [--duration 10]    # the same table from a simulated server
+
+Issue 15 (admission control) scenarios, all with only ``App(deadline=...)``, no limit, no flag:
+``aioserve-deadline`` (1 ms route, 50 ms), ``aioserve-vary`` (service uniform 0.5-3 ms, 50 ms) and
+``aioserve-mixed`` (``/work`` 1 ms / 50 ms and ``/slow`` 20 ms / 500 ms; each route offered half of
+the server at 1x: the load generator alternates paths in proportion, and the table has one row per
+route with its goodput as a share of its half of capacity). ``sim`` runs the same scenarios through
+``aioserve.admission`` and ``benchmarks/loopsim.py`` (no sockets, a fake clock).
 
 Setup (kept fixed; the results depend on it):
 * The route burns CPU_MS (1 ms) of CPU in a busy loop and returns a small JSON body.
@@ -42,6 +51,10 @@ SERVERS = ("aioserve-shed", "aioserve-deadline", "aioserve-plain", "uvicorn-star
 LOADS = (0.5, 1.0, 2.0, 4.0)
 
 
+SLOW_MS, SLOW_DEADLINE = 20.0, 0.5
+VARY_MS = (0.5, 3.0)
+
+
 def burn(ms: float = CPU_MS) -> None:
     end = time.perf_counter() + ms / 1000.0
     while time.perf_counter() < end:
@@ -54,7 +67,9 @@ def serve(kind: str, port: int) -> None:
         sys.path.insert(0, str(ROOT))
         from aioserve import App
 
-        if kind == "aioserve-shed":
+        if kind in ("aioserve-vary", "aioserve-mixed"):
+            app = App(deadline=DEADLINE, server_timing=True)
+        elif kind == "aioserve-shed":
             app = App(deadline=DEADLINE, limit_in_flight=LIMIT_IN_FLIGHT, server_timing=True)
         elif kind == "aioserve-deadline":
             app = App(deadline=DEADLINE, server_timing=True)
@@ -64,10 +79,24 @@ def serve(kind: str, port: int) -> None:
         if kind != "aioserve-plain":
             app.enable_metrics("/metrics")
 
-        @app.get("/work")
-        async def work(request):
-            burn()
-            return {"ok": True}
+        if kind == "aioserve-vary":
+            import random
+
+            @app.get("/work")
+            async def vary(request):
+                burn(random.uniform(*VARY_MS))
+                return {"ok": True}
+        else:
+            @app.get("/work")
+            async def work(request):
+                burn()
+                return {"ok": True}
+
+        if kind == "aioserve-mixed":
+            @app.get("/slow", deadline=SLOW_DEADLINE)
+            async def slow(request):
+                burn(SLOW_MS)
+                return {"ok": True}
 
         app.run(host="127.0.0.1", port=port, access_log=False, log_level="warning", loop="uvloop",
                 accept_batch=int(os.environ.get("OVERLOAD_ACCEPT_BATCH", "64")))
@@ -463,6 +492,49 @@ def write_report(results: list[dict], outdir: Path) -> None:
     fig.savefig(outdir / "overload.png", dpi=110)
 
 
+def simulate_table(duration: float, loads: list[float], seed: int = 1) -> str:
+    """The issue-15 scenarios through aioserve.admission and a simulated one-worker server."""
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from aioserve.admission import Admission
+    from benchmarks import loopsim as ls
+
+    lines = ["| scenario | route | load | offered/s | goodput/s | goodput % of capacity (share) | p50 ms | "
+             "p99 ms | max ms | 503 | late |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def row(name, route, x, res, budget, cap):
+        r = res.summary(budget, duration)
+        lines.append(f"| {name} | {route} | {x}x | {r['sent'] / duration:.0f} | {r['goodput']:.0f} | "
+                     f"{100 * r['goodput'] / cap:.0f}% | {ls.fmt(r['p50_ms'])} | {ls.fmt(r['p99_ms'])} | "
+                     f"{ls.fmt(r['max_ms'])} | {r['shed'] + r['expired']} | {r['late']} |")
+
+    for x in loads:
+        cap = ls.capacity(CPU_MS / 1000)
+        arr = ls.even("/work", cap * x, duration, DEADLINE, ls.constant(CPU_MS / 1000))
+        row("1 ms, admission", "/work", x, ls.simulate(arr, Admission())["/work"], DEADLINE, cap)
+        row("1 ms, deadline only", "/work", x, ls.simulate(arr, ls.AdmitAll())["/work"], DEADLINE, cap)
+    for x in loads:
+        rng = random.Random(seed)
+        mean = sum(VARY_MS) / 2 / 1000
+        cap = ls.capacity(mean)
+        arr = ls.even("/work", cap * x, duration, DEADLINE, ls.uniform(VARY_MS[0] / 1000, VARY_MS[1] / 1000, rng))
+        row("0.5-3 ms, admission", "/work", x, ls.simulate(arr, Admission())["/work"], DEADLINE, cap)
+    for x in loads:
+        capf, caps = ls.capacity(CPU_MS / 1000), ls.capacity(SLOW_MS / 1000)
+        arr = ls.merge(ls.even("/work", 0.5 * capf * x, duration, DEADLINE, ls.constant(CPU_MS / 1000)),
+                       ls.even("/slow", 0.5 * caps * x, duration, SLOW_DEADLINE, ls.constant(SLOW_MS / 1000),
+                               start=0.0003))
+        res = ls.simulate(arr, Admission())
+        row("mixed, admission", "/work (1 ms, 50 ms)", x, res["/work"], DEADLINE, 0.5 * capf)
+        row("mixed, admission", "/slow (20 ms, 500 ms)", x, res["/slow"], SLOW_DEADLINE, 0.5 * caps)
+    lines.append("")
+    lines.append(f"Simulated server: parse {ls.PARSE * 1e6:.0f} us a head, {ls.SHED * 1e6:.0f} us a 503, "
+                 f"{ls.OVERHEAD * 1e6:.0f} us a answer beyond the handler; arrivals evenly spaced; {duration:g} s "
+                 "per row. Capacity = 1 / (service + costs); mixed: share = half of each route's capacity.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -480,6 +552,9 @@ def main() -> None:
     r.add_argument("--servers", default=",".join(SERVERS))
     r.add_argument("--loads", default=",".join(map(str, LOADS)))
     r.add_argument("--out", default=str(HERE / "results"))
+    sm = sub.add_parser("sim", help="the issue-15 table from a simulated server (aioserve.admission)")
+    sm.add_argument("--duration", type=float, default=10.0)
+    sm.add_argument("--loads", default=",".join(map(str, LOADS)))
     rep = sub.add_parser("report", help="rewrite the table and chart from results/overload.json")
     rep.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args()
@@ -491,6 +566,8 @@ def main() -> None:
         async def go():
             return await Load(args.port, args.rate, args.duration).run()
         print(json.dumps(run_loop(go())))
+    elif args.cmd == "sim":
+        print(simulate_table(args.duration, [float(x) for x in args.loads.split(",")]))
     elif args.cmd == "report":
         write_report(json.loads((Path(args.out) / "overload.json").read_text()), Path(args.out))
     else:
