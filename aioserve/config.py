@@ -28,6 +28,11 @@ class Config:
     limit_pipeline: int = 32  # queued requests per connection before reading pauses (resumes at half)
     limit_connections: int | None = None  # open connections; past it a new one gets 503 and is closed
     limit_in_flight: int | None = None  # past it, new requests get 503 at once (overrides App(limit_in_flight))
+    # form bodies (forms.py; 413 past each): see form_limits()
+    limit_form_parts: int = 1000  # fields + files in one form
+    limit_form_field_size: int = 1 * MiB  # bytes of one non-file field
+    limit_form_file_size: int | None = None  # bytes of one uploaded file; None: only max_body_size
+    limit_form_part_header_size: int = 8192  # bytes of one multipart part's header section
     # timeouts (seconds)
     timeout_keep_alive: float = 75.0
     timeout_header: float = 15.0
@@ -55,6 +60,15 @@ class Config:
     reload_dirs: list[str] | None = None  # default: the current directory
     reload_delay: float = 0.25  # polling interval of the fallback watcher, s
 
+    def form_limits(self) -> Any:
+        """The ``forms.FormLimits`` these settings describe (what ``request.form()`` uses by default)."""
+        from .forms import FormLimits
+
+        return FormLimits(
+            max_parts=self.limit_form_parts, max_part_header_size=self.limit_form_part_header_size,
+            max_field_size=self.limit_form_field_size, max_file_size=self.limit_form_file_size,
+        )
+
     @classmethod
     def from_settings(cls, **settings: Any) -> Config:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -77,6 +91,7 @@ class Config:
         for name in ("limit_pipeline", "limit_request_line", "limit_request_fields", "limit_request_header_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        self.form_limits()  # raises on a form limit out of range
         if self.limit_connections is not None and self.limit_connections < 1:
             raise ValueError("limit_connections must be >= 1 or None")
         if self.workers < 1:

@@ -16,6 +16,7 @@ from .datastructures import Headers, QueryParams, RawHeaders, parse_cookies
 from .errors import ClientDisconnected, HTTPError
 
 if TYPE_CHECKING:
+    from .forms import FormData, FormLimits, Part
     from .protocol import HttpProtocol
 
 
@@ -235,3 +236,25 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path}>"
+
+    # -- forms (forms.py) ----------------------------------------------------------------------------
+    _form: FormData | None = None  # parsed once; the connection closes it when the exchange ends
+    form_limits: FormLimits | None = None  # the server's limits, set by the connection; None: defaults
+
+    async def form(self, *, limits: FormLimits | None = None) -> FormData:
+        """The body as a form (urlencoded or multipart/form-data; 415 otherwise), parsed once.
+
+        Uploaded files are in ``form.files``; they are deleted when the request ends.
+        """
+        if self._form is None:
+            from .forms import DEFAULT_LIMITS, read_form
+
+            self._form = await read_form(self, limits or self.form_limits or DEFAULT_LIMITS)
+        return self._form
+
+    def multipart(self, *, limits: FormLimits | None = None) -> AsyncIterator[Part]:
+        """The parts of a multipart/form-data body as they arrive (415 for another type):
+        ``async for part in request.multipart(): async for chunk in part: ...``."""
+        from .forms import DEFAULT_LIMITS, iter_parts
+
+        return iter_parts(self, limits or self.form_limits or DEFAULT_LIMITS).__aiter__()
