@@ -4,6 +4,10 @@ The connection (``protocol.py``) asks the app two things per request: which rout
 and path (``resolve``), and, when something goes wrong, what to answer (``handle_error``). With no
 middleware the connection calls the handler directly; with middleware it calls ``app.entry``, a chain
 composed once at startup, so an app without middleware pays nothing for the feature.
+
+``app.finishers`` (CORS is one) see every answer before it is sent; ``compile`` composes them into
+``app.finish`` (None without any). Until the connection calls ``app.finish`` itself, ``compile`` runs
+it at the end of ``app.entry``, which then covers handler results and error answers alike.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from .wire import JSON_TYPE, OCTET_TYPE, REASONS, TEXT_TYPE
 
 logger = logging.getLogger("aioserve.error")
 
+Finisher = Callable[[Request, Response], Response]
 Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,6 +68,9 @@ class App(Router):
         self.shutdown_hooks: list[Callable[[], Awaitable[Any]]] = []
         self.exception_handlers: dict[Any, Callable[[Request, BaseException], Awaitable[Any]]] = {}
         self.entry: Callable[[Request], Awaitable[Response]] | None = None
+        self.finishers: list[Finisher] = []  # run in order on every response (see compile)
+        self.finish: Finisher | None = None
+        self.cors: Any = None  # cors.Cors, set by add_cors
 
     @classmethod
     def from_router(cls, router: Router, **options: Any) -> App:
@@ -90,6 +98,29 @@ class App(Router):
             return
         self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
 
+    def add_cors(
+        self, allow_origins: Any = (), allow_origin_regex: str | None = None, allow_methods: Any = ("GET", "HEAD", "POST"),
+        allow_headers: Any = (), expose_headers: Any = (), allow_credentials: bool = False, max_age: int = 600,
+    ) -> None:
+        """Answer CORS preflights and add CORS headers to every answer for allowed origins (``cors.py``).
+
+        ``"*"`` in ``allow_origins``, ``allow_methods`` or ``allow_headers`` means any; credentials
+        with any origin are refused (ValueError). Call before serving; a second call replaces the first.
+        """
+        from .cors import Cors
+
+        cors = Cors(allow_origins, allow_origin_regex, allow_methods, allow_headers, expose_headers,
+                    allow_credentials, max_age, allow_for=self._allow_for)
+        cors.route = Route("/", ("OPTIONS",), cors.preflight, name="cors_preflight", deadline=None, shed=False)
+        if self.cors is not None:
+            self.finishers.remove(self.cors.finish)
+        self.cors = cors
+        self.finishers.append(cors.finish)
+
+    def _allow_for(self, path: str) -> str:
+        found = self.tree.match(path)
+        return "" if found is None else found[0].allow
+
     def middleware(self, func: F) -> F:
         """``async def mw(request, call_next) -> Response``. The first registered is the outermost."""
         self.middlewares.append(func)
@@ -113,13 +144,18 @@ class App(Router):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def compile(self) -> None:
-        """Work out, once, what the per-request path needs: the middleware chain."""
-        if not self.middlewares:
-            self.entry = None
-            return
-        call: Callable[[Request], Awaitable[Response]] = self._endpoint
-        for mw in reversed(self.middlewares):
-            call = _wrap(mw, call)
+        """Work out, once, what the per-request path needs: the middleware chain, the finishers."""
+        finishers = tuple(self.finishers)
+        self.finish = None if not finishers else finishers[0] if len(finishers) == 1 else _chain(finishers)
+        call: Callable[[Request], Awaitable[Response]] | None = None
+        if self.middlewares:
+            call = self._endpoint
+            for mw in reversed(self.middlewares):
+                call = _wrap(mw, call)
+        if self.finish is not None:
+            # Until the connection applies ``app.finish`` to every answer itself, apply it here, so the
+            # entry (handler results, 404/405, errors) is covered. Remove once the connection does.
+            call = _finishing(self.finish, call or self._endpoint)
         self.entry = call
 
     async def startup(self) -> None:
@@ -149,6 +185,8 @@ class App(Router):
         endpoint, values = found
         route = endpoint.routes.get(method)
         if route is None:
+            if method == "OPTIONS" and self.cors is not None:
+                return self.cors.route, (), None  # a CORS preflight (cors.py)
             return None, (), HTTPError(405, headers={"Allow": endpoint.allow})
         return route, values, None  # type: ignore[return-value]
 
@@ -197,6 +235,22 @@ def _wrap(mw: Middleware, call_next: Callable[[Request], Awaitable[Response]]) -
         return to_response(await mw(request, call_next))
 
     return layer
+
+
+def _finishing(finish: Finisher, call: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def entry(request: Request) -> Response:
+        return finish(request, to_response(await call(request)))
+
+    return entry
+
+
+def _chain(finishers: tuple[Finisher, ...]) -> Finisher:
+    def finish(request: Request, response: Response) -> Response:
+        for each in finishers:
+            response = each(request, response)
+        return response
+
+    return finish
 
 
 def error_response(exc: HTTPError) -> Response:
