@@ -77,44 +77,66 @@ class UploadFile:
         self.headers = headers  # the part's headers, (Title-Case name, value) pairs
         self.size = 0
         self._spool_size = spool_size
-        self._memory = bytearray()  # all of it while small; afterwards, what is waiting for the disk
-        self._file: io.BufferedRandom | None = None
+        self._chunks: list[bytes] = []  # all of it while small; afterwards, what waits for the disk
+        self._buffered = 0
+        self._spooled = False
+        self._file: io.BufferedRandom | None = None  # created by the first write, on a worker thread
+        self._writing: asyncio.Future[None] | None = None  # at most one batch on its way to the disk
         self._position = 0
         self._closed = False
 
     @property
     def in_memory(self) -> bool:
-        return self._file is None
+        return not self._spooled
 
     async def _write(self, data: bytes) -> None:
         self.size += len(data)
-        self._memory += data
-        if len(self._memory) > self._spool_size:
-            await self._flush()
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > self._spool_size:
+            await self._flush(wait=False)
 
-    async def _flush(self) -> None:
-        """Move what is buffered to the disk, in one thread hop (batches of about ``spool_size``)."""
-        pending, self._memory = bytes(self._memory), bytearray()
-        if pending:
-            await asyncio.to_thread(self._write_to_disk, pending)
+    async def _flush(self, wait: bool = True) -> None:
+        """Hand what is buffered to a worker thread, one batch (about ``spool_size``) at a time.
 
-    def _write_to_disk(self, data: bytes) -> None:
+        Double-buffered: parsing the next batch overlaps the disk write of this one, and at most two
+        batches are in memory."""
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+        if self._chunks:
+            chunks, self._chunks, self._buffered = self._chunks, [], 0
+            self._spooled = True
+            self._writing = asyncio.get_running_loop().run_in_executor(None, self._write_to_disk, chunks)
+        if wait and self._writing is not None:
+            await self._writing
+            self._writing = None
+
+    def _write_to_disk(self, chunks: list[bytes]) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile()  # no name on disk: gone when closed
-        self._file.write(data)
+        self._file.writelines(chunks)
+
+    async def _finish(self) -> None:
+        """The part has ended: everything on disk (if spooled), or joined in memory."""
+        if self._spooled:
+            await self._flush()
+        elif len(self._chunks) > 1:
+            self._chunks = [b"".join(self._chunks)]
 
     async def read(self, size: int = -1) -> bytes:
         """Read from the current position (the start, at first); ``size=-1`` reads to the end."""
         self._check_open()
         if self._file is None:
-            end = len(self._memory) if size < 0 else min(len(self._memory), self._position + size)
-            data = bytes(self._memory[self._position:end])
+            data = b"".join(self._chunks)
+            end = len(data) if size < 0 else min(len(data), self._position + size)
+            chunk = data[self._position:end]
             self._position = end
-            return data
-        file = self._file
+            return chunk
+        file, position = self._file, self._position
 
         def read() -> bytes:
-            file.seek(self._position)
+            file.seek(position)
             return file.read(size)
 
         data = await asyncio.to_thread(read)
@@ -129,15 +151,34 @@ class UploadFile:
         """Write the whole file to ``path`` (created or truncated), off the event loop."""
         self._check_open()
         if self._file is None:
-            data = bytes(self._memory)
-            await asyncio.to_thread(_write_bytes, path, data)
+            await asyncio.to_thread(_write_bytes, path, b"".join(self._chunks))
             return
         await asyncio.to_thread(_copy_file, self._file, path)
 
     def close(self) -> None:
-        """Release the memory or delete the temporary file. Idempotent."""
+        """Release the memory or delete the temporary file (after a write in progress). Idempotent."""
         self._closed = True
-        self._memory = bytearray()
+        self._chunks = []
+        writing, self._writing = self._writing, None
+        if writing is not None and not writing.done():
+            writing.add_done_callback(self._close_after_write)
+        elif self._file is not None:
+            self._file.close()
+
+    async def aclose(self) -> None:
+        """``close()``, with the temporary file's deletion (freeing its blocks) off the event loop."""
+        file = self._file
+        if file is not None and (self._writing is None or self._writing.done()) and not file.closed:
+            self._closed = True
+            self._chunks = []
+            self._writing = None
+            await asyncio.to_thread(file.close)
+            return
+        self.close()
+
+    def _close_after_write(self, writing: asyncio.Future[None]) -> None:
+        if not writing.cancelled():
+            writing.exception()  # retrieved: a failed write of a discarded upload is not news
         if self._file is not None:
             self._file.close()
 
@@ -182,13 +223,15 @@ class FormData(QueryParams):
             upload.close()  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
-        self.close()
+        """``close()``, deleting temporary files off the event loop (a large one takes milliseconds)."""
+        for _, upload in self.files.multi_items():
+            await upload.aclose()  # type: ignore[attr-defined]
 
     async def __aenter__(self) -> FormData:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
 
 # -- content types ---------------------------------------------------------------------------------
@@ -273,8 +316,7 @@ async def _read_multipart_form(request: Request, boundary: str, limits: FormLimi
                 files.append((part.name, upload))
                 async for chunk in part:
                     await upload._write(chunk)
-                if not upload.in_memory:
-                    await upload._flush()
+                await upload._finish()
     except BaseException:
         for _, upload in files:
             upload.close()

@@ -312,9 +312,10 @@ async def test_connection_is_reused_after_form_answers(client):
 async def test_form_close_deletes_spooled_files():
     upload = UploadFile("f", None, [], spool_size=10)
     await upload._write(b"x" * 100)
-    await upload._flush()
+    await upload._finish()
     assert not upload.in_memory
     fileobj = upload._file
+    assert await upload.read() == b"x" * 100
     form = FormData([("a", "1")], [("f", upload)])
     await form.aclose()
     assert fileobj.closed
