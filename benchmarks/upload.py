@@ -1,5 +1,5 @@
 """A 100 MiB multipart upload, MB/s and the server's peak RSS growth: aioserve vs Starlette
-(python-multipart, under uvicorn) and aiohttp, one worker each, uvloop where the server uses it.
+(python-multipart, under uvicorn) and aiohttp, one worker each, uvloop for all, rounds interleaved.
 
     python -m benchmarks.upload [--size-mib 100] [--rounds 3] [--servers aioserve,starlette,aiohttp]
 
@@ -99,28 +99,41 @@ class PeakRss:
         self._thread.join()
 
 
-def measure(name: str, size: int, rounds: int) -> dict:
-    port = free_port()
-    proc = subprocess.Popen(SERVERS[name](port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def measure(names: list[str], size: int, rounds: int) -> list[dict]:
+    """Every server runs at once (idle but one); rounds alternate between them, so a burst of load
+    from elsewhere on the machine falls on all of them alike."""
+    procs: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
-        wait_port(port)
-        upload(port, MiB)  # warm up
-        times, growth = [], []
+        for name in names:
+            port = free_port()
+            procs[name] = (subprocess.Popen(SERVERS[name](port), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL), port)
+            wait_port(port)
+            upload(port, MiB)  # warm up
+        times: dict[str, list[float]] = {name: [] for name in names}
+        growth: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(rounds):
-            with PeakRss(proc.pid) as rss:
-                seconds, answer = upload(port, size)
-            if b'"size":%d' % size not in answer.replace(b" ", b""):
-                raise RuntimeError(f"{name}: unexpected answer {answer[:300]!r}")
-            times.append(seconds)
-            growth.append(max(0, rss.peak - rss.start) / 1024)
-        best = statistics.median(times)
-        return {"server": name, "seconds": best, "mb_s": size / best / 1e6, "rss_growth_mib": max(growth)}
+            for name in names:
+                proc, port = procs[name]
+                with PeakRss(proc.pid) as rss:
+                    seconds, answer = upload(port, size)
+                if b'"size":%d' % size not in answer.replace(b" ", b""):
+                    raise RuntimeError(f"{name}: unexpected answer {answer[:300]!r}")
+                times[name].append(seconds)
+                growth[name].append(max(0, rss.peak - rss.start) / 1024)
+        rows = []
+        for name in names:
+            best = statistics.median(times[name])
+            rows.append({"server": name, "seconds": best, "mb_s": size / best / 1e6,
+                         "rss_growth_mib": max(growth[name])})
+        return rows
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc, _ in procs.values():
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     size = (20 if args.quick else args.size_mib) * MiB
     rounds = 1 if args.quick else args.rounds
-    rows = [measure(name, size, rounds) for name in args.servers.split(",")]
+    rows = measure(args.servers.split(","), size, rounds)
     base = next((r for r in rows if r["server"] == "starlette"), None)
     lines = [f"A {size // MiB} MiB multipart upload, median of {rounds} round(s), one worker each, uvloop.", "",
              "| server | MB/s | vs Starlette | seconds | peak RSS growth MiB |", "|---|---:|---:|---:|---:|"]
