@@ -8,7 +8,6 @@ import json
 import shutil
 import time
 
-import httpx
 import pytest
 
 import forms_app
