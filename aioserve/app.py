@@ -24,6 +24,7 @@ from .router import Route, Router
 from .wire import TEXT_TYPE
 
 
+Finisher = Callable[[Request, Response], Response]
 Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
 Finisher = Callable[[Request, Response], Response]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +78,7 @@ class App(Router):
         self.entry: Callable[[Request], Awaitable[Response]] | None = None
         self.finishers: list[Finisher] = []  # run in order on every answer (CORS, compression)
         self.finish: Finisher | None = None  # the finishers composed by compile(); None when there are none
+        self.cors: Any = None  # cors.Cors, set by add_cors
 
     @classmethod
     def from_router(cls, router: Router, **options: Any) -> App:
@@ -107,6 +109,29 @@ class App(Router):
         if render is None:
             return Response(b"metrics are not running", 503, content_type=TEXT_TYPE)
         return Response(render(), content_type=PROMETHEUS_TYPE)
+
+    def add_cors(
+        self, allow_origins: Any = (), allow_origin_regex: str | None = None, allow_methods: Any = ("GET", "HEAD", "POST"),
+        allow_headers: Any = (), expose_headers: Any = (), allow_credentials: bool = False, max_age: int = 600,
+    ) -> None:
+        """Answer CORS preflights and add CORS headers to every answer for allowed origins (``cors.py``).
+
+        ``"*"`` in ``allow_origins``, ``allow_methods`` or ``allow_headers`` means any; credentials
+        with any origin are refused (ValueError). Call before serving; a second call replaces the first.
+        """
+        from .cors import Cors
+
+        cors = Cors(allow_origins, allow_origin_regex, allow_methods, allow_headers, expose_headers,
+                    allow_credentials, max_age, allow_for=self._allow_for)
+        cors.route = Route("/", ("OPTIONS",), cors.preflight, name="cors_preflight", deadline=None, shed=False)
+        if self.cors is not None:
+            self.finishers.remove(self.cors.finish)
+        self.cors = cors
+        self.finishers.append(cors.finish)
+
+    def _allow_for(self, path: str) -> str:
+        found = self.tree.match(path)
+        return "" if found is None else found[0].allow
 
     def middleware(self, func: F) -> F:
         """``async def mw(request, call_next) -> Response``. The first registered is the outermost."""
@@ -168,6 +193,8 @@ class App(Router):
         endpoint, values = found
         route = endpoint.routes.get(method)
         if route is None:
+            if method == "OPTIONS" and self.cors is not None:
+                return self.cors.route, (), None  # a CORS preflight (cors.py)
             return None, (), HTTPError(405, headers={"Allow": endpoint.allow})
         return route, values, None  # type: ignore[return-value]
 

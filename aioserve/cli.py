@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most header fields in a request; 431 past it (default 100)")
     p.add_argument("--limit-request-header-size", type=int, default=32768,
                    help="largest header section in bytes; 431 past it (default 32768)")
+    p.add_argument("--limit-form-parts", type=int, default=1000,
+                   help="most fields and files in one form body; 413 past it (default 1000)")
+    p.add_argument("--limit-form-field-size", type=int, default=1024 * 1024,
+                   help="largest form field (not file) in bytes; 413 past it (default 1048576)")
+    p.add_argument("--limit-form-file-size", type=int, default=-1,
+                   help="largest uploaded file in bytes; 413 past it (default -1: only --max-body-size)")
+    p.add_argument("--limit-form-part-header-size", type=int, default=8192,
+                   help="largest header section of one multipart part in bytes; 413 past it (default 8192)")
     p.add_argument("--limit-connections", type=int, default=None,
                    help="most open connections; past it a new one gets 503 and is closed (default none)")
     p.add_argument("--limit-chunk-extension", type=int, default=4096,
@@ -168,6 +176,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "limit_request_fields": args.limit_request_fields,
         "limit_request_header_size": args.limit_request_header_size,
         "limit_connections": args.limit_connections,
+        "limit_form_parts": args.limit_form_parts,
+        "limit_form_field_size": args.limit_form_field_size,
+        "limit_form_file_size": None if args.limit_form_file_size < 0 else args.limit_form_file_size,
+        "limit_form_part_header_size": args.limit_form_part_header_size,
         "timeout_write": args.timeout_write or None,
         "limit_in_flight": args.limit_in_flight,
         "limit_chunk_extension": args.limit_chunk_extension,

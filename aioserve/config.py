@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .forms import FormLimits
 from .logconfig import LEVELS
 
 MiB = 1024 * 1024
@@ -57,6 +58,11 @@ class Config:
     limit_connections: int | None = None  # open connections; past it a new one gets 503 and is closed
     limit_in_flight: int | None = None  # past it, new requests get 503 at once (overrides App(limit_in_flight))
     limit_chunk_extension: int = 4096  # bytes of chunk extensions per chunk (400 past it)
+    # form bodies (forms.py; 413 past each): see form_limits()
+    limit_form_parts: int = 1000  # fields + files in one form
+    limit_form_field_size: int = 1 * MiB  # bytes of one non-file field
+    limit_form_file_size: int | None = None  # bytes of one uploaded file; None: only max_body_size
+    limit_form_part_header_size: int = 8192  # bytes of one multipart part's header section
     # timeouts (seconds)
     timeout_keep_alive: float = 75.0
     timeout_header: float = 15.0
@@ -88,6 +94,12 @@ class Config:
     reload_dirs: list[str] | None = None  # default: the current directory
     reload_delay: float = 0.25  # polling interval of the fallback watcher, s
 
+    def form_limits(self) -> FormLimits:
+        """The ``forms.FormLimits`` these settings describe (what ``request.form()`` uses by default)."""
+        return FormLimits(
+            max_parts=self.limit_form_parts, max_part_header_size=self.limit_form_part_header_size,
+            max_field_size=self.limit_form_field_size, max_file_size=self.limit_form_file_size,
+        )
 
     @classmethod
     def from_settings(cls, **settings: Any) -> Config:
@@ -213,6 +225,10 @@ _RANGES: dict[str, _Range] = {
     "limit_connections": _Range("int", 1, none=""),
     "limit_in_flight": _Range("int", 1, none=""),
     "limit_chunk_extension": _COUNT,
+    "limit_form_parts": _COUNT,
+    "limit_form_field_size": _COUNT,
+    "limit_form_file_size": _Range("int", 1, none=""),
+    "limit_form_part_header_size": _COUNT,
     "timeout_keep_alive": _SECONDS,
     "timeout_header": _SECONDS,
     "timeout_body": _SECONDS,

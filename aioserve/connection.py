@@ -98,7 +98,7 @@ _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nCon
 class Connection(asyncio.Protocol):
     __slots__ = (
         # shared by every connection of the server
-        "state", "app", "loop", "clock", "config", "access_log", "observer",
+        "state", "app", "loop", "clock", "config", "access_log", "observer", "form_limits",
         # this connection
         "transport", "parser", "_peer", "scheme", "stage", "expires_at", "timer_at", "pipeline", "current",
         "read_blockers", "write_paused", "drain_waiter", "write_timer", "buffered", "flush_pending",
@@ -116,6 +116,7 @@ class Connection(asyncio.Protocol):
         self.config = state.config
         self.access_log = state.access is not None
         self.observer = state.observer  # realtime.py: deadlines, shedding, metrics; None when unused
+        self.form_limits = state.form_limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self._peer: tuple[str, int] | None = None  # fetched on first use: an idle connection keeps nothing
@@ -596,6 +597,8 @@ class Connection(asyncio.Protocol):
             result = await app.handle_error(req, exc)
         ex.disarm()  # the handler is done: its budget no longer applies
         self.answer(ex, result)
+        if req.holds_files:  # spooled uploads are deleted once the handler is done
+            await req.aclose()
 
     async def _finish(self, ex: Exchange, awaitable: Any) -> None:
         if ex.status:

@@ -17,6 +17,7 @@ import contextvars
 from typing import Any, Callable, Protocol
 
 from .errors import ClientDisconnected, HTTPError
+from .forms import FormLimits
 from .request import Request
 
 
@@ -24,6 +25,7 @@ class Carrier(Protocol):
     """The connection, as an exchange needs it: body flow control and the peer's address."""
 
     loop: asyncio.AbstractEventLoop
+    form_limits: FormLimits  # what request.form() allows by default (the server's settings)
 
     def body_wanted(self, exchange: Exchange) -> None: ...
 
@@ -69,6 +71,10 @@ class Exchange:
     # -- the Request's Channel -----------------------------------------------------------------------
     def peer(self) -> tuple[str, int] | None:
         return self.conn.peer()
+
+    @property
+    def form_limits(self) -> FormLimits:
+        return self.conn.form_limits
 
     async def read_body(self) -> bytes:
         while not self.complete:

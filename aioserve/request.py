@@ -15,6 +15,7 @@ import orjson
 
 from .datastructures import Headers, QueryParams, RawHeaders, parse_cookies
 from .errors import HTTPError
+from .forms import DEFAULT_LIMITS, FormData, FormLimits, Part, iter_parts, read_form
 
 
 class Channel(Protocol):
@@ -30,6 +31,9 @@ class Channel(Protocol):
     async def read_body(self) -> bytes: ...
 
     async def read_chunks(self) -> list[bytes]: ...
+
+    @property
+    def form_limits(self) -> FormLimits: ...
 
 
 class Request:
@@ -197,3 +201,35 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path}>"
+
+    # -- forms (forms.py) ----------------------------------------------------------------------------
+    _form: FormData | None = None  # parsed once; closed by ``aclose`` when the handler is done
+
+    def _form_limits(self) -> FormLimits:
+        return self._channel.form_limits if self._channel is not None else DEFAULT_LIMITS
+
+    async def form(self, *, limits: FormLimits | None = None) -> FormData:
+        """The body as a form (urlencoded or multipart/form-data; 415 otherwise), parsed once.
+
+        Uploaded files are in ``form.files``; they are deleted when the request ends.
+        """
+        if self._form is None:
+            self._form = await read_form(self, limits or self._form_limits())
+        return self._form
+
+    def multipart(self, *, limits: FormLimits | None = None) -> AsyncIterator[Part]:
+        """The parts of a multipart/form-data body as they arrive (415 for another type):
+        ``async for part in request.multipart(): async for chunk in part: ...``."""
+        return iter_parts(self, limits or self._form_limits()).__aiter__()
+
+    @property
+    def holds_files(self) -> bool:
+        """Whether reading the body left spooled upload files behind (``aclose`` releases them)."""
+        return self._form is not None
+
+    async def aclose(self) -> None:
+        """Release what reading the body left behind; the connection calls it when the handler is done."""
+        form = self._form
+        if form is not None:
+            self._form = None
+            await form.aclose()

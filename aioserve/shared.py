@@ -65,7 +65,7 @@ class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
-                 "requests_left", "on_request", "observer", "wbuf", "timers", "access")
+                 "requests_left", "on_request", "observer", "wbuf", "timers", "access", "form_limits")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -82,6 +82,7 @@ class ServerState:
         self.observer: Observer | None = None  # the real-time plug-in (realtime.py), when the app uses it
         self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
         self.requests_left = 0
+        self.form_limits = config.form_limits()  # what request.form() allows by default
         self.access = AccessLog(loop) if config.access_log else None  # accesslog.py
         # Called by the connection for every new request, and only set when a feature needs it, so
         # a server without proxy headers or a request limit pays one ``is None`` test per request.
