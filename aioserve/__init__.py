@@ -10,8 +10,9 @@ from .request import Request
 from .response import Response, StreamResponse, html, json, redirect, stream, text
 from .router import Router
 from .server import Server, run, serve
+from .staticfiles import FileResponse
 
 __all__ = [
-    "App", "ClientDisconnected", "Config", "HTTPError", "Request", "Response", "Router", "Server",
+    "App", "ClientDisconnected", "Config", "FileResponse", "HTTPError", "Request", "Response", "Router", "Server",
     "StreamResponse", "__version__", "html", "json", "redirect", "run", "serve", "stream", "text",
 ]

@@ -23,6 +23,8 @@ from .wire import JSON_TYPE, OCTET_TYPE, REASONS, TEXT_TYPE
 logger = logging.getLogger("aioserve.error")
 
 Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+#: Runs on every response before it is encoded (compression, CORS): may change it or return another.
+Finisher = Callable[[Request, Response], Response]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -34,12 +36,17 @@ class App(Router):
     ``limit_in_flight`` (past it, new requests get 503 at once), ``adaptive_shedding`` (shed earlier
     while a route's recent p99 exceeds its deadline), ``retry_after`` (seconds, on 503s),
     ``server_timing`` (a ``Server-Timing`` header on every response).
+
+    ``compress``: ``True`` or a ``CompressionSettings`` (compression.py) compresses responses the
+    client accepts compressed. ``finishers`` run, in order, on every response (handler results,
+    error answers, streams); ``compile()`` composes them into ``finish`` for the connection.
     """
 
     def __init__(
         self, *, debug: bool = False, deadline: float | None = None,
         deadline_header: str | None = "x-deadline-ms", limit_in_flight: int | None = None,
         adaptive_shedding: bool = False, retry_after: int = 1, server_timing: bool = False,
+        compress: Any = False,
     ) -> None:
         super().__init__()
         self.debug = debug
@@ -63,6 +70,14 @@ class App(Router):
         self.shutdown_hooks: list[Callable[[], Awaitable[Any]]] = []
         self.exception_handlers: dict[Any, Callable[[Request, BaseException], Awaitable[Any]]] = {}
         self.entry: Callable[[Request], Awaitable[Response]] | None = None
+        self.finishers: list[Finisher] = []
+        self.finish: Finisher | None = None
+        self.compression: Any = None  # the Compressor (compression.py) when compress= is set
+        if compress:
+            from .compression import Compressor
+
+            self.compression = Compressor(None if compress is True else compress)
+            self.finishers.append(self.compression.finish)
 
     @classmethod
     def from_router(cls, router: Router, **options: Any) -> App:
@@ -90,6 +105,18 @@ class App(Router):
             return
         self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
 
+    def static(self, prefix: str, directory: str, *, html: bool = False, follow_symlinks: bool = False,
+               cache_control: str | None = None) -> None:
+        """Serve the files under ``directory`` at ``prefix`` (GET and HEAD; see staticfiles.py).
+
+        ``html``: a directory's ``index.html`` answers for it; ``follow_symlinks``: symlinks that stay
+        inside ``directory`` are followed; ``cache_control``: a ``Cache-Control`` value for every file.
+        """
+        from .staticfiles import StaticFiles
+
+        StaticFiles(prefix, directory, html=html, follow_symlinks=follow_symlinks,
+                    cache_control=cache_control).install(self)
+
     def middleware(self, func: F) -> F:
         """``async def mw(request, call_next) -> Response``. The first registered is the outermost."""
         self.middlewares.append(func)
@@ -113,7 +140,8 @@ class App(Router):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def compile(self) -> None:
-        """Work out, once, what the per-request path needs: the middleware chain."""
+        """Work out, once, what the per-request path needs: the finishers and the middleware chain."""
+        self.finish = _compose(tuple(self.finishers))
         if not self.middlewares:
             self.entry = None
             return
@@ -197,6 +225,20 @@ def _wrap(mw: Middleware, call_next: Callable[[Request], Awaitable[Response]]) -
         return to_response(await mw(request, call_next))
 
     return layer
+
+
+def _compose(finishers: tuple[Finisher, ...]) -> Finisher | None:
+    if not finishers:
+        return None
+    if len(finishers) == 1:
+        return finishers[0]
+
+    def finish(request: Request, response: Response) -> Response:
+        for finisher in finishers:
+            response = finisher(request, response)
+        return response
+
+    return finish
 
 
 def error_response(exc: HTTPError) -> Response:
