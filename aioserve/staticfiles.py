@@ -152,8 +152,8 @@ class FileResponse(StreamResponse):
             raise
         self.media_type = content_type or guess_type(self.path)
         super().__init__(_NOT_YET, status, headers, self.media_type, content_length=st.st_size)
-        self.iterator = _FileBody(self)
         self.plan: list[Piece] = [(0, st.st_size)] if st.st_size else []
+        self.iterator = _FileBody(self)
         self.etag = make_etag(st)
         self.last_modified = formatdate(st.st_mtime, usegmt=True)
         h = self.headers
