@@ -242,8 +242,7 @@ def _multipart_plan(spans: list[tuple[int, int]], size: int, media_type: str, bo
 
 
 def _disposition(filename: str) -> str:
-    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace('"', "").replace("\\", "")
-    ascii_name = "".join(c if 32 <= ord(c) < 127 else "_" for c in ascii_name)
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
     if ascii_name == filename:
         return f'attachment; filename="{filename}"'
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
@@ -359,7 +358,7 @@ class StaticFiles:
             raise HTTPError(404) from exc
         if stat_module.S_ISDIR(mode):
             return fd, True
-        if not stat_module.S_ISREG(mode):  # a FIFO, a device: never
+        if not stat_module.S_ISREG(mode) or segments[-1:] == [""]:  # a FIFO, a device, "file.txt/": never
             os.close(fd)
             raise HTTPError(404)
         return fd, False
