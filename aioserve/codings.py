@@ -61,9 +61,10 @@ def negotiate(header: str | None, available: Iterable[str]) -> str | None:
             best, best_q = coding, q
     if best is None:
         return None
-    identity_q = accepted.get("identity", star if star is not None else 1.0)
-    # identity wins a strict tie on q only when the client ranked it above (not equal to) the coding
-    if identity_q > best_q:
+    # identity is always acceptable unless refused; it wins only when the client ranked it, by name,
+    # above the best coding (a client that lists codings wants one of them)
+    identity_q = accepted.get("identity")
+    if identity_q is not None and identity_q > best_q:
         return None
     return best
 
