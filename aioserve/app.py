@@ -8,6 +8,7 @@ composed once at startup, so an app without middleware pays nothing for the feat
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -105,7 +106,7 @@ class App(Router):
             return
         self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
 
-    def static(self, prefix: str, directory: str, *, html: bool = False, follow_symlinks: bool = False,
+    def static(self, prefix: str, directory: str | os.PathLike[str], *, html: bool = False, follow_symlinks: bool = False,
                cache_control: str | None = None) -> None:
         """Serve the files under ``directory`` at ``prefix`` (GET and HEAD; see staticfiles.py).
 
