@@ -68,6 +68,27 @@ def make_etag(st: os.stat_result) -> str:
     return '"%s"' % hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
+class _Descriptor:
+    """An open file descriptor shared by a response and its body, closed once.
+
+    Its own object so that neither holds the other (no reference cycle): a response dropped unsent
+    (a middleware replaced it, the handler raised after making it) releases the descriptor at once.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class _FileBody:
     """The async iterator that reads a plan's slices off the loop; ``aclose`` closes the file.
 
@@ -75,11 +96,12 @@ class _FileBody:
     descriptor is released as soon as the answer is over.
     """
 
-    __slots__ = ("_response", "_pieces", "_offset", "_left", "_closed")
+    __slots__ = ("_file", "_path", "_pieces", "_offset", "_left", "_closed")
 
-    def __init__(self, response: FileResponse) -> None:
-        self._response = response
-        self._pieces = iter(response.plan)
+    def __init__(self, file: _Descriptor, path: str, plan: list[Piece]) -> None:
+        self._file = file
+        self._path = path
+        self._pieces = iter(plan)
         self._offset = 0
         self._left = 0
         self._closed = False
@@ -98,21 +120,21 @@ class _FileBody:
             if type(piece) is bytes:
                 return piece
             self._offset, self._left = piece  # type: ignore[misc]
-        fd = self._response.fd
+        fd = self._file.fd
         if fd is None:
             raise RuntimeError("the file was closed before its body was sent")
         size = min(READ_SIZE, self._left)
         data = await asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, self._offset)
         if not data:  # the file shrank after it was measured: the body cannot be completed
             await self.aclose()
-            raise OSError(f"{self._response.path}: file shorter than its Content-Length")
+            raise OSError(f"{self._path}: file shorter than its Content-Length")
         self._offset += len(data)
         self._left -= len(data)
         return data
 
     async def aclose(self) -> None:
         self._closed = True
-        self._response.close()
+        self._file.close()
 
 
 class FileResponse(StreamResponse):
@@ -123,7 +145,7 @@ class FileResponse(StreamResponse):
     ``respond_to(request)`` to apply the request's validators and Range (``app.static`` does).
     """
 
-    __slots__ = ("path", "fd", "stat", "plan", "etag", "last_modified", "media_type")
+    __slots__ = ("path", "_file", "stat", "plan", "etag", "last_modified", "media_type")
 
     def __init__(
         self,
@@ -142,7 +164,7 @@ class FileResponse(StreamResponse):
                 fd = os.open(self.path, os.O_RDONLY | _O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
                 raise HTTPError(404) from exc
-        self.fd: int | None = fd
+        self._file = _Descriptor(fd)
         try:
             st = self.stat = os.fstat(fd)
             if not stat_module.S_ISREG(st.st_mode):
@@ -153,7 +175,7 @@ class FileResponse(StreamResponse):
         self.media_type = content_type or guess_type(self.path)
         super().__init__(_NOT_YET, status, headers, self.media_type, content_length=st.st_size)
         self.plan: list[Piece] = [(0, st.st_size)] if st.st_size else []
-        self.iterator = _FileBody(self)
+        self.iterator = _FileBody(self._file, self.path, self.plan)
         self.etag = make_etag(st)
         self.last_modified = formatdate(st.st_mtime, usegmt=True)
         h = self.headers
@@ -165,11 +187,14 @@ class FileResponse(StreamResponse):
         if filename is not None:
             h.setdefault("Content-Disposition", _disposition(filename))
 
+    @property
+    def fd(self) -> int | None:
+        """The open file (for ``os.sendfile``/``loop.sendfile``); None once the answer is over."""
+        return self._file.fd
+
     def close(self) -> None:
         """Release the file descriptor (idempotent)."""
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)
+        self._file.close()
 
     def respond_to(self, request: Any) -> Response:
         """This response as the request asks for it: itself, a 206 of some ranges, a 304, 412 or 416.
@@ -205,7 +230,7 @@ class FileResponse(StreamResponse):
             self.plan = _multipart_plan(spans, size, self.media_type, boundary)
             h["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
         self.content_length = sum(len(p) if type(p) is bytes else p[1] for p in self.plan)  # type: ignore[misc]
-        self.iterator = _FileBody(self)
+        self.iterator = _FileBody(self._file, self.path, self.plan)
         return self
 
     def _instead(self, status: int) -> Response:

@@ -331,3 +331,12 @@ async def test_disconnect_stops_the_transfer_and_closes_the_file(tmp_path):
 def test_static_directory_must_exist(tmp_path):
     with pytest.raises(ValueError):
         App().static("/x", str(tmp_path / "missing"))
+
+
+def test_an_unsent_file_response_releases_its_descriptor(site):
+    response = FileResponse(site / "hello.txt")
+    fd = response.fd
+    assert fd is not None and os.fstat(fd)
+    del response
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed (and not yet reused: nothing opened a file in between)
