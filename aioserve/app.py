@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 import orjson
 
@@ -20,6 +20,9 @@ from .request import Request
 from .response import Response, StreamResponse
 from .router import Route, Router
 from .wire import JSON_TYPE, OCTET_TYPE, REASONS, TEXT_TYPE
+
+if TYPE_CHECKING:
+    from .compression import CompressionSettings
 
 logger = logging.getLogger("aioserve.error")
 
@@ -47,7 +50,7 @@ class App(Router):
         self, *, debug: bool = False, deadline: float | None = None,
         deadline_header: str | None = "x-deadline-ms", limit_in_flight: int | None = None,
         adaptive_shedding: bool = False, retry_after: int = 1, server_timing: bool = False,
-        compress: Any = False,
+        compress: bool | CompressionSettings = False,
     ) -> None:
         super().__init__()
         self.debug = debug
@@ -106,8 +109,8 @@ class App(Router):
             return
         self.add_route(path, metrics_endpoint, ("GET",), name="metrics", deadline=None, shed=False)
 
-    def static(self, prefix: str, directory: str | os.PathLike[str], *, html: bool = False, follow_symlinks: bool = False,
-               cache_control: str | None = None) -> None:
+    def static(self, prefix: str, directory: str | os.PathLike[str], *, html: bool = False,
+               follow_symlinks: bool = False, cache_control: str | None = None) -> None:
         """Serve the files under ``directory`` at ``prefix`` (GET and HEAD; see staticfiles.py).
 
         ``html``: a directory's ``index.html`` answers for it; ``follow_symlinks``: symlinks that stay
