@@ -11,8 +11,9 @@ from .response import Response, StreamResponse, html, json, redirect, stream, te
 from .router import Router
 from .processes import run
 from .server import Server, serve
+from .staticfiles import FileResponse
 
 __all__ = [
-    "App", "ClientDisconnected", "Config", "HTTPError", "Request", "Response", "Router", "Server",
+    "App", "ClientDisconnected", "Config", "FileResponse", "HTTPError", "Request", "Response", "Router", "Server",
     "StreamResponse", "__version__", "html", "json", "redirect", "run", "serve", "stream", "text",
 ]

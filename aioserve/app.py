@@ -12,20 +12,22 @@ for finishers (``finish``: CORS headers, compression), which see every answer as
 from __future__ import annotations
 
 import inspect
+import os
 import traceback
 from typing import Any, Awaitable, Callable, TypeVar
 
+from .compression import CompressionSettings, Compressor
 from .errors import HTTPError, error_logger
 from .radix import RadixTree
 from .request import Request
 from .response import Response, StreamResponse
 from .results import error_response, to_response
 from .router import Route, Router
+from .staticfiles import StaticFiles
 from .wire import TEXT_TYPE
 
-
-Finisher = Callable[[Request, Response], Response]
 Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+#: Runs on every response before it is encoded (compression, CORS): may change it or return another.
 Finisher = Callable[[Request, Response], Response]
 F = TypeVar("F", bound=Callable[..., Any])
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,12 +48,17 @@ class App(Router):
     ``limit_in_flight`` (past it, new requests get 503 at once), ``adaptive_shedding`` (shed earlier
     while a route's recent p99 exceeds its deadline), ``retry_after`` (seconds, on 503s),
     ``server_timing`` (a ``Server-Timing`` header on every response).
+
+    ``compress``: ``True`` or a ``CompressionSettings`` (compression.py) compresses responses the
+    client accepts compressed. ``finishers`` run, in order, on every response (handler results,
+    error answers, streams); ``compile()`` composes them into ``finish`` for the connection.
     """
 
     def __init__(
         self, *, debug: bool = False, deadline: float | None = None,
         deadline_header: str | None = "x-deadline-ms", limit_in_flight: int | None = None,
         adaptive_shedding: bool = False, retry_after: int = 1, server_timing: bool = False,
+        compress: bool | CompressionSettings = False,
     ) -> None:
         super().__init__()
         self.debug = debug
@@ -79,6 +86,10 @@ class App(Router):
         self.finishers: list[Finisher] = []  # run in order on every answer (CORS, compression)
         self.finish: Finisher | None = None  # the finishers composed by compile(); None when there are none
         self.cors: Any = None  # cors.Cors, set by add_cors
+        self.compression: Any = None  # the Compressor (compression.py) when compress= is set
+        if compress:
+            self.compression = Compressor(None if compress is True else compress)
+            self.finishers.append(self.compression.finish)
 
     @classmethod
     def from_router(cls, router: Router, **options: Any) -> App:
@@ -132,6 +143,16 @@ class App(Router):
     def _allow_for(self, path: str) -> str:
         found = self.tree.match(path)
         return "" if found is None else found[0].allow
+
+    def static(self, prefix: str, directory: str | os.PathLike[str], *, html: bool = False,
+               follow_symlinks: bool = False, cache_control: str | None = None) -> None:
+        """Serve the files under ``directory`` at ``prefix`` (GET and HEAD; see staticfiles.py).
+
+        ``html``: a directory's ``index.html`` answers for it; ``follow_symlinks``: symlinks that stay
+        inside ``directory`` are followed; ``cache_control``: a ``Cache-Control`` value for every file.
+        """
+        StaticFiles(prefix, directory, html=html, follow_symlinks=follow_symlinks,
+                    cache_control=cache_control).install(self)
 
     def middleware(self, func: F) -> F:
         """``async def mw(request, call_next) -> Response``. The first registered is the outermost."""

@@ -719,9 +719,17 @@ class Connection(asyncio.Protocol):
                 self.drop(ex)
                 return
             http11 = req.http_version == "1.1"
-            close = not ex.keep_alive or self.draining or response.wants_close() or not http11
-            head_only = req.method == "HEAD" or response.status in NO_BODY_STATUSES
-            framing = CHUNKED if http11 and response.status not in NO_BODY_STATUSES else b""
+            length = response.content_length  # known (a file): Content-Length framing, else chunked
+            has_body = response.status not in NO_BODY_STATUSES
+            chunked = http11 and has_body and length is None
+            close = not ex.keep_alive or self.draining or response.wants_close() or not (http11 or length is not None)
+            head_only = req.method == "HEAD" or not has_body
+            if not has_body:
+                framing = b""
+            elif length is not None:
+                framing = content_length(length)
+            else:
+                framing = CHUNKED if http11 else b""
             ex.status = response.status
             transport.write(response.encode_head(framing, self._tail(ex, close)))
             sent = 0
@@ -735,10 +743,15 @@ class Connection(asyncio.Protocol):
                         await self._drain()
                     if transport.is_closing():
                         raise ClientDisconnected("client went away during a streamed response")
-                    transport.write(chunk(piece) if http11 else piece)
+                    transport.write(chunk(piece) if chunked else piece)
                     sent += len(piece)
-                if http11:
+                if chunked:
                     transport.write(LAST_CHUNK)
+                elif length is not None and sent != length:  # the message would be mis-framed: cut it
+                    error_logger.error("Streamed %d bytes for %s %s, announced %d", sent, req.method, req.path, length)
+                    self.drop(ex)
+                    transport.close()
+                    return
         except ClientDisconnected:
             self.drop(ex)
             return

@@ -160,9 +160,13 @@ class StreamResponse(Response):
 
     Sent chunked to HTTP/1.1 clients (close-delimited to HTTP/1.0), and produced no faster than the
     client reads: the iterator is not advanced while the transport is paused.
+
+    ``content_length``, when known (a file, a proxied body), is the exact number of bytes the iterator
+    yields: the connection then frames the body with ``Content-Length`` instead of chunked (HEAD
+    included), and closes the connection if the iterator ends short of it or raises.
     """
 
-    __slots__ = ("iterator",)
+    __slots__ = ("iterator", "content_length")
 
     def __init__(
         self,
@@ -170,11 +174,16 @@ class StreamResponse(Response):
         status: int = 200,
         headers: HeadersInit = None,
         content_type: str | None = None,
+        *,
+        content_length: int | None = None,
     ) -> None:
         if not hasattr(iterator, "__aiter__"):
             raise TypeError("stream() takes an async iterable (an async generator, for example)")
+        if content_length is not None and content_length < 0:
+            raise ValueError("content_length must be >= 0, or None")
         super().__init__(b"", status, headers, content_type or None)
         self.iterator = iterator
+        self.content_length = content_length
 
 
 def text(content: str, status: int = 200, headers: HeadersInit = None) -> Response:

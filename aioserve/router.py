@@ -39,7 +39,7 @@ class Route:
     """One handler for a pattern and a set of methods, with its per-route settings."""
 
     __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
-                 "is_async", "inline", "positional", "access_log",
+                 "is_async", "inline", "positional", "access_log", "compress",
                  # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
                  "deadline", "fallback", "shed", "budget")
 
@@ -54,6 +54,7 @@ class Route:
         deadline: float | None = UNSET,
         fallback: Handler | None = None,
         shed: bool = True,
+        compress: bool = True,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler {handler!r} for {pattern} must be a function ('async def' or 'def')")
@@ -85,10 +86,11 @@ class Route:
         self.fallback = fallback  # answers when the deadline passes, instead of 503
         self.shed = shed  # False: never refused by load shedding (e.g. /metrics, health checks)
         self.budget: float | None = None
+        self.compress = compress  # False: the app's compression (compression.py) leaves it alone
 
     def with_prefix(self, prefix: str) -> Route:
         return Route(_join(prefix, self.pattern), self.methods, self.handler, self.name, self.max_body_size,
-                     self.access_log, self.deadline, self.fallback, self.shed)
+                     self.access_log, self.deadline, self.fallback, self.shed, self.compress)
 
     def __repr__(self) -> str:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
@@ -143,8 +145,10 @@ class Router:
         self, path: str, handler: Handler, methods: Iterable[str] = ("GET",), *,
         name: str | None = None, max_body_size: int | None = UNSET, access_log: bool = True,
         deadline: float | None = UNSET, fallback: Handler | None = None, shed: bool = True,
+        compress: bool = True,
     ) -> Route:
-        route = Route(path, methods, handler, name, max_body_size, access_log, deadline, fallback, shed)
+        route = Route(path, methods, handler, name, max_body_size, access_log, deadline, fallback, shed,
+                      compress)
         self._add(route)
         return route
 
@@ -154,13 +158,15 @@ class Router:
     def route(
         self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
         max_body_size: int | None = UNSET, access_log: bool = True, deadline: float | None = UNSET,
-        fallback: Handler | None = None, shed: bool = True,
+        fallback: Handler | None = None, shed: bool = True, compress: bool = True,
     ) -> Callable[[H], H]:
         """``deadline`` (seconds) overrides the app's (None: none here); ``fallback`` answers when it
-        passes; ``shed=False`` exempts the route from load shedding."""
+        passes; ``shed=False`` exempts the route from load shedding; ``compress=False`` from the
+        app's compression."""
         def decorator(handler: H) -> H:
             self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size,
-                           access_log=access_log, deadline=deadline, fallback=fallback, shed=shed)
+                           access_log=access_log, deadline=deadline, fallback=fallback, shed=shed,
+                           compress=compress)
             return handler
 
         return decorator
