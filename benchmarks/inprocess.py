@@ -2,7 +2,7 @@
 
     python -m benchmarks.inprocess [--requests 50000] [--repeat 15] [--loop uvloop|asyncio] [--only users,...]
 
-Feeds ready-made requests straight into ``HttpProtocol.data_received`` over a transport that only
+Feeds ready-made requests straight into ``Connection.data_received`` over a transport that only
 counts writes, and times the same for the bare httptools protocol (``servers/bare.py``). No kernel,
 no event-loop wakeups, no load generator: the figure is the Python work per request, the part of the
 hot path aioserve controls, and it is stable enough on a noisy machine to compare one change with
@@ -17,8 +17,8 @@ import gc
 import time
 
 from aioserve.config import Config
-from aioserve.protocol import HttpProtocol
-from aioserve.server import ServerState
+from aioserve.connection import Connection
+from aioserve.shared import ServerState
 
 from .servers import bare
 from .servers.aioserve_app import app
@@ -91,7 +91,7 @@ async def measure(args: argparse.Namespace) -> None:
         for per_read in (1, PIPELINE_DEPTH):
             ours, theirs = [], []
             for _ in range(args.repeat):
-                ours.append(time_protocol(lambda: HttpProtocol(state), data, args.requests, per_read))
+                ours.append(time_protocol(lambda: Connection(state), data, args.requests, per_read))
                 theirs.append(time_protocol(bare.BareProtocol, data, args.requests, per_read))
             label = name if per_read == 1 else f"{name} x{per_read} pipelined"
             print(f"{label:<28} {min(ours):12,.0f} {min(theirs):9,.0f} {min(ours) / min(theirs):5.1f}x", flush=True)
