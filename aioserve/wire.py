@@ -100,10 +100,10 @@ class HeaderClock:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         def tick() -> None:
             self.refresh()
-            self._handle = loop.call_later(1.0 - time.time() % 1.0, tick)
+            self._handle = loop.call_later(1.002 - time.time() % 1.0, tick)  # just past the second: uvloop's ms timers may fire early
 
         self.refresh()
-        self._handle = loop.call_later(1.0 - time.time() % 1.0, tick)
+        self._handle = loop.call_later(1.002 - time.time() % 1.0, tick)  # just past the second: uvloop's ms timers may fire early
 
     def stop(self) -> None:
         if self._handle is not None:
