@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .compression import CompressionSettings, Compressor
+from .cors import Cors
 from .errors import HTTPError, error_logger
 from .radix import RadixTree
 from .request import Request
@@ -130,8 +131,6 @@ class App(Router):
         ``"*"`` in ``allow_origins``, ``allow_methods`` or ``allow_headers`` means any; credentials
         with any origin are refused (ValueError). Call before serving; a second call replaces the first.
         """
-        from .cors import Cors
-
         cors = Cors(allow_origins, allow_origin_regex, allow_methods, allow_headers, expose_headers,
                     allow_credentials, max_age, allow_for=self._allow_for)
         cors.route = Route("/", ("OPTIONS",), cors.preflight, name="cors_preflight", deadline=None, shed=False)

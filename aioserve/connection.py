@@ -413,7 +413,9 @@ class Connection(asyncio.Protocol):
         values: Any = ()
         ex = Exchange(self, keep_alive)
         if route is None:
-            route, values, ex.route_error = app.resolve(method, path)
+            route, values, error = app.resolve(method, path)
+            if error is not None:  # stored only when there is one: the exchange keeps no dict otherwise
+                ex.route_error = error
         req = ex.request = Request(ex, method, raw_path, query, path, headers, version, keep_alive, None,
                                    self.scheme, route, values)
         # The request owns what was parsed; reset for the next head (an idle connection keeps nothing).

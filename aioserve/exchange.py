@@ -35,7 +35,7 @@ class Carrier(Protocol):
 
 
 class Exchange:
-    __slots__ = ("conn", "request", "keep_alive", "status", "complete", "__dict__")
+    __slots__ = ("conn", "request", "keep_alive", "status", "complete", "started", "__dict__")
 
     # -- set only when needed (class defaults until then) ----------------------------------------------
     route_error: HTTPError | None = None  # 404 or 405, answered by the app's error handling
@@ -54,8 +54,7 @@ class Exchange:
     task: asyncio.Task[Any] | None = None  # the handler's (or the stream's) task, when it has one
     turn: asyncio.Future[None] | None = None  # a streamed answer waits here for the earlier ones
     context: contextvars.Context | None = None  # the context an inline handler ran in
-    # time: one clock stamp per request, and the budget (realtime observer)
-    started = 0.0  # perf_counter() when the head was parsed (access log, metrics, Server-Timing)
+    # the budget (realtime observer)
     deadline: float | None = None  # loop time when the budget runs out
     deadline_timer: asyncio.TimerHandle | None = None
     expired = False  # the budget ran out before the answer
@@ -67,6 +66,9 @@ class Exchange:
         self.keep_alive = keep_alive  # False once this must be the connection's last answer
         self.status = 0  # set when the answer is committed (its head written or queued)
         self.complete = False  # the whole request, body included, has been read
+        # The one clock stamp of the request: perf_counter() when its head was parsed, when the
+        # access log or the real-time observer needs it (0.0 otherwise).
+        self.started = 0.0
 
     # -- the Request's Channel -----------------------------------------------------------------------
     def peer(self) -> tuple[str, int] | None:
