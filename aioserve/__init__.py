@@ -10,8 +10,11 @@ from .request import Request
 from .response import Response, StreamResponse, html, json, redirect, stream, text
 from .router import Router
 from .server import Server, run, serve
+from .sse import ServerSentEvent, sse
+from .websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "App", "ClientDisconnected", "Config", "HTTPError", "Request", "Response", "Router", "Server",
-    "StreamResponse", "__version__", "html", "json", "redirect", "run", "serve", "stream", "text",
+    "ServerSentEvent", "StreamResponse", "WebSocket", "WebSocketDisconnect", "__version__", "html", "json",
+    "redirect", "run", "serve", "sse", "stream", "text",
 ]

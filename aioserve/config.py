@@ -54,6 +54,11 @@ class Config:
     reload: bool = False
     reload_dirs: list[str] | None = None  # default: the current directory
     reload_delay: float = 0.25  # polling interval of the fallback watcher, s
+    # WebSocket (wsconn.py)
+    ws_max_size: int = 1 * MiB  # bytes per message after decompression; past it close 1009
+    ws_ping_interval: float | None = 20.0  # seconds between keep-alive pings; None: no pings
+    ws_ping_timeout: float | None = 20.0  # no pong (or no close answer) this long: close 1011 / drop
+    ws_per_message_deflate: bool = True
 
     @classmethod
     def from_settings(cls, **settings: Any) -> Config:
@@ -95,6 +100,12 @@ class Config:
             ProxyHeaders(self.forwarded_allow_ips)  # raises on an entry that is not an address
         if self.uds and self.fd is not None:
             raise ValueError("give either uds or fd, not both")
+        if self.ws_max_size < 1:
+            raise ValueError("ws_max_size must be >= 1")
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 or None")
         for name in ("timeout_keep_alive", "timeout_header", "timeout_body", "timeout_worker_healthcheck", "reload_delay"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

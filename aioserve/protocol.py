@@ -32,7 +32,7 @@ import httptools
 from .errors import HTTPError, ProtocolError
 from .request import Request
 from .responder import EAGER_TASKS, Responder, error_logger
-from .router import UNSET
+from .router import UNSET, WebSocketRoute
 from .stages import (
     BODY,
     BODY_BUFFER_FULL,
@@ -47,6 +47,7 @@ from .stages import (
 )
 from .timers import INF
 from .wire import CONTINUE_100, REASONS, status_line
+from .wsconn import WebSocketSession, start_websocket
 
 if TYPE_CHECKING:
     from .server import ServerState
@@ -73,6 +74,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
         # the request being parsed
         "request", "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
         "_partial_line",
+        # a WebSocket upgrade: the request waiting for the parser to stop, then the session that took over
+        "upgrade_to", "upgraded",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -111,6 +114,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self._head_size = 0
         self._partial_line = 0
         self.write_timer: asyncio.TimerHandle | None = None
+        self.upgrade_to: tuple[Request, WebSocketRoute] | None = None
+        self.upgraded: WebSocketSession | None = None
 
     def peer(self) -> tuple[str, int] | None:
         """The client's (host, port), asked of the transport the first time a request wants it."""
@@ -141,6 +146,7 @@ class HttpProtocol(Responder, asyncio.Protocol):
         self._enter(HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_streams()
         self.state.forget(self)
         if self.rt is not None:  # realtime hook: the requests of a lost connection are not in flight
             self.rt.on_lost(self)
@@ -167,12 +173,29 @@ class HttpProtocol(Responder, asyncio.Protocol):
             req._disconnected = True
             req._wake()
             return False
+        if self._end_streams():  # a client that closes during a stream (SSE...) is gone, as uvicorn takes it
+            return False
         if self.pipeline:
             self.stage = CLOSING  # _flush closes once the pipeline is empty
             self.deadline = None
             self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
             return True
         return False
+
+    def _end_streams(self) -> bool:
+        """Cancel the producer of a streamed response in progress: its client is gone, so the generator
+        is closed now (its ``finally`` runs) rather than at its next chunk, which may be minutes away.
+
+        A streamed response has its head written (``_status``) and no answer queued (``_out``) while its
+        task runs; the handler itself has returned, so no handler is ever cancelled by this.
+        """
+        ended = False
+        for req in self.pipeline:
+            task = req._task
+            if req._status and req._out is None and task is not None and not task.done():
+                task.cancel()
+                ended = True
+        return ended
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -215,11 +238,11 @@ class HttpProtocol(Responder, asyncio.Protocol):
             else:
                 error_logger.error("Internal error while parsing a request", exc_info=cause)
                 self._reject(500, "Internal Server Error")
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
             if self.stage != CLOSING and self.parser.get_method() == b"PRI":
                 self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
             else:
-                self._on_upgrade()
+                self._on_upgrade(data, exc.args[0] if exc.args else len(data))
         except httptools.HttpParserInvalidMethodError:
             self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
@@ -404,7 +427,8 @@ class HttpProtocol(Responder, asyncio.Protocol):
         if self.access_log:
             req._start = perf_counter()  # not loop.time(): uvloop's clock moves in whole milliseconds
         if flags & UPGRADE and parser.should_upgrade():
-            if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
+            # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1 (a WebSocket route takes over below)
+            if self._upgrade == b"h2c" or self._upgrade == b"websocket":
                 req.keep_alive = False
             else:
                 raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
@@ -416,6 +440,13 @@ class HttpProtocol(Responder, asyncio.Protocol):
             if error is not None:
                 req._error = error
         req.route = route
+        if flags & UPGRADE and type(route) is WebSocketRoute and self._upgrade == b"websocket":
+            if len(self.pipeline) > 1:
+                raise ProtocolError(400, "A WebSocket upgrade must not be pipelined behind other requests")
+            self.pipeline.pop()
+            self.upgrade_to = (req, route)  # handed over in _on_upgrade, once httptools stops at the head's end
+            self._upgrade = b""
+            return
         self.stage = BODY  # with no body, on_message_complete comes next, in this same feed
         if flags & (HAS_LENGTH | CHUNKED):
             limit = self.config.max_body_size if route is None or route.max_body_size is UNSET else route.max_body_size
@@ -523,11 +554,29 @@ class HttpProtocol(Responder, asyncio.Protocol):
         return b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (
             status_line(status), self.clock.close, len(body), body)
 
-    def _on_upgrade(self) -> None:
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
         # httptools stops at an Upgrade request after completing it; an h2c upgrade was served as
-        # HTTP/1.1 and closes after its answer. Anything after it on the wire is not parsed.
+        # HTTP/1.1 and closes after its answer. Anything after it on the wire is not parsed, except
+        # by a WebSocket, which takes the transport over (wsconn.py) with the bytes past the head.
         self.stage = CLOSING
         self.deadline = None
+        pending = self.upgrade_to
+        if pending is None or self.transport is None or self.transport.is_closing():
+            return
+        self.upgrade_to = None
+        if self.write_timer is not None:  # the session watches its own writes from now on
+            self.write_timer.cancel()
+            self.write_timer = None
+        if self.read_blockers:
+            self.read_blockers = 0
+            self.transport.resume_reading()
+        req, route = pending
+        self.upgraded = start_websocket(self.transport, req, route, req._values, self.config, data[offset:],
+                                        self._on_websocket_closed, self.write_paused)
+
+    def _on_websocket_closed(self) -> None:
+        self.upgraded = None
+        self.connection_lost(None)
 
     # -- read pausing -----------------------------------------------------------------------------------
     def _block(self, reason: int) -> None:
@@ -545,6 +594,9 @@ class HttpProtocol(Responder, asyncio.Protocol):
     def start_draining(self) -> None:
         """Graceful shutdown: close now if idle, else after the responses outstanding."""
         self.draining = True
+        if self.upgraded is not None:
+            self.upgraded.shutdown()  # close 1001; the connection is forgotten when its TCP closes
+            return
         if self.transport is None or self.stage == CLOSING:
             return
         if self.request is not None:  # its body is still arriving: finish reading it, then close
