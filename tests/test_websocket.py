@@ -715,3 +715,26 @@ def test_ws_settings_validate_and_parse_from_flags():
         Config.from_settings(ws_max_size=0)
     with pytest.raises(ValueError):
         Config.from_settings(ws_ping_timeout=-1)
+
+
+# -- over TLS ------------------------------------------------------------------------------------------------------------
+
+async def test_wss_over_tls(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(key_file)
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(cert_file, append=i > 0)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with running(app, ws_ping_interval=None, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)) as srv:
+        async with connect(f"wss://{HOST}:{srv.port}/echo", ssl=context) as ws:
+            await ws.send("over tls")
+            assert await ws.recv() == "over tls"
+            await ws.send(b"b" * 200_000)
+            assert await ws.recv() == b"b" * 200_000
+        assert ws.close_code == 1000
