@@ -426,11 +426,11 @@ class HttpProtocol(Responder, asyncio.Protocol):
             self.state.on_request(req)
         if self.access_log:
             req._start = perf_counter()  # not loop.time(): uvloop's clock moves in whole milliseconds
-        if flags & UPGRADE and parser.should_upgrade():
-            # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1 (a WebSocket route takes over below)
-            if self._upgrade == b"h2c" or self._upgrade == b"websocket":
+        upgrade = flags & UPGRADE and parser.should_upgrade()
+        if upgrade:
+            if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
                 req.keep_alive = False
-            else:
+            elif self._upgrade != b"websocket":  # (a WebSocket is checked against its route below)
                 raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
         app = self.app
         routes = app.static_routes.get(path)  # the common case, one probe; params, 404, 405: resolve()
@@ -440,7 +440,9 @@ class HttpProtocol(Responder, asyncio.Protocol):
             if error is not None:
                 req._error = error
         req.route = route
-        if flags & UPGRADE and type(route) is WebSocketRoute and self._upgrade == b"websocket":
+        if upgrade and self._upgrade == b"websocket":
+            if type(route) is not WebSocketRoute:
+                raise ProtocolError(400, "Upgrade to websocket is not supported here")
             if len(self.pipeline) > 1:
                 raise ProtocolError(400, "A WebSocket upgrade must not be pipelined behind other requests")
             self.pipeline.pop()

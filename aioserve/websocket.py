@@ -103,7 +103,7 @@ class WebSocket:
 
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as JSON in a text frame."""
-        await self._session.send(orjson.dumps(obj).decode("utf-8"))
+        await self._session.send(orjson.dumps(obj), as_text=True)  # orjson's bytes are UTF-8 already
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code``; before ``accept()`` this refuses the handshake with 403."""

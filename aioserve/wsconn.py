@@ -342,7 +342,8 @@ class WebSocketSession(asyncio.Protocol):
             finally:
                 self.waiter = None
 
-    async def send(self, data: str | bytes) -> None:
+    async def send(self, data: str | bytes, as_text: bool = False) -> None:
+        """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
         from .websocket import WebSocketDisconnect
 
         ws = self.ws
@@ -358,6 +359,8 @@ class WebSocketSession(asyncio.Protocol):
             raise WebSocketDisconnect(code, reason)
         if isinstance(data, str):
             ws.send_text(data.encode("utf-8"))
+        elif as_text:
+            ws.send_text(data)
         elif isinstance(data, (bytes, bytearray, memoryview)):
             ws.send_binary(data)
         else:

@@ -340,12 +340,22 @@ async def test_plain_get_on_a_websocket_route_is_426(server):
         assert response.header("upgrade") == "websocket"
 
 
-async def test_upgrade_on_an_http_route_is_served_as_http_and_closed(server):
+async def test_upgrade_on_an_http_route_is_400_and_closed(server):
     async with raw_connection(server) as conn:
         await conn.send(handshake("/plain"))
         response = await conn.read_response()
-        assert response.status == 200 and response.body == b"plain"
+        assert response.status == 400
         assert await conn.is_closed_by_peer()
+
+
+async def test_upgrade_header_without_connection_upgrade_is_plain_http(server):
+    async with raw_connection(server) as conn:
+        await conn.send(f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {KEY}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        response = await conn.read_response()
+        assert response.status == 426 and response.header("upgrade") == "websocket"
+        await conn.send(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")  # still an HTTP connection
+        assert (await conn.read_response()).body == b"plain"
 
 
 async def test_frames_sent_with_the_handshake_are_kept(server):
