@@ -331,11 +331,11 @@ class WebSocketSession(asyncio.Protocol):
                 if self.read_paused and len(self.inbox) <= QUEUE_LOW and self.inbox_bytes <= self.inbox_high // 2:
                     self._resume_reading()
                 return message
+            if self.ws.state is CONNECTING and not self.lost:
+                raise RuntimeError("receive() before accept()")
             if self.ws.state is not OPEN or self.lost:
                 code, reason = self.close_info()
                 raise WebSocketDisconnect(code, reason)
-            if self.ws.state is CONNECTING:
-                raise RuntimeError("receive() before accept()")
             waiter = self.waiter = self.loop.create_future()
             try:
                 await waiter

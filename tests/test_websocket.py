@@ -748,3 +748,39 @@ async def test_wss_over_tls(tmp_path):
             await ws.send(b"b" * 200_000)
             assert await ws.recv() == b"b" * 200_000
         assert ws.close_code == 1000
+
+
+@app.websocket("/misuse")
+async def misuse(ws: WebSocket):
+    for call in (ws.receive(), ws.send("x")):
+        try:
+            await call
+        except RuntimeError:
+            seen.setdefault("runtime_errors", 0)
+            seen["runtime_errors"] += 1  # type: ignore[operator]
+    await ws.accept()
+    try:
+        await ws.accept()
+    except RuntimeError:
+        seen["twice"] = True
+    await ws.send("ok")
+
+
+async def test_receive_or_send_before_accept_and_accept_twice_raise(server):
+    async with connect(url(server, "/misuse")) as ws:
+        assert await ws.recv() == "ok"
+    assert seen["runtime_errors"] == 2 and seen["twice"] is True
+
+
+@app.websocket("/early-boom")
+async def early_boom(ws: WebSocket):
+    raise RuntimeError("before accept")
+
+
+async def test_an_exception_before_accept_answers_500_and_logs(server):
+    with capture_logs() as logs:
+        async with raw_connection(server) as conn:
+            await conn.send(handshake("/early-boom"))
+            assert (await conn.read_response()).status == 500
+            assert await conn.is_closed_by_peer()
+    assert len([r for r in logs.at_least(logging.ERROR) if r.exc_info]) == 1
