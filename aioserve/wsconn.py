@@ -34,12 +34,12 @@ from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from .errors import HTTPError
+from .websocket import WebSocket, WebSocketDisconnect
 from .wire import REASONS
 
 if TYPE_CHECKING:
     from .config import Config
     from .request import Request
-    from .websocket import WebSocket
 
 logger = logging.getLogger("aioserve.error")
 
@@ -134,8 +134,6 @@ class WebSocketSession(asyncio.Protocol):
     # -- the opening handshake ---------------------------------------------------------------------
     def begin(self, leftover: bytes) -> None:
         """Validate the handshake; if it is sound, start the handler (which answers it on accept())."""
-        from .websocket import WebSocket
-
         req = self.request
         target = req.raw_path + (b"?" + req.query_string if req.query_string else b"")
         head = [b"GET ", target, b" HTTP/1.1\r\n"]
@@ -322,8 +320,6 @@ class WebSocketSession(asyncio.Protocol):
     # -- what the WebSocket object calls -------------------------------------------------------------
     async def receive(self) -> str | bytes:
         """The next message; raises WebSocketDisconnect once the connection is closing and the inbox empty."""
-        from .websocket import WebSocketDisconnect
-
         while True:
             if self.inbox:
                 message = self.inbox.popleft()
@@ -344,8 +340,6 @@ class WebSocketSession(asyncio.Protocol):
 
     async def send(self, data: str | bytes, as_text: bool = False) -> None:
         """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
-        from .websocket import WebSocketDisconnect
-
         ws = self.ws
         if ws.state is CONNECTING:
             raise RuntimeError("send() before accept()")
@@ -396,8 +390,6 @@ class WebSocketSession(asyncio.Protocol):
 
     # -- the handler --------------------------------------------------------------------------------
     async def _run(self) -> None:
-        from .websocket import WebSocketDisconnect
-
         route, socket, values = self.route, self.socket, self.values
         try:
             if not values:
