@@ -11,9 +11,12 @@ from .response import Response, StreamResponse, html, json, redirect, stream, te
 from .router import Router
 from .processes import run
 from .server import Server, serve
+from .sse import ServerSentEvent, sse
 from .staticfiles import FileResponse
+from .websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "App", "ClientDisconnected", "Config", "FileResponse", "HTTPError", "Request", "Response", "Router", "Server",
-    "StreamResponse", "__version__", "html", "json", "redirect", "run", "serve", "stream", "text",
+    "ServerSentEvent", "StreamResponse", "WebSocket", "WebSocketDisconnect", "__version__", "html", "json",
+    "redirect", "run", "serve", "sse", "stream", "text",
 ]

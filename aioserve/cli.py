@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forwarded-allow-ips", default=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
                    help="comma-separated proxy addresses or networks to trust, '*' for all, 'unix:' for "
                         "Unix-socket peers (default $FORWARDED_ALLOW_IPS or 127.0.0.1)")
+    # WebSocket
+    p.add_argument("--ws-max-size", type=int, default=1024 * 1024,
+                   help="largest WebSocket message in bytes, after decompression; past it close 1009 (default 1048576)")
+    p.add_argument("--ws-ping-interval", type=float, default=20.0,
+                   help="seconds between WebSocket keep-alive pings (default 20; 0 off)")
+    p.add_argument("--ws-ping-timeout", type=float, default=20.0,
+                   help="seconds a WebSocket peer has to answer a ping or a close before it is dropped (default 20; 0 off)")
+    p.add_argument("--ws-per-message-deflate", action=argparse.BooleanOptionalAction, default=True,
+                   help="offer permessage-deflate compression to WebSocket clients (default on)")
     # development
     p.add_argument("--reload", action="store_true", help="restart when a Python file changes (development)")
     p.add_argument("--reload-dir", action="append", dest="reload_dirs", metavar="DIR",
@@ -205,6 +214,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "reload": args.reload,
         "reload_dirs": args.reload_dirs,
         "reload_delay": args.reload_delay,
+        "ws_max_size": args.ws_max_size,
+        "ws_ping_interval": args.ws_ping_interval or None,
+        "ws_ping_timeout": args.ws_ping_timeout or None,
+        "ws_per_message_deflate": args.ws_per_message_deflate,
     }
 
 

@@ -93,6 +93,11 @@ class Config:
     reload: bool = False
     reload_dirs: list[str] | None = None  # default: the current directory
     reload_delay: float = 0.25  # polling interval of the fallback watcher, s
+    # WebSocket (wsconn.py)
+    ws_max_size: int = 1 * MiB  # bytes per message after decompression; past it close 1009
+    ws_ping_interval: float | None = 20.0  # seconds between keep-alive pings; None: no pings
+    ws_ping_timeout: float | None = 20.0  # no pong (or no close answer) this long: close 1011 / drop
+    ws_per_message_deflate: bool = True
 
     def form_limits(self) -> FormLimits:
         """The ``forms.FormLimits`` these settings describe (what ``request.form()`` uses by default)."""
@@ -249,6 +254,10 @@ _RANGES: dict[str, _Range] = {
     "log_config": _PATH,
     "reload": _Range("bool"),
     "reload_delay": _SECONDS,
+    "ws_max_size": _COUNT,
+    "ws_ping_interval": _Range("number", 0, above=True, none="0 for off"),
+    "ws_ping_timeout": _Range("number", 0, above=True, none="0 for off"),
+    "ws_per_message_deflate": _Range("bool"),
 }
 
 

@@ -58,7 +58,7 @@ from .headcheck import (
 from .request import Request
 from .response import Response, StreamResponse
 from .results import to_response
-from .router import UNSET
+from .router import UNSET, WebSocketRoute
 from .shared import ServerState
 from .timers import INF
 from .wire import (
@@ -76,6 +76,7 @@ from .wire import (
     end_of_head,
     status_line,
 )
+from .wsconn import WebSocketSession, start_websocket
 
 
 IDLE, HEAD, BODY, HANDLING, CLOSING = range(5)
@@ -106,6 +107,8 @@ class Connection(asyncio.Protocol):
         # the request head being parsed
         "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
         "_partial_line",
+        # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over
+        "upgrade_to", "upgraded",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -145,6 +148,8 @@ class Connection(asyncio.Protocol):
         self._head_started = False  # a request head has begun and is not complete (408, not a quiet close)
         self._head_size = 0
         self._partial_line = 0
+        self.upgrade_to: Exchange | None = None
+        self.upgraded: WebSocketSession | None = None
 
     def peer(self) -> tuple[str, int] | None:
         """The client's (host, port), asked of the transport the first time a request wants it."""
@@ -175,6 +180,7 @@ class Connection(asyncio.Protocol):
         self._enter(HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_streams()
         self.state.forget(self)
         self._enter(CLOSING)
         self.timer_at = INF  # its queued timer, if any, is now stale
@@ -202,11 +208,28 @@ class Connection(asyncio.Protocol):
             ex.disconnected = True
             ex.wake()
             return False
+        if self._end_streams():  # a client that closes during a stream (SSE...) is gone, as uvicorn takes it
+            return False
         if self.pipeline:
             self._enter(CLOSING)  # _flush closes once the pipeline is empty
             self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
             return True
         return False
+
+    def _end_streams(self) -> bool:
+        """Cancel the producer of a streamed answer in progress: its client is gone, so the generator
+        is closed now (its ``finally`` runs) rather than at its next chunk, which may be minutes away.
+
+        A streamed answer has its head written (``status``) and nothing queued (``out``) while its task
+        runs; the handler itself has returned, so no handler is ever cancelled by this.
+        """
+        ended = False
+        for ex in self.pipeline:
+            task = ex.task
+            if ex.status and ex.out is None and task is not None and not task.done():
+                task.cancel()
+                ended = True
+        return ended
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -249,13 +272,11 @@ class Connection(asyncio.Protocol):
             else:
                 error_logger.error("Internal error while parsing a request", exc_info=cause)
                 self._reject(500, "Internal Server Error")
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
             if self.stage != CLOSING and self.parser.get_method() == b"PRI":
                 self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
             else:
-                # httptools stops at an Upgrade request after completing it; an h2c upgrade was
-                # served as HTTP/1.1 and closes after its answer. What follows it is not parsed.
-                self._enter(CLOSING)
+                self._on_upgrade(data, exc.args[0] if exc.args else len(data))
         except httptools.HttpParserInvalidMethodError:
             self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
@@ -435,8 +456,17 @@ class Connection(asyncio.Protocol):
         if flags & UPGRADE and parser.should_upgrade():
             if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
                 ex.keep_alive = False
-            else:
+            elif self._upgrade != b"websocket":
                 raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
+            elif type(route) is not WebSocketRoute:
+                raise ProtocolError(400, "Upgrade to websocket is not supported here")
+            elif len(self.pipeline) > 1:
+                raise ProtocolError(400, "A WebSocket upgrade must not be pipelined behind other requests")
+            else:  # handed over in _on_upgrade, once httptools stops at the end of this head
+                self.pipeline.pop()
+                self.upgrade_to = ex
+                self._upgrade = b""
+                return
         self.stage = BODY  # with no body, on_message_complete comes next, in this same feed
         if flags & (HAS_LENGTH | CHUNKED_BODY):
             limit = self.config.max_body_size if route is None or route.max_body_size is UNSET else route.max_body_size
@@ -921,6 +951,30 @@ class Connection(asyncio.Protocol):
         self._emit(ex, data, True, status, len(data))
         self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
 
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        """httptools stopped at the end of an Upgrade request's head. An h2c upgrade was served as
+        HTTP/1.1 and closes after its answer; a WebSocket takes the transport over (wsconn.py) with the
+        bytes past the head. Nothing after the head is parsed as HTTP."""
+        self._enter(CLOSING)
+        ex = self.upgrade_to
+        if ex is None or self.transport is None or self.transport.is_closing():
+            return
+        self.upgrade_to = None
+        self.current = None
+        if self.write_timer is not None:  # the session watches its own writes from now on
+            self.write_timer.cancel()
+            self.write_timer = None
+        if self.read_blockers:
+            self.read_blockers = 0
+            self.transport.resume_reading()
+        request = ex.request
+        self.upgraded = start_websocket(self.transport, request, request.route, request.path_values, self.config,
+                                        data[offset:], self._on_websocket_closed, self.write_paused)
+
+    def _on_websocket_closed(self) -> None:
+        self.upgraded = None
+        self.connection_lost(None)
+
     def _error_bytes(self, status: int, reason: str) -> bytes:
         body = (reason or REASONS.get(status, "Error")).encode("utf-8", "replace")
         return b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -942,6 +996,9 @@ class Connection(asyncio.Protocol):
     def start_draining(self) -> None:
         """Graceful shutdown: close now if idle, else after the answers outstanding."""
         self.draining = True
+        if self.upgraded is not None:
+            self.upgraded.shutdown()  # close 1001; the connection is forgotten when its TCP closes
+            return
         if self.transport is None or self.stage == CLOSING:
             return
         if self.current is not None:  # its body is still arriving: finish reading it, then close

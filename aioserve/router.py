@@ -11,6 +11,7 @@ import inspect
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from .radix import RouteError, parse_pattern
+from .response import Response
 
 Handler = Callable[..., Awaitable[Any] | Any]
 H = TypeVar("H", bound=Handler)
@@ -96,6 +97,37 @@ class Route:
         return f"Route({'|'.join(self.methods)} {self.pattern} -> {self.name})"
 
 
+class WebSocketRoute(Route):
+    """A WebSocket endpoint: ``websocket`` is the handler the connection hands an upgraded socket to.
+
+    To plain HTTP it is a GET route whose handler answers 426 (``Upgrade: websocket``), so a request
+    without the upgrade needs nothing special from the connection.
+    """
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, pattern: str, handler: Handler, name: str | None = None, access_log: bool = True) -> None:
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"WebSocket handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
+        super().__init__(pattern, ("GET",), _upgrade_required, name or getattr(handler, "__name__", pattern),
+                         access_log=access_log, deadline=None, shed=True)
+        _check_signature(handler, pattern, self.param_names)
+        self.websocket = handler
+        self.positional = _takes_positionally(handler, self.param_names)
+
+    def with_prefix(self, prefix: str) -> Route:
+        return WebSocketRoute(_join(prefix, self.pattern), self.websocket, self.name, self.access_log)
+
+    def __repr__(self) -> str:
+        return f"WebSocketRoute({self.pattern} -> {self.name})"
+
+
+async def _upgrade_required(request: Any, **values: Any) -> Any:
+    """The HTTP answer of a WebSocket route: 426, naming the protocol to upgrade to (RFC 9110 15.5.22)."""
+    return Response(b"This is a WebSocket endpoint: upgrade to websocket\n", 426, {"Upgrade": "websocket"},
+                    "text/plain; charset=utf-8")
+
+
 def _join(prefix: str, pattern: str) -> str:
     if not prefix:
         return pattern
@@ -167,6 +199,14 @@ class Router:
             self.add_route(path, handler, methods or ("GET",), name=name, max_body_size=max_body_size,
                            access_log=access_log, deadline=deadline, fallback=fallback, shed=shed,
                            compress=compress)
+            return handler
+
+        return decorator
+
+    def websocket(self, path: str, *, name: str | None = None, access_log: bool = True) -> Callable[[H], H]:
+        """``@app.websocket("/ws/{room}")`` on ``async def handler(ws, room)`` (see ``websocket.py``)."""
+        def decorator(handler: H) -> H:
+            self._add(WebSocketRoute(path, handler, name, access_log))
             return handler
 
         return decorator

@@ -219,3 +219,31 @@ def test_scoring_rules_unit():
     assert scoring.decide(0, merchant) == "approve"
     assert scoring.decide(merchant.review_at, merchant) == "review"
     assert scoring.decide(merchant.decline_at, merchant) == "decline"
+
+
+# --------------------------------------------------------------------------
+# examples/live.py
+# --------------------------------------------------------------------------
+
+
+async def test_live_example_pushes_both_ways():
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    live = importlib.import_module("examples.live")
+    async with running(live.app, ws_ping_interval=None) as server, http_client(server) as client:
+        assert "EventSource" in (await client.get("/")).text
+        async with client.stream("GET", "/events", headers={"Last-Event-ID": "4"}) as events:
+            lines = events.aiter_lines()
+            assert await asyncio.wait_for(lines.__anext__(), 5) == "event: message"
+            assert await asyncio.wait_for(lines.__anext__(), 5) == "data: resumed after event 4"
+            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+                await ws.send("hello all")
+                assert await asyncio.wait_for(ws.recv(), 5) == "hello all"  # the chat echoes to everyone
+                seen = []
+                for _ in range(40):  # ticks (one a second) may come first; the message comes within a read or two
+                    seen.append(await asyncio.wait_for(lines.__anext__(), 5))
+                    if seen[-1] == "data: hello all":
+                        break
+                assert seen[-1] == "data: hello all"

@@ -70,10 +70,13 @@ BAD_FLAGS: dict[str, tuple[list[str], str]] = {
                               "--forwarded-allow-ips: '10.0.0.0/33' is not an IP address"),
     "--reload-dir": (["--reload-dir", "src"], "--reload-dir needs --reload"),
     "--reload-delay": (["--reload-delay", "0"], "--reload-delay must be a number > 0, not 0.0"),
+    "--ws-max-size": (["--ws-max-size", "0"], "--ws-max-size must be an integer >= 1, not 0"),
+    "--ws-ping-interval": (["--ws-ping-interval", "-1"], "--ws-ping-interval must be a number > 0, or 0 for off, not -1.0"),
+    "--ws-ping-timeout": (["--ws-ping-timeout", "nan"], "--ws-ping-timeout must be a number > 0, or 0 for off, not nan"),
 }
 # Switches have no value to get wrong; --help and --version exit 0 by design.
 SWITCHES = {"--factory", "--access-log", "--no-access-log", "--proxy-headers", "--no-proxy-headers", "--reload",
-            "--help", "--version"}
+            "--ws-per-message-deflate", "--no-ws-per-message-deflate", "--help", "--version"}
 
 
 def test_every_flag_is_walked():
@@ -153,6 +156,10 @@ BAD_KEYWORDS: dict[str, object] = {
     "reload": "no",
     "reload_dirs": "src",
     "reload_delay": -0.25,
+    "ws_max_size": 0,
+    "ws_ping_interval": -1,
+    "ws_ping_timeout": 0,
+    "ws_per_message_deflate": "yes",
 }
 
 

@@ -1,0 +1,500 @@
+"""One upgraded WebSocket: the transport's protocol after the HTTP connection hands it over.
+
+The framing, masking, UTF-8 of close reasons, size limits and permessage-deflate are the sans-IO
+``websockets.server.ServerProtocol``'s (never a framer of our own): bytes in go to ``receive_data``,
+frames come out of ``events_received``, and every ``send_*`` leaves bytes in ``data_to_send``. This
+module adds what the sans-IO layer leaves to its caller, each bounded:
+
+    what                           bound
+    the opening handshake          validated before the handler runs (426 / 400); answered on accept()
+    bytes before accept()          PRE_ACCEPT_BUFFER, then reading pauses
+    messages the handler has not   QUEUE_HIGH messages or max(ws_max_size, 64 KiB) bytes; reading pauses,
+    read yet                       and resumes at QUEUE_LOW / half the bytes
+    a message                      ws_max_size after decompression (the sans-IO layer: close 1009)
+    text                           UTF-8 checked fragment by fragment, code points may straddle (1007)
+    sending                        send() waits while the transport is paused (pause_writing)
+    a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
+    the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
+
+The handler runs in its own task. ``start_websocket`` is the whole seam with the HTTP connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Opcode
+from websockets.http11 import Request as WsRequest
+from websockets.protocol import CLOSED, CONNECTING, OPEN
+from websockets.server import ServerProtocol
+
+from .errors import HTTPError
+from .websocket import WebSocket, WebSocketDisconnect
+from .wire import REASONS
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .request import Request
+
+logger = logging.getLogger("aioserve.error")
+
+PRE_ACCEPT_BUFFER = 64 * 1024  # bytes a client may send before the handshake is answered
+QUEUE_HIGH, QUEUE_LOW = 16, 4  # unread messages at which reading pauses / resumes
+DEFAULT_CLOSE_TIMEOUT = 10.0  # when ws_ping_timeout is None
+NORMAL, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
+
+
+def deflate_factory() -> ServerPerMessageDeflateFactory:
+    """permessage-deflate with per-socket memory bounded by small windows (4 KiB each way, memLevel 5).
+
+    Compression context is kept between messages unless the client asks for ``*_no_context_takeover``,
+    which the factory honours.
+    """
+    return ServerPerMessageDeflateFactory(server_max_window_bits=12, client_max_window_bits=12,
+                                          compress_settings={"memLevel": 5})
+
+
+def upgrade_required_response() -> bytes:
+    """What a plain GET on a WebSocket route gets (the router's 426 endpoint says the same via the app)."""
+    body = b"This is a WebSocket endpoint: upgrade to websocket\n"
+    return (b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: close\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def start_websocket(
+    transport: asyncio.Transport,
+    request: Request,
+    route: Any,
+    values: Any,
+    config: Config,
+    leftover: bytes = b"",
+    on_closed: Callable[[], None] | None = None,
+    write_paused: bool = False,
+) -> WebSocketSession:
+    """Take over ``transport`` for the WebSocket ``request`` routed to ``route`` (a ``WebSocketRoute``).
+
+    The connection calls this once the upgrade request's head is parsed, and stops using the transport:
+    ``leftover`` is what it read past the head, ``on_closed`` is called once when the TCP connection is
+    gone, ``write_paused`` says the transport is paused for writing now. The returned session's
+    ``shutdown()`` closes with 1001 (graceful shutdown); ``abort()`` drops it at once.
+    """
+    session = WebSocketSession(transport, request, route, values, config, on_closed, write_paused)
+    transport.set_protocol(session)
+    session.begin(leftover)
+    return session
+
+
+class WebSocketSession(asyncio.Protocol):
+    """The sans-IO protocol driven by transport events, plus the handler's task and its inbox."""
+
+    __slots__ = (
+        "loop", "transport", "config", "request", "route", "values", "on_closed", "ws", "socket", "task",
+        "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
+        "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
+        "close_handle", "draining", "lost", "_close_info",
+    )
+
+    def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
+                 on_closed: Callable[[], None] | None, write_paused: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport = transport
+        self.config = config
+        self.request = request
+        self.route = route
+        self.values = values
+        self.on_closed = on_closed
+        self.ws = ServerProtocol(extensions=[deflate_factory()] if config.ws_per_message_deflate else None,
+                                 max_size=config.ws_max_size)
+        self.socket: WebSocket | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.handshake: Any = None  # the prepared 101 response, sent by accept()
+        self.early = bytearray()  # bytes received before accept()
+        self.inbox: deque[str | bytes] = deque()
+        self.inbox_bytes = 0
+        self.inbox_high = max(config.ws_max_size, 64 * 1024)
+        self.waiter: asyncio.Future[None] | None = None
+        self.read_paused = False
+        self.write_paused = write_paused
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.decoder: Any = None  # the incremental UTF-8 decoder of the text message being received
+        self.pieces: list[Any] = []  # fragments of the message being received
+        self.binary = False
+        self.ping_handle: asyncio.TimerHandle | None = None
+        self.ping_payload: bytes | None = None
+        self.close_handle: asyncio.TimerHandle | None = None
+        self.draining = False
+        self.lost = False
+        self._close_info: tuple[int, str] | None = None
+
+    # -- the opening handshake ---------------------------------------------------------------------
+    def begin(self, leftover: bytes) -> None:
+        """Validate the handshake; if it is sound, start the handler (which answers it on accept())."""
+        req = self.request
+        target = req.raw_path + (b"?" + req.query_string if req.query_string else b"")
+        head = [b"GET ", target, b" HTTP/1.1\r\n"]
+        for name, value in req.raw_headers:
+            head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self.ws.receive_data(b"".join(head))  # the documented sans-IO path: it parses the head itself
+        events = self.ws.events_received()
+        if leftover:
+            self.early += leftover
+        if not events or not isinstance(events[0], WsRequest):  # it refused the head (431, 400...)
+            self._write_out()
+            self._closed_by_us()
+            return
+        version = req.headers.get("sec-websocket-version")
+        if version is not None and version.strip() != "13":
+            self._refuse(426, "Unsupported WebSocket version; this server speaks 13", {"Sec-WebSocket-Version": "13"})
+            return
+        response = self.ws.accept(events[0])
+        if response.status_code != 101:
+            self._send_response(response)
+            return
+        self.handshake = response
+        self.socket = WebSocket(self, req, dict(zip(self.route.param_names, self.values)) if self.values else {})
+        self.task = self.loop.create_task(self._run())
+
+    def accept(self, subprotocol: str | None, headers: Any) -> None:
+        response = self.handshake
+        if response is None or self.ws.state is not CONNECTING:
+            raise RuntimeError("accept() called twice, or after the WebSocket was closed")
+        if subprotocol is not None:
+            if subprotocol not in self.socket.subprotocols:  # type: ignore[union-attr]
+                raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client "
+                                 f"(offered: {', '.join(self.socket.subprotocols) or 'none'})")  # type: ignore[union-attr]
+            response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            self.ws.subprotocol = subprotocol
+        if headers:
+            items = headers.items() if hasattr(headers, "items") else headers
+            for name, value in items:
+                if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                    raise ValueError(f"invalid character (CR or LF) in handshake header {name!r}")
+                response.headers[name] = value
+        self.handshake = None
+        self._send_response(response)
+        if self.ws.state is OPEN:
+            self._arm_ping()
+            if self.early:
+                data = bytes(self.early)
+                self.early = bytearray()
+                self._feed(data)
+            if self.read_paused and not self._inbox_full():
+                self._resume_reading()
+
+    def _refuse(self, status: int, text: str, headers: Any = None) -> None:
+        """Answer the handshake with an HTTP error instead of 101, then close."""
+        self.handshake = None
+        response = self.ws.reject(status, text or REASONS.get(status, "Error"))
+        for name, value in (headers or {}).items():
+            response.headers[name] = value
+        self._send_response(response)
+
+    def _send_response(self, response: Any) -> None:
+        self.ws.send_response(response)
+        self._write_out()
+        if response.status_code != 101:
+            self._closed_by_us()
+
+    # -- transport events ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # set_protocol does not call it
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws.state is CONNECTING:
+            self.early += data
+            if len(self.early) > PRE_ACCEPT_BUFFER:
+                self._pause_reading()
+            return
+        self._feed(data)
+
+    def eof_received(self) -> bool:
+        self.ws.receive_eof()
+        self._write_out()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        for handle in (self.ping_handle, self.close_handle):
+            if handle is not None:
+                handle.cancel()
+        self.ping_handle = self.close_handle = None
+        if self.ws.state is not CLOSED:
+            self.ws.receive_eof()  # the sans-IO state becomes CLOSED (code 1006 if no close frame came)
+        self._wake()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.draining and self.task is not None and not self.task.done():
+            self.task.cancel()  # shutting down: nothing more can be said on this socket
+        if self.on_closed is not None:
+            on_closed, self.on_closed = self.on_closed, None
+            on_closed()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- incoming frames ------------------------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        for frame in ws.events_received():
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                self.binary = opcode is Opcode.BINARY
+                self.decoder = None if self.binary else codecs.getincrementaldecoder("utf-8")()
+                self.pieces = []
+                if not self._fragment(frame.data, frame.fin):
+                    break
+            elif opcode is Opcode.CONT:
+                if not self._fragment(frame.data, frame.fin):
+                    break
+            elif opcode is Opcode.PONG:
+                if self.ping_payload is not None and frame.data == self.ping_payload:
+                    self.ping_payload = None
+                    self._arm_ping()
+            elif opcode is Opcode.CLOSE:
+                self._wake()
+        self._write_out()
+        if ws.state is not OPEN:
+            self._wake()
+
+    def _fragment(self, data: bytes, fin: bool) -> bool:
+        """Add one fragment of the message being received; False if the connection failed."""
+        if self.decoder is not None:
+            try:
+                self.pieces.append(self.decoder.decode(data, fin))
+            except UnicodeDecodeError as exc:
+                self.ws.fail(1007, f"invalid UTF-8 at position {exc.start}")
+                return False
+        else:
+            self.pieces.append(data)
+        if fin:
+            pieces = self.pieces
+            message: str | bytes
+            if self.binary:
+                message = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            else:
+                message = pieces[0] if len(pieces) == 1 else "".join(pieces)
+            self.pieces = []
+            self.decoder = None
+            self.inbox.append(message)
+            self.inbox_bytes += len(message)
+            if self._inbox_full():
+                self._pause_reading()
+            self._wake()
+        return True
+
+    def _inbox_full(self) -> bool:
+        return len(self.inbox) >= QUEUE_HIGH or self.inbox_bytes >= self.inbox_high
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and not self.transport.is_closing():
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # -- what the WebSocket object calls -------------------------------------------------------------
+    async def receive(self) -> str | bytes:
+        """The next message; raises WebSocketDisconnect once the connection is closing and the inbox empty."""
+        while True:
+            if self.inbox:
+                message = self.inbox.popleft()
+                self.inbox_bytes -= len(message)
+                if self.read_paused and len(self.inbox) <= QUEUE_LOW and self.inbox_bytes <= self.inbox_high // 2:
+                    self._resume_reading()
+                return message
+            if self.ws.state is CONNECTING and not self.lost:
+                raise RuntimeError("receive() before accept()")
+            if self.ws.state is not OPEN or self.lost:
+                code, reason = self.close_info()
+                raise WebSocketDisconnect(code, reason)
+            waiter = self.waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, data: str | bytes, as_text: bool = False) -> None:
+        """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
+        ws = self.ws
+        if ws.state is CONNECTING:
+            raise RuntimeError("send() before accept()")
+        while self.write_paused and not self.lost:
+            waiter = self.drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+        if ws.state is not OPEN or self.lost:
+            code, reason = self.close_info()
+            raise WebSocketDisconnect(code, reason)
+        if isinstance(data, str):
+            ws.send_text(data.encode("utf-8"))
+        elif as_text:
+            ws.send_text(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            ws.send_binary(data)
+        else:
+            raise TypeError(f"send() takes str or bytes, not {type(data).__name__}")
+        self._write_out()
+
+    def close(self, code: int = NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (or refuse the handshake with 403 before accept)."""
+        ws = self.ws
+        if ws.state is CONNECTING:
+            if self.handshake is not None:
+                self._refuse(403, "WebSocket connection refused")
+            return
+        if ws.state is OPEN:
+            ws.send_close(code, reason)
+            self._write_out()
+            self._arm_close_timeout()
+
+    def close_info(self) -> tuple[int, str]:
+        """(code, reason) of the close: the peer's close frame, else ours, else 1006."""
+        if self._close_info is not None:
+            return self._close_info
+        ws = self.ws
+        if ws.close_rcvd is not None:
+            return ws.close_rcvd.code, ws.close_rcvd.reason
+        if ws.close_sent is not None:
+            return ws.close_sent.code, ws.close_sent.reason
+        return ABNORMAL, ""
+
+    @property
+    def closed(self) -> bool:
+        return self.lost or self.ws.state is not OPEN and self.ws.state is not CONNECTING
+
+    # -- the handler --------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        route, socket, values = self.route, self.socket, self.values
+        try:
+            if not values:
+                await route.websocket(socket)
+            elif route.positional:
+                await route.websocket(socket, *values)
+            else:
+                await route.websocket(socket, **socket.path_params)  # type: ignore[union-attr]
+        except WebSocketDisconnect:
+            pass
+        except HTTPError as exc:
+            if self.ws.state is CONNECTING and self.handshake is not None:
+                detail = exc.detail if isinstance(exc.detail, str) else ""
+                self._refuse(exc.status, detail, exc.headers)
+                return
+            self._fail_handler(exc)
+            return
+        except asyncio.CancelledError:
+            if not self.lost:
+                self._end(GOING_AWAY if self.draining else INTERNAL_ERROR)
+            raise
+        except Exception as exc:
+            self._fail_handler(exc)
+            return
+        self._end(NORMAL)
+
+    def _fail_handler(self, exc: BaseException) -> None:
+        req = self.request
+        logger.error("Exception in WebSocket handler %s", req.path, exc_info=exc)
+        self._end(INTERNAL_ERROR, refuse_status=500)
+
+    def _end(self, code: int, refuse_status: int = 403) -> None:
+        """The handler is done: refuse an unanswered handshake, or close an open socket with ``code``."""
+        if self.ws.state is CONNECTING:
+            if self.handshake is not None:
+                self._refuse(refuse_status, "WebSocket connection refused" if refuse_status == 403 else "")
+        elif self.ws.state is OPEN and not self.lost:
+            self.close(code)
+
+    # -- keep-alive and the closing handshake ---------------------------------------------------------
+    def _arm_ping(self) -> None:
+        interval = self.config.ws_ping_interval
+        if interval and not self.lost:
+            if self.ping_handle is not None:
+                self.ping_handle.cancel()
+            self.ping_handle = self.loop.call_later(interval, self._ping)
+
+    def _ping(self) -> None:
+        self.ping_handle = None
+        if self.ws.state is not OPEN or self.lost:
+            return
+        self.ping_payload = os.urandom(4)
+        self.ws.send_ping(self.ping_payload)
+        self._write_out()
+        timeout = self.config.ws_ping_timeout
+        if timeout:
+            self.ping_handle = self.loop.call_later(timeout, self._ping_timed_out)
+
+    def _ping_timed_out(self) -> None:
+        self.ping_handle = None
+        if self.ping_payload is not None and self.ws.state is OPEN and not self.lost:
+            self.ws.fail(INTERNAL_ERROR, "keepalive ping timeout")
+            self._write_out()
+            self._wake()
+
+    def _arm_close_timeout(self) -> None:
+        if self.close_handle is None and not self.lost:
+            timeout = self.config.ws_ping_timeout or DEFAULT_CLOSE_TIMEOUT
+            self.close_handle = self.loop.call_later(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self.close_handle = None
+        if not self.lost:
+            self.transport.abort()
+
+    # -- output ------------------------------------------------------------------------------------
+    def _write_out(self) -> None:
+        transport = self.transport
+        for data in self.ws.data_to_send():
+            if transport.is_closing():
+                break
+            if data:
+                transport.write(data)
+            else:  # the sans-IO layer's end of stream: as the server, we close the TCP connection
+                self._closed_by_us()
+
+    def _closed_by_us(self) -> None:
+        """Close the transport once its buffer is written; a peer that never reads it is cut later."""
+        if not self.transport.is_closing():
+            self.transport.close()
+        self._arm_close_timeout()
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def shutdown(self, code: int = GOING_AWAY) -> None:
+        """Graceful shutdown: close with 1001 (the handler's ``receive()`` raises WebSocketDisconnect)."""
+        self.draining = True
+        if self.ws.state is CONNECTING:
+            if self.handshake is not None:
+                self._refuse(503, "Server is shutting down")
+        elif self.ws.state is OPEN:
+            self.close(code, "server shutting down")
+        self._wake()
+
+    def abort(self) -> None:
+        self.draining = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.transport.abort()

@@ -1,0 +1,190 @@
+"""Server-Sent Events: the encoding, the headers, idle pings, flushing, and the client going away."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import HOST, READ_TIMEOUT, http_client, raw_connection, running
+
+from aioserve import App, ServerSentEvent, sse
+from aioserve.sse import encode_event
+
+app = App()
+state: dict = {}
+
+
+@app.get("/events")
+async def events(request):
+    async def gen():
+        yield ServerSentEvent(data={"n": 1}, event="tick", id="1")
+        yield "two\nlines"
+        yield ServerSentEvent("r", retry=1500)
+        yield ["a", 1]
+    return sse(gen(), ping=None)
+
+
+@app.get("/resume")
+async def resume(request):
+    last = request.headers.get("last-event-id")
+
+    async def gen():
+        yield ServerSentEvent(f"after {last}", id=str(int(last) + 1))
+    return sse(gen())
+
+
+@app.get("/stepped")
+async def stepped(request):
+    """One event per step the test allows: proves each event is sent as soon as it is produced."""
+    async def gen():
+        for i in range(3):
+            await state["step"].get()
+            yield f"e{i}"
+    return sse(gen(), ping=None)
+
+
+@app.get("/idle")
+async def idle(request):
+    async def gen():
+        try:
+            yield "first"
+            await asyncio.Event().wait()  # never produces again
+            yield "never"
+        finally:
+            state["closed"].set()
+    return sse(gen(), ping=float(request.query.get("ping", "0.05")))
+
+
+@pytest.fixture
+async def server():
+    state.clear()
+    state["step"] = asyncio.Queue()
+    state["closed"] = asyncio.Event()
+    async with running(app) as srv:
+        yield srv
+
+
+def test_event_encoding():
+    assert encode_event(ServerSentEvent("a\r\nb\rc\nd", event="e", id=7, retry=10)) == \
+        b"event: e\nid: 7\nretry: 10\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+    assert encode_event({"k": [1, 2]}) == b'data: {"k":[1,2]}\n\n'
+    assert encode_event("") == b"data: \n\n"
+    with pytest.raises(ValueError):
+        ServerSentEvent("x", event="bad\nname")
+    with pytest.raises(ValueError):
+        ServerSentEvent("x", id="a\rb")
+    with pytest.raises(TypeError):
+        sse(iter([]))  # type: ignore[arg-type]
+
+    async def gen():
+        yield "x"
+    with pytest.raises(ValueError):
+        sse(gen(), ping=0)
+
+
+async def test_events_headers_and_encoding_over_the_wire(server):
+    async with raw_connection(server) as conn:
+        await conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await conn.read_response()
+    assert response.status == 200
+    assert response.header("content-type") == "text/event-stream; charset=utf-8"
+    assert response.header("cache-control") == "no-cache"
+    assert response.header("x-accel-buffering") == "no"
+    assert response.body == (b'event: tick\nid: 1\ndata: {"n":1}\n\n'
+                             b"data: two\ndata: lines\n\n"
+                             b"retry: 1500\ndata: r\n\n"
+                             b'data: ["a",1]\n\n')
+    assert response.chunk_sizes[:4] == [len(encode_event(x)) for x in (
+        ServerSentEvent(data={"n": 1}, event="tick", id="1"), "two\nlines", ServerSentEvent("r", retry=1500), ["a", 1])]
+
+
+async def test_last_event_id_is_readable(server):
+    async with http_client(server) as client:
+        r = await client.get("/resume", headers={"Last-Event-ID": "41"})
+    assert r.text == "id: 42\ndata: after 41\n\n"
+
+
+async def test_each_event_is_flushed_as_it_is_produced_httpx_streaming(server):
+    async with http_client(server) as client:
+        async with client.stream("GET", "/stepped") as r:
+            lines = r.aiter_lines()
+            for i in range(3):
+                state["step"].put_nowait(None)  # allow exactly one more event
+                line = await asyncio.wait_for(lines.__anext__(), READ_TIMEOUT)
+                assert line == f"data: e{i}"
+                assert await asyncio.wait_for(lines.__anext__(), READ_TIMEOUT) == ""
+
+
+async def test_idle_pings_are_comments(server):
+    async with raw_connection(server) as conn:
+        await conn.send(b"GET /idle?ping=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        for _ in range(50):
+            data += await conn.read_some()
+            if data.count(b": ping\n\n") >= 2:
+                break
+        assert b"data: first\n\n" in data and data.count(b": ping\n\n") >= 2
+
+
+async def test_client_going_away_closes_the_generator_within_a_second(server):
+    async with raw_connection(server) as conn:
+        await conn.send(b"GET /idle?ping=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        for _ in range(20):
+            data += await conn.read_some()
+            if b"data: first" in data:
+                break
+        assert b"data: first" in data
+    # The generator is idle for a minute; the client left: its finally must run now, not at the next ping.
+    await asyncio.wait_for(state["closed"].wait(), 1.0)
+
+
+async def test_client_reset_closes_the_generator_within_a_second(server):
+    async with raw_connection(server) as conn:
+        await conn.send(b"GET /idle?ping=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = await conn.read_some()
+        for _ in range(20):
+            if b"data: first" in data:
+                break
+            data += await conn.read_some()
+        conn.reset()
+    await asyncio.wait_for(state["closed"].wait(), 1.0)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_no_buffer_sees_each_event(server):
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sN", "--max-time", "10", f"http://{HOST}:{server.port}/stepped",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for i in range(3):
+            state["step"].put_nowait(None)
+            line = await asyncio.wait_for(proc.stdout.readline(), READ_TIMEOUT)
+            assert line == f"data: e{i}\n".encode()
+            assert await asyncio.wait_for(proc.stdout.readline(), READ_TIMEOUT) == b"\n"
+        assert await asyncio.wait_for(proc.wait(), READ_TIMEOUT) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_graceful_shutdown_ends_an_open_stream():
+    state.clear()
+    state["closed"] = asyncio.Event()
+    import aioserve
+
+    srv = await aioserve.serve(app, host=HOST, port=0, access_log=False)
+    async with raw_connection(srv) as conn:
+        await conn.send(b"GET /idle?ping=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        for _ in range(20):
+            data += await conn.read_some()
+            if b"data: first" in data:
+                break
+        await asyncio.wait_for(srv.shutdown(timeout=0.3), READ_TIMEOUT)
+        await asyncio.wait_for(state["closed"].wait(), 1.0)
+        assert await conn.is_closed_by_peer()
