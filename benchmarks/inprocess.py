@@ -27,12 +27,18 @@ HOST = b"Host: 127.0.0.1:8000\r\n"
 REQUESTS = {
     "plaintext": b"GET /plaintext HTTP/1.1\r\n" + HOST + b"\r\n",
     "json": b"GET /json HTTP/1.1\r\n" + HOST + b"\r\n",
+    "plaintext-def": b"GET /plaintext-def HTTP/1.1\r\n" + HOST + b"\r\n",
     "users": b"GET /users/4242 HTTP/1.1\r\n" + HOST + b"\r\n",
+    "echo-1k": b"POST /echo HTTP/1.1\r\n" + HOST + b"Content-Length: 1024\r\n\r\n" + b"x" * 1024,
     "browser-like": (b"GET /plaintext HTTP/1.1\r\n" + HOST + b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
                      b"Accept: text/html,application/xhtml+xml\r\nAccept-Encoding: gzip, deflate\r\n"
                      b"Accept-Language: en-US,en;q=0.9\r\nConnection: keep-alive\r\n\r\n"),
 }
 PIPELINE_DEPTH = 16
+# What the bare protocol is asked instead, where it has no such route (a plain def is aioserve's).
+BARE_REQUESTS = {"plaintext-def": REQUESTS["plaintext"]}
+# Requests whose handler awaits (the body): the loop must turn for them to be answered.
+LOOP_TURNS = {"echo-1k": 3}
 
 
 class CountingTransport(asyncio.Transport):
@@ -59,8 +65,9 @@ class CountingTransport(asyncio.Transport):
         pass
 
 
-def time_protocol(make, data: bytes, requests: int, per_read: int) -> float:
-    """Nanoseconds per request, feeding ``per_read`` requests per data_received call."""
+async def time_protocol(make, data: bytes, requests: int, per_read: int, turns: int = 0) -> float:
+    """Nanoseconds per request, feeding ``per_read`` requests per data_received call (and letting the
+    loop turn ``turns`` times after each, for handlers that await)."""
     protocol = make()
     transport = CountingTransport()
     protocol.connection_made(transport)
@@ -68,12 +75,16 @@ def time_protocol(make, data: bytes, requests: int, per_read: int) -> float:
     reads = max(1, requests // per_read)
     for _ in range(200):  # warm up
         protocol.data_received(chunk)
+        for _ in range(turns):
+            await asyncio.sleep(0)
     gc.collect()
     gc.disable()
     try:
         start = time.perf_counter()
         for _ in range(reads):
             protocol.data_received(chunk)
+            for _ in range(turns):
+                await asyncio.sleep(0)
         elapsed = time.perf_counter() - start
     finally:
         gc.enable()
@@ -88,11 +99,13 @@ async def measure(args: argparse.Namespace) -> None:
     for name, data in REQUESTS.items():
         if args.only and name not in args.only:
             continue
-        for per_read in (1, PIPELINE_DEPTH):
+        turns = LOOP_TURNS.get(name, 0)
+        for per_read in (1,) if turns else (1, PIPELINE_DEPTH):
             ours, theirs = [], []
             for _ in range(args.repeat):
-                ours.append(time_protocol(lambda: Connection(state), data, args.requests, per_read))
-                theirs.append(time_protocol(bare.BareProtocol, data, args.requests, per_read))
+                ours.append(await time_protocol(lambda: Connection(state), data, args.requests, per_read, turns))
+                theirs.append(await time_protocol(bare.BareProtocol, BARE_REQUESTS.get(name, data), args.requests,
+                                                  per_read, turns))
             label = name if per_read == 1 else f"{name} x{per_read} pipelined"
             print(f"{label:<28} {min(ours):12,.0f} {min(theirs):9,.0f} {min(ours) / min(theirs):5.1f}x", flush=True)
 

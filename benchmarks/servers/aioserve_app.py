@@ -13,6 +13,11 @@ async def plaintext(request: Request):
     return "Hello, World!"
 
 
+@app.get("/plaintext-def")
+def plaintext_def(request: Request):  # a plain def: runs inline on the loop
+    return "Hello, World!"
+
+
 @app.get("/json")
 async def json_(request: Request):
     return JSON_OBJ
