@@ -56,7 +56,7 @@ from .headcheck import (
     check_host,
     origin_form,
     parser_reason,
-    spaced_request_line,
+    malformed_request_line,
     unknown_method,
 )
 from .request import Request
@@ -279,7 +279,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stage = self.stage
         if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
-            if not self._head_started and spaced_request_line(data):  # llhttp skips repeated SP
+            if not self._head_started and malformed_request_line(data):  # llhttp skips repeated SP
                 self._head_started = True
                 self._reject(400, "Malformed request line: one space between its parts (RFC 9112 3)")
                 return

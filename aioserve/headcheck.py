@@ -86,9 +86,13 @@ def as_http11(data: bytes) -> bytes | None:
     return data[:digit] + b"1" + data[digit + 1:]
 
 
-def spaced_request_line(data: bytes) -> bool:
-    """RFC 9112 3: one SP between method, target and version. llhttp skips repeated spaces, so the
-    first line of a read that begins a head is looked at: two finds, bounded by the line."""
+def malformed_request_line(data: bytes) -> bool:
+    """RFC 9112 3: one SP between method, target and version; RFC 9112 2.2: only empty lines (CRLF)
+    before it. llhttp skips repeated spaces and a lone CR or LF, so the first line of a read that begins a
+    head is looked at: two finds, bounded by the line."""
+    first = data[0]
+    if first == 10 or (first == 13 and data[1:2] not in (b"\n", b"")):  # a bare LF or CR
+        return True
     end = data.find(b"\n", 0, 16384)
     return data.find(b"  ", 0, end if end >= 0 else 16384) >= 0
 
