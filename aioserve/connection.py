@@ -279,7 +279,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stage = self.stage
         if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
-            if not self._head_started and malformed_request_line(data):  # llhttp skips repeated SP
+            # llhttp skips repeated SP and a lone CR/LF before the line: look at the first line (inline,
+            # the common case costs two bounded finds; malformed_request_line decides)
+            if not self._head_started and (data[0] < 14 or data.find(b"  ", 0, data.find(b"\n", 0, 16384)) >= 0) \
+                    and malformed_request_line(data):
                 self._head_started = True
                 self._reject(400, "Malformed request line: one space between its parts (RFC 9112 3)")
                 return
