@@ -50,16 +50,21 @@ from .headcheck import (
     HOST_SEEN,
     METHODS,
     UPGRADE,
+    allow_all,
+    as_http11,
     check_header,
     check_host,
     origin_form,
     parser_reason,
+    malformed_request_line,
+    unknown_method,
 )
 from .request import Request
 from .response import Response, StreamResponse
 from .results import to_response
 from .router import UNSET, WebSocketRoute
 from .shared import ServerState
+from .rates import MinRate
 from .timers import INF
 from .wire import (
     CHUNKED,
@@ -109,6 +114,8 @@ class Connection(asyncio.Protocol):
         "_partial_line",
         # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over
         "upgrade_to", "upgraded",
+        # minimum data rates (rates.py), made on first use: the body being read, the client reading
+        "body_rate", "write_rate", "write_base",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -150,6 +157,9 @@ class Connection(asyncio.Protocol):
         self._partial_line = 0
         self.upgrade_to: Exchange | None = None
         self.upgraded: WebSocketSession | None = None
+        self.body_rate: MinRate | None = None
+        self.write_rate: MinRate | None = None
+        self.write_base = 0  # the transport's buffered bytes when writing paused
 
     def peer(self) -> tuple[str, int] | None:
         """The client's (host, port), asked of the transport the first time a request wants it."""
@@ -234,6 +244,14 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         self._block(WRITE_PAUSED)
+        if self.config.min_response_rate and self.upgraded is None:  # the client must read at the rate
+            now = self.loop.time()
+            rate = self.write_rate
+            if rate is None:
+                rate = self.write_rate = MinRate(self.config.min_response_rate, self.config.min_rate_grace_period)
+            self.write_base = self.transport.get_write_buffer_size()  # type: ignore[union-attr]
+            rate.start(now)
+            self._wake_at(rate.due(now, 0) + 0.001)
         if self.write_timer is None and self.config.timeout_write:
             self.write_timer = self.loop.call_later(self.config.timeout_write, self._on_write_timeout)
 
@@ -246,6 +264,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.write_rate is not None:
+            self.write_rate.stop(self.loop.time())
         if self.write_timer is not None:
             self.write_timer.cancel()
             self.write_timer = None
@@ -259,9 +279,17 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stage = self.stage
         if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
+            # llhttp skips repeated SP and a lone CR/LF before the line: look at the first line (inline,
+            # the common case costs two bounded finds; malformed_request_line decides)
+            if not self._head_started and (data[0] < 14 or data.find(b"  ", 0, data.find(b"\n", 0, 16384)) >= 0) \
+                    and malformed_request_line(data):
+                self._head_started = True
+                self._reject(400, "Malformed request line: one space between its parts (RFC 9112 3)")
+                return
             self._head_started = True
         elif stage == CLOSING:
             return
+        retry = None
         self.in_feed = True
         try:
             self.parser.feed_data(data)
@@ -278,11 +306,19 @@ class Connection(asyncio.Protocol):
             else:
                 self._on_upgrade(data, exc.args[0] if exc.args else len(data))
         except httptools.HttpParserInvalidMethodError:
-            self._reject(400, "Invalid HTTP method")
+            # A token llhttp does not know is an unknown method (RFC 9110 9.1), when this read holds
+            # its request line from the start (nothing answered or pending from this read before it).
+            if not self.wbuf and not self.pipeline and unknown_method(data):
+                self._reject(501, "Method not implemented")
+            else:
+                self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
             if self.stage != CLOSING:
                 if str(exc) == "Invalid HTTP version":
-                    self._reject(505, "HTTP version not supported; use HTTP/1.1")
+                    # RFC 9110 6.2: HTTP/1.2..1.9 is processed as 1.1, when this read begins with its line
+                    retry = as_http11(data) if not self.wbuf and not self.pipeline else None
+                    if retry is None:
+                        self._reject(505, "HTTP version not supported; use HTTP/1.1")
                 else:
                     self._reject(400, parser_reason(exc))
         finally:
@@ -292,6 +328,14 @@ class Connection(asyncio.Protocol):
                 if not self.transport.is_closing():  # type: ignore[union-attr]
                     self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))  # type: ignore[union-attr]
                 wbuf.clear()
+        if retry is not None:  # the parser refused the version: a fresh one reads the line as 1.1
+            self.parser = httptools.HttpRequestParser(self)
+            self._url = b""
+            self._headers = _NO_HEADERS
+            self._head_started = False
+            self._partial_line = 0
+            self.data_received(retry)
+            return
         if self._head_started:  # a request head has begun and is not complete
             if self.stage != HEAD:
                 if self.stage == CLOSING:
@@ -335,8 +379,45 @@ class Connection(asyncio.Protocol):
             self.timer_at = when
             self.state.timers.schedule(self, when)
 
+    def _wake_at(self, when: float) -> None:
+        """Have ``on_timer`` called by ``when`` (a rate check), leaving the stage's timeout as it is."""
+        if when < self.timer_at:
+            self.timer_at = when
+            self.state.timers.schedule(self, when)
+
+    def _start_body_rate(self, ex: Exchange) -> None:
+        """The body's clock starts now, or once 100 Continue asks for it (body_wanted)."""
+        now = self.loop.time()
+        rate = self.body_rate
+        if rate is None:
+            rate = self.body_rate = MinRate(self.config.min_request_body_rate, self.config.min_rate_grace_period)
+        rate.start(now, 0, not ex.expect_continue and not self.read_blockers)
+        self._wake_at(rate.due(now, 0) + 0.001)
+
+    def _check_rates(self, now: float) -> bool:
+        """The minimum data rates, on the connection's timer; False when the connection was cut."""
+        rate = self.write_rate
+        if rate is not None and self.write_paused and rate.since is not None:
+            drained = self.write_base - self.transport.get_write_buffer_size()  # type: ignore[union-attr]
+            if rate.missed(now, drained):  # the client reads too slowly: drop it (a stream's generator
+                self._enter(CLOSING)  # is closed by connection_lost)
+                self.transport.abort()  # type: ignore[union-attr]
+                return False
+            self._wake_at(rate.due(now, drained) + 0.001)
+        rate = self.body_rate
+        ex = self.current
+        if rate is not None and self.stage == BODY and ex is not None and rate.since is not None:
+            if rate.missed(now, ex.received):
+                self._reject(408, "Request body arrived slower than the minimum rate")
+                return False
+            self._wake_at(rate.due(now, ex.received) + 0.001)
+        return True
+
     def on_timer(self) -> None:
         """Called by the server's Timers (timers.py) when this connection's queued time comes."""
+        if (self.body_rate is not None or self.write_rate is not None) and self.transport is not None:
+            if not self._check_rates(self.loop.time()):
+                return
         when = self.expires_at
         if when is None or self.transport is None or self.stage == CLOSING:
             return
@@ -407,8 +488,8 @@ class Connection(asyncio.Protocol):
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
                 raise ProtocolError(505, f"HTTP version {version} is not supported")
-            if flags & CHUNKED_BODY and version == "1.0":
-                keep_alive = False  # RFC 9112 6.1: Transfer-Encoding in 1.0 is faulty framing; close after
+            if flags & CHUNKED_BODY and version == "1.0":  # RFC 9112 6.1: faulty framing
+                raise ProtocolError(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
         if not flags & HOST_SEEN and version == "1.1":
             raise ProtocolError(400, "Missing Host header")
         headers = self._headers
@@ -437,6 +518,9 @@ class Connection(asyncio.Protocol):
             route, values, error = app.resolve(method, path)
             if error is not None:  # stored only when there is one: the exchange keeps no dict otherwise
                 ex.route_error = error
+                if path == "*" and method == "OPTIONS":  # RFC 9110 9.3.7: about the server, answered here
+                    route = None
+                    ex.route_error = None
         req = ex.request = Request(ex, method, raw_path, query, path, headers, version, keep_alive, None,
                                    self.scheme, route, values)
         # The request owns what was parsed; reset for the next head (an idle connection keeps nothing).
@@ -477,6 +561,11 @@ class Connection(asyncio.Protocol):
                 ex.expect_continue = True
             if flags & CHUNKED_BODY or self._content_length > 0:
                 self._enter(BODY)
+                if self.config.min_request_body_rate:
+                    self._start_body_rate(ex)
+        if route is None and ex.route_error is None:  # OPTIONS * (above): the server's own answer
+            self.answer(ex, Response(headers={"Allow": allow_all(app.routes)}))
+            return
         if observer is not None:
             if not observer.admit(self, ex):  # realtime hook: shed, and answered
                 return
@@ -539,6 +628,7 @@ class Connection(asyncio.Protocol):
             ex.expect_continue = False
             if self.pipeline and self.pipeline[0] is ex:
                 self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
+                self._resume_body_rate()
             else:
                 ex.continue_due = True  # sent when earlier answers are out, to keep order
         self._unblock(BODY_BUFFER_FULL)
@@ -887,6 +977,7 @@ class Connection(asyncio.Protocol):
             if head.continue_due:
                 head.continue_due = False
                 transport.write(CONTINUE_100)
+                self._resume_body_rate()
             if head.turn is not None and not head.turn.done():
                 head.turn.set_result(None)
         elif self.stage == HANDLING:
@@ -984,6 +1075,8 @@ class Connection(asyncio.Protocol):
     def _block(self, reason: int) -> None:
         if not self.read_blockers and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
+            if self.body_rate is not None:  # not reading: the body's slowness is not the client's
+                self.body_rate.stop(self.loop.time())
         self.read_blockers |= reason
 
     def _unblock(self, reason: int) -> None:
@@ -991,6 +1084,17 @@ class Connection(asyncio.Protocol):
             self.read_blockers &= ~reason
             if not self.read_blockers and self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
+                self._resume_body_rate()
+
+    def _resume_body_rate(self) -> None:
+        """Reading again (or 100 Continue sent): the body's clock runs while a body is being read."""
+        rate = self.body_rate
+        ex = self.current
+        if rate is not None and self.stage == BODY and ex is not None and not (ex.expect_continue or ex.continue_due) \
+                and not self.read_blockers:
+            now = self.loop.time()
+            rate.resume(now)
+            self._wake_at(rate.due(now, ex.received) + 0.001)
 
     # -- shutdown -------------------------------------------------------------------------------------
     def start_draining(self) -> None:

@@ -61,3 +61,45 @@ def origin_form(url: bytes) -> bytes:
 def parser_reason(exc: Exception) -> str:
     text = str(exc) or "Malformed request"
     return f"Bad Request: {text}"
+
+
+# -- the request line, examined only where llhttp is lenient or refuses (never on the common path) ----
+# RFC 9110 5.6.2: a method is a token; llhttp refuses methods it does not know, so a valid token it
+# refused is an unknown method (501), anything else a malformed request line (400).
+_TOKEN_METHOD = re.compile(rb"[\r\n]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+# RFC 9110 6.2: HTTP/1.x with x > 1 is processed as HTTP/1.1 (llhttp refuses it).
+_HIGHER_MINOR = re.compile(rb"[\r\n]*[A-Z]+ [^ ]+ HTTP/1\.([2-9])\r\n")
+
+
+def unknown_method(data: bytes) -> bool:
+    """Whether the request line starting ``data`` (llhttp refused its method) begins with a token."""
+    return _TOKEN_METHOD.match(data) is not None
+
+
+def as_http11(data: bytes) -> bytes | None:
+    """``data`` with the version of its first request line, HTTP/1.2 to 1.9, rewritten as HTTP/1.1;
+    None when the line says something else."""
+    found = _HIGHER_MINOR.match(data)
+    if found is None:
+        return None
+    digit = found.start(1)
+    return data[:digit] + b"1" + data[digit + 1:]
+
+
+def malformed_request_line(data: bytes) -> bool:
+    """RFC 9112 3: one SP between method, target and version; RFC 9112 2.2: only empty lines (CRLF)
+    before it. llhttp skips repeated spaces and a lone CR or LF, so the first line of a read that begins a
+    head is looked at: two finds, bounded by the line."""
+    first = data[0]
+    if first == 10 or (first == 13 and data[1:2] not in (b"\n", b"")):  # a bare LF or CR
+        return True
+    end = data.find(b"\n", 0, 16384)
+    return data.find(b"  ", 0, end if end >= 0 else 16384) >= 0
+
+
+def allow_all(routes: list) -> str:  # type: ignore[type-arg]
+    """``Allow`` for ``OPTIONS *`` (RFC 9110 9.3.7): every method some route answers, and OPTIONS."""
+    methods = {"OPTIONS"}
+    for route in routes:
+        methods.update(route.methods)
+    return ", ".join(sorted(methods))

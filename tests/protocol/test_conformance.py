@@ -52,8 +52,6 @@ async def _refused_and_closed(payload: bytes, status: int) -> list[str]:
 
 # --- RFC 9110 9.1: an unknown method ---------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the connection must answer a well-formed unknown method "
-                                        "with 501, not 400 (llhttp refuses tokens it does not know)")
 async def test_unknown_method_token_gets_501():
     """RFC 9110 9.1: "An origin server that receives a request method that is unrecognized or not
     implemented SHOULD respond with the 501 (Not Implemented) status code." ``FOOBAR`` is a valid token."""
@@ -73,7 +71,6 @@ async def test_malformed_method_is_still_400():
 
 # --- RFC 9110 6.2: a higher minor version ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the connection must process HTTP/1.2 as HTTP/1.1, not answer 505")
 async def test_http_1_2_is_processed_as_http_1_1():
     """RFC 9110 6.2: a recipient "SHOULD process [a message with a higher minor version] as if it were
     in the highest minor version within that major version to which the recipient is conformant" and
@@ -94,8 +91,6 @@ async def test_http_2_0_request_line_is_505():
 
 # --- RFC 9110 9.3.7: OPTIONS * -----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the connection must answer OPTIONS * itself (2xx + Allow), "
-                                        "not route '*' to a 404")
 async def test_options_asterisk_gets_2xx_with_allow():
     """RFC 9110 9.3.7: ``OPTIONS *`` asks about the server in general; it is answered by the server (a
     2xx, here with ``Allow`` listing the methods it implements), not looked up as a resource."""
@@ -110,8 +105,6 @@ async def test_options_asterisk_gets_2xx_with_allow():
 
 # --- RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the connection must refuse Transfer-Encoding in an HTTP/1.0 "
-                                        "request with 400 and close (today it is processed, then closed)")
 async def test_http10_with_transfer_encoding_is_400_and_closed():
     """RFC 9112 6.1: "A server that receives a request message with a transfer coding it does not
     understand SHOULD respond with 501" and "if a Transfer-Encoding header field is present in a request
@@ -124,8 +117,6 @@ async def test_http10_with_transfer_encoding_is_400_and_closed():
 
 # --- RFC 9112 3: whitespace in the request line ------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the connection must refuse two spaces in the request line "
-                                        "with 400 (llhttp's lenient parser skips them)")
 async def test_two_spaces_in_request_line_is_400():
     """RFC 9112 3: ``request-line = method SP request-target SP HTTP-version``, with exactly one SP;
     3 lets a server parse on whitespace, but a lenient split is how a front end and a back end come to

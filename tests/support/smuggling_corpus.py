@@ -78,7 +78,6 @@ BAD_REQUESTS = [
     ("method-del", b"\x7fGET / HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("method-empty", b" / HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("http-2.0", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", {505}),
-    ("http-1.2", b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", {505}),
     ("http-0.9", b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", {505}),
     ("http-3.0", b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", {505}),
     ("http-lowercase", b"GET / http/1.1\r\nHost: x\r\n\r\n", {400}),

@@ -1,0 +1,55 @@
+"""Minimum data rates (``min_request_body_rate``, ``min_response_rate``), as Kestrel enforces them.
+
+An inactivity timeout alone lets a client hold a connection for ever by sending (or reading) one
+byte just before it expires. A ``MinRate`` instead compares the bytes moved with the time spent,
+averaged once a grace period is over. Its clock runs only while the server waits on the client (a
+body while reading is not paused, a response while the transport is paused for writing), so a
+handler busy elsewhere is never the client's fault. Pure arithmetic on times the caller passes in,
+so it is tested with a fake clock; the connection asks it on the server's one timer (timers.py).
+"""
+from __future__ import annotations
+
+INF = float("inf")
+
+
+class MinRate:
+    __slots__ = ("rate", "grace", "counted", "since", "base")
+
+    def __init__(self, rate: float, grace: float) -> None:
+        self.rate = rate  # bytes per second; > 0
+        self.grace = grace  # seconds of counted time before the rate applies
+        self.counted = 0.0  # counted time in finished spells
+        self.since: float | None = None  # when the current spell began; None while the clock is stopped
+        self.base = 0  # bytes already moved when this measure began (subtracted from what is passed in)
+
+    def start(self, now: float, moved: int = 0, running: bool = True) -> None:
+        """Begin a new measure; ``moved`` is the byte count so far (later counts are relative to it)."""
+        self.counted = 0.0
+        self.since = now if running else None
+        self.base = moved
+
+    def stop(self, now: float) -> None:
+        """The server is no longer waiting on the client: time stops counting."""
+        if self.since is not None:
+            self.counted += now - self.since
+            self.since = None
+
+    def resume(self, now: float) -> None:
+        if self.since is None:
+            self.since = now
+
+    def elapsed(self, now: float) -> float:
+        since = self.since
+        return self.counted if since is None else self.counted + now - since
+
+    def missed(self, now: float, moved: int) -> bool:
+        """Whether the client is below the rate: grace over, and fewer bytes than rate x counted time."""
+        elapsed = self.elapsed(now)
+        return elapsed >= self.grace and moved - self.base < self.rate * elapsed
+
+    def due(self, now: float, moved: int) -> float:
+        """The loop time at which ``missed`` turns true if no more bytes move; INF while stopped."""
+        if self.since is None:
+            return INF
+        need = max(self.grace, (moved - self.base) / self.rate)
+        return now + need - self.elapsed(now)

@@ -1,0 +1,124 @@
+"""Minimum data rates (``min_request_body_rate``, ``min_response_rate``, ``min_rate_grace_period``):
+a body dribbled, or a response read, slower than the rate is cut once the grace period is over, while
+time the server is not waiting on the client does not count. Real sockets, small rates and graces."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aioserve import App, StreamResponse
+from tests.support import HostileClient, Timed, running, wait_until
+
+
+def rates_app() -> tuple[App, dict]:
+    seen = {"closed": 0, "sizes": []}
+    app = App()
+
+    @app.post("/upload", max_body_size=None)
+    async def upload(request):
+        size = len(await request.body())
+        seen["sizes"].append(size)
+        return {"size": size}
+
+    @app.post("/later", max_body_size=None)
+    async def later(request):
+        await asyncio.sleep(1.0)  # the application is busy: not the client's fault
+        return {"size": len(await request.body())}
+
+    @app.get("/stream")
+    async def endless(request):
+        async def produce():
+            try:
+                for _ in range(100_000):
+                    yield b"x" * 65536
+            finally:
+                seen["closed"] += 1
+        return StreamResponse(produce())
+
+    return app, seen
+
+
+def _head(path: str, length: int, extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (path.encode(), length, extra)
+
+
+async def test_a_body_slower_than_the_rate_gets_408_after_the_grace_period():
+    app, seen = rates_app()
+    async with running(app, min_request_body_rate=1000, min_rate_grace_period=0.5, timeout_body=30) as server:
+        client = await HostileClient.open(server.port)
+        timer = Timed()
+        client.write(_head("/upload", 10_000))
+        dribbler = asyncio.ensure_future(client.dribble(b"a" * 10_000, interval=0.1, piece=10))  # 100 B/s
+        try:
+            [response] = await client.responses(1, timeout=5)
+            assert response.status == 408, response.body
+            assert "close" in (response.header("connection") or "")
+            assert await client.closed(timeout=2)
+            assert 0.4 <= timer.elapsed < 2.0, timer.elapsed  # grace 0.5 s; the inactivity timeout is 30 s
+            assert seen["sizes"] == []
+        finally:
+            dribbler.cancel()
+            client.transport.abort()
+
+
+async def test_a_body_at_the_rate_is_not_cut():
+    app, seen = rates_app()
+    async with running(app, min_request_body_rate=200, min_rate_grace_period=0.3) as server:
+        client = await HostileClient.open(server.port)
+        client.write(_head("/upload", 800))
+        sent = await client.dribble(b"a" * 800, interval=0.1, piece=40)  # 400 B/s for 2 s
+        assert sent == 20
+        [response] = await client.responses(1, timeout=5)
+        assert (response.status, response.body) == (200, b'{"size":800}')
+        client.transport.abort()
+
+
+async def test_time_the_client_waits_for_100_continue_does_not_count():
+    """The handler sleeps 1 s before it asks for the body; the client waits for 100 Continue, as it must."""
+    app, _ = rates_app()
+    async with running(app, min_request_body_rate=1000, min_rate_grace_period=0.3) as server:
+        client = await HostileClient.open(server.port)
+        client.write(_head("/later", 5, b"Expect: 100-continue\r\n"))
+        await wait_until(lambda: b"100 Continue" in client.sink.data, timeout=5)
+        client.write(b"hello")
+        responses = await client.responses(2, timeout=5)
+        assert [r.status for r in responses] == [100, 200] or responses[-1].status == 200, responses
+        assert responses[-1].body == b'{"size":5}'
+        client.transport.abort()
+
+
+async def test_rate_zero_turns_the_body_rate_off():
+    app, _ = rates_app()
+    async with running(app, min_request_body_rate=0, min_rate_grace_period=0.2, timeout_body=30) as server:
+        client = await HostileClient.open(server.port)
+        client.write(_head("/upload", 20))
+        sent = await client.dribble(b"a" * 20, interval=0.05, piece=1)  # 20 B/s for 1 s
+        assert sent == 20
+        [response] = await client.responses(1, timeout=5)
+        assert response.status == 200
+        client.transport.abort()
+
+
+async def test_a_client_reading_slower_than_the_rate_is_dropped_and_the_generator_closed():
+    app, seen = rates_app()
+    async with running(app, min_response_rate=100_000, min_rate_grace_period=0.5, timeout_write=30) as server:
+        client = await HostileClient.open(server.port, rcvbuf=4096)
+        client.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: len(client.sink.data) > 0, timeout=5)
+        client.pause_reading()  # reads nothing from now on
+        timer = Timed()
+        # (a client that does not read does not see the close either: watch the server's side)
+        await wait_until(lambda: seen["closed"] == 1, timeout=5, message="the stream's generator was not closed")
+        assert timer.elapsed < 3.0, timer.elapsed  # timeout_write is 30 s: the rate cut it
+        client.resume_reading()
+        assert await client.closed(timeout=5), "the connection stayed open"
+
+
+async def test_a_client_reading_fast_enough_is_not_dropped():
+    app, seen = rates_app()
+    async with running(app, min_response_rate=1000, min_rate_grace_period=0.2) as server:
+        client = await HostileClient.open(server.port, rcvbuf=65536)
+        client.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: len(client.sink.data) > 4_000_000, timeout=10)
+        assert not client.is_closed
+        client.transport.abort()
