@@ -81,6 +81,7 @@ class RouteState:
     __slots__ = (
         "service", "deviation", "occupancy", "budget", "waiting", "in_flight", "admitted", "shed", "finished",
         "abandoned", "queued_hist", "queued_sum", "usage", "usage_at", "debt",
+        "last_done",
     )
 
     def __init__(self) -> None:
@@ -99,6 +100,7 @@ class RouteState:
         self.usage = 0.0  # decayed sum of loop-seconds admitted (rate = usage / FAIR_WINDOW)
         self.usage_at = 0.0
         self.debt = 0.0  # loop-seconds this route was refused while a heavier route was admitted
+        self.last_done = -math.inf  # when one of its requests last finished or was abandoned
 
     def cost(self) -> float:
         """Loop time one waiting request of this route will take before the next can start."""
@@ -175,7 +177,7 @@ class Admission:
         # Service times vary: the sum of the n waiting and this one spreads as sqrt(n + 1); two
         # deviations of margin, as TCP's retransmission timer keeps four above its smoothed RTT.
         spread = 2.0 * r.deviation * math.sqrt(self.n_waiting + 1)
-        if unseen + self.ahead + own + spread > budget:
+        if unseen + self.ahead + own + spread > budget and not self._probe(r, own, budget, now):
             self._refused(key, r, now)
             return False
         cost = r.cost()
@@ -225,6 +227,7 @@ class Admission:
         if r.in_flight:
             r.in_flight -= 1
         r.finished += 1
+        r.last_done = now
 
     def abandoned(self, key: Hashable, now: float, started: bool = True) -> None:
         """An admitted request ends without an answer: ``started=False`` if its handler never ran
@@ -232,6 +235,7 @@ class Admission:
         r = self.route(key)
         self._worked = True
         r.abandoned += 1
+        r.last_done = now
         if not started:
             if r.waiting:
                 r.waiting.popleft()
@@ -253,6 +257,15 @@ class Admission:
         self._phase_first = now
         self._worked = False
         self._batch_admitted = 0
+
+    @staticmethod
+    def _probe(r: RouteState, own: float, budget: float, now: float) -> bool:
+        """A route whose estimate alone no longer fits its budget (one slow answer: a cold cache, a
+        first import) would be refused for ever, since only answers correct the estimate. So it is
+        let through one request at a time, at most once per budget, as Envoy re-measures its minRTT:
+        when none of it waits or runs and none ended within the last budget."""
+        return (own + 2.0 * r.deviation > budget and not r.waiting and not r.in_flight
+                and now - r.last_done >= budget)
 
     def _prune(self, r: RouteState, now: float) -> None:
         """Forget waiting requests a second past their budget: the deadline answers them within a loop
