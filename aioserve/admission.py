@@ -80,7 +80,8 @@ class RouteState:
 
     __slots__ = (
         "service", "deviation", "occupancy", "budget", "waiting", "in_flight", "admitted", "shed", "finished",
-        "abandoned", "queued_hist", "usage", "usage_at", "debt",
+        "abandoned", "queued_hist", "queued_sum", "usage", "usage_at", "debt",
+        "last_done",
     )
 
     def __init__(self) -> None:
@@ -95,15 +96,29 @@ class RouteState:
         self.finished = 0
         self.abandoned = 0
         self.queued_hist = [0] * NBUCKETS
+        self.queued_sum = 0.0  # seconds, for the Prometheus histogram's _sum
         self.usage = 0.0  # decayed sum of loop-seconds admitted (rate = usage / FAIR_WINDOW)
         self.usage_at = 0.0
         self.debt = 0.0  # loop-seconds this route was refused while a heavier route was admitted
+        self.last_done = -math.inf  # when one of its requests last finished or was abandoned
 
     def cost(self) -> float:
         """Loop time one waiting request of this route will take before the next can start."""
         if self.occupancy is not None:
             return self.occupancy
         return self.service if self.service is not None else 0.0
+
+    def limits(self) -> tuple[float | None, int | None]:
+        """The queueing delay this route can accept (its budget less its service time), and the
+        in-flight limit that amounts to; None when not known yet (no budget, or no sample)."""
+        if self.budget == math.inf:
+            return None, None
+        target = max(0.0, self.budget - (self.service or 0.0))
+        cost = self.cost()
+        # Under sustained overload half of the target is spent before the head is seen (see
+        # ``unseen``), so the loop holds about target / 2 of admitted work: the limit a user
+        # would otherwise have had to tune by hand.
+        return target, (math.floor(target / 2 / cost) + 1 if cost > 0 else None)
 
     def rate(self, now: float) -> float:
         """Loop-seconds per second this route was admitted, recently."""
@@ -162,7 +177,7 @@ class Admission:
         # Service times vary: the sum of the n waiting and this one spreads as sqrt(n + 1); two
         # deviations of margin, as TCP's retransmission timer keeps four above its smoothed RTT.
         spread = 2.0 * r.deviation * math.sqrt(self.n_waiting + 1)
-        if unseen + self.ahead + own + spread > budget:
+        if unseen + self.ahead + own + spread > budget and not self._probe(r, own, budget, now):
             self._refused(key, r, now)
             return False
         cost = r.cost()
@@ -192,6 +207,7 @@ class Admission:
             self._unwait(r)
         r.in_flight += 1
         r.queued_hist[bisect_left(BOUNDS, queued)] += 1
+        r.queued_sum += queued
         self._last_start = now
         self._last_start_route = r
         self._waiting_at_start = self.n_waiting
@@ -211,6 +227,7 @@ class Admission:
         if r.in_flight:
             r.in_flight -= 1
         r.finished += 1
+        r.last_done = now
 
     def abandoned(self, key: Hashable, now: float, started: bool = True) -> None:
         """An admitted request ends without an answer: ``started=False`` if its handler never ran
@@ -218,6 +235,7 @@ class Admission:
         r = self.route(key)
         self._worked = True
         r.abandoned += 1
+        r.last_done = now
         if not started:
             if r.waiting:
                 r.waiting.popleft()
@@ -239,6 +257,15 @@ class Admission:
         self._phase_first = now
         self._worked = False
         self._batch_admitted = 0
+
+    @staticmethod
+    def _probe(r: RouteState, own: float, budget: float, now: float) -> bool:
+        """A route whose estimate alone no longer fits its budget (one slow answer: a cold cache, a
+        first import) would be refused for ever, since only answers correct the estimate. So it is
+        let through one request at a time, at most once per budget, as Envoy re-measures its minRTT:
+        when none of it waits or runs and none ended within the last budget."""
+        return (own + 2.0 * r.deviation > budget and not r.waiting and not r.in_flight
+                and now - r.last_done >= budget)
 
     def _prune(self, r: RouteState, now: float) -> None:
         """Forget waiting requests a second past their budget: the deadline answers them within a loop
@@ -307,13 +334,7 @@ class Admission:
         routes: dict[str, Any] = {}
         shed = dict.fromkeys(REASONS, 0)
         for key, r in self.routes.items():
-            service = r.service or 0.0
-            cost = r.cost()
-            target = max(0.0, r.budget - service) if r.budget < math.inf else None
-            # Under sustained overload half of the target is spent before the head is seen (see
-            # ``unseen``), so the loop holds about target / 2 of admitted work: the limit a user
-            # would otherwise have had to tune by hand.
-            limit = (math.floor(target / 2 / cost) + 1 if cost > 0 else None) if target is not None else None
+            target, limit = r.limits()
             routes[str(key)] = {
                 "budget": r.budget if r.budget < math.inf else None,
                 "target_delay": target, "limit": limit,
@@ -325,3 +346,16 @@ class Admission:
             for reason, n in r.shed.items():
                 shed[reason] += n
         return {"routes": routes, "shed": shed, "waiting": self.n_waiting, "ahead": self.ahead}
+
+    def metrics(self) -> dict[str, Any]:
+        """The part of a worker's metrics snapshot (``metrics.py``) that is admission control's: per
+        route the target delay, the limit and the queueing-delay histogram; shed counts by reason."""
+        routes: dict[str, Any] = {}
+        shed = dict.fromkeys(REASONS, 0)
+        for key, r in self.routes.items():
+            target, limit = r.limits()
+            routes[str(key)] = {"target_delay": target, "limit": limit,
+                                "queued": list(r.queued_hist), "queued_sum": r.queued_sum}
+            for reason, n in r.shed.items():
+                shed[reason] += n
+        return {"routes": routes, "shed": shed}

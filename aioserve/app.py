@@ -48,7 +48,8 @@ class App(Router):
     its own), ``deadline_header`` (the request header a client may tighten it with, in milliseconds),
     ``limit_in_flight`` (past it, new requests get 503 at once), ``adaptive_shedding`` (shed earlier
     while a route's recent p99 exceeds its deadline), ``retry_after`` (seconds, on 503s),
-    ``server_timing`` (a ``Server-Timing`` header on every response).
+    ``server_timing`` (a ``Server-Timing`` header on every response), ``admission`` (admission control
+    for every route with a deadline, on by default; ``False`` turns it off, see ``admission.py``).
 
     ``compress``: ``True`` or a ``CompressionSettings`` (compression.py) compresses responses the
     client accepts compressed. ``finishers`` run, in order, on every response (handler results,
@@ -59,7 +60,7 @@ class App(Router):
         self, *, debug: bool = False, deadline: float | None = None,
         deadline_header: str | None = "x-deadline-ms", limit_in_flight: int | None = None,
         adaptive_shedding: bool = False, retry_after: int = 1, server_timing: bool = False,
-        compress: bool | CompressionSettings = False,
+        compress: bool | CompressionSettings = False, admission: bool = True,
     ) -> None:
         super().__init__()
         self.debug = debug
@@ -73,6 +74,7 @@ class App(Router):
         self.adaptive_shedding = adaptive_shedding
         self.retry_after = int(retry_after)
         self.server_timing = server_timing
+        self.admission = admission
         self.metrics_path: str | None = None
         self.metrics_dir: str | None = None
         # What /metrics answers with: set by the running server's real-time plug-in (realtime.py).

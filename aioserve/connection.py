@@ -19,9 +19,9 @@ too many pipelined requests, an unread body buffer past its bound, and a client 
 
 Handlers run in a context of their own: a task copies one, and a handler run inline (a plain ``def``,
 or an ``async def`` that never awaits) runs in a fresh copy too, so a ``ContextVar`` set by one request
-is never seen by the next. The real-time plug-in, when there is one, is called at four places here
-and nowhere else: ``admit`` (head parsed), ``before_start`` (a task starts), ``finished`` (answered or
-dropped) and ``timing`` (Server-Timing).
+is never seen by the next. The real-time plug-in, when there is one, is called at five places here
+and nowhere else: ``admit`` (head parsed), ``before_start`` (a task starts), ``started`` (its handler
+starts; admission control only), ``finished`` (answered or dropped) and ``timing`` (Server-Timing).
 
 Public surface, for plug-ins: ``can_answer``, ``answer(exchange, result)``, ``answer_head(...)``,
 ``drop(exchange)``, ``start_draining()``, ``abort()``, ``outstanding_tasks()``.
@@ -690,6 +690,8 @@ class Connection(asyncio.Protocol):
         observer = self.observer
         if ex.deadline is not None and not observer.before_start(self, ex):  # type: ignore[union-attr]
             return  # realtime hook: out of time before starting, already answered
+        if observer is not None and observer.tracks_starts:  # realtime hook: admission control sees it start
+            observer.started(ex)
         req = ex.request
         app = self.app
         route = req.route

@@ -48,11 +48,17 @@ class Deadlines:
         self.retry_after = retry_after
         self.metrics = metrics
 
-    def arm(self, conn: Responder, ex: Exchange, budget: float) -> None:
+    def budget(self, ex: Exchange, budget: float) -> float:
+        """The route's budget, tightened (never loosened) by the client's header: what admission
+        control judges the request against, and what ``arm`` starts."""
         if self.header is not None:
             asked = header_budget(ex.request.raw_headers, self.header)
             if asked is not None and asked < budget:
-                budget = asked
+                return asked
+        return budget
+
+    def arm(self, conn: Responder, ex: Exchange, budget: float) -> None:
+        """Start ``budget`` (seconds, already from ``budget()``) now."""
         ex.arm(conn.loop.time() + budget, self.expire, conn)
 
     def expire(self, conn: Responder, ex: Exchange) -> None:

@@ -59,6 +59,7 @@ class Exchange:
     deadline_timer: asyncio.TimerHandle | None = None
     expired = False  # the budget ran out before the answer
     accounted = 0  # the observer's bookkeeping: 0 not counted, 1 in flight, 2 finished
+    began = 0.0  # perf_counter() when its handler started (admission control only)
 
     def __init__(self, conn: Carrier, keep_alive: bool) -> None:
         self.conn = conn

@@ -28,7 +28,10 @@ NBUCKETS = len(BOUNDS) + 1  # the last bucket is +Inf
 CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 UNMATCHED = "<unmatched>"
 
-COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late")
+COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late", "shed_admission", "shed_share")
+#: Shed reasons as rendered, and the counter of each: the in-flight limit, admission control (the
+#: request could not finish within its budget), and fairness (the route yielded to one it crowded out).
+SHED_REASONS = (("limit", "requests_shed"), ("admission", "shed_admission"), ("share", "shed_share"))
 SNAPSHOT_VERSION = 1
 
 
@@ -67,15 +70,23 @@ class Metrics:
             series = self.series[pattern] = RouteSeries()
         return series
 
-    def snapshot(self, in_flight: int = 0, connections: int = 0) -> dict[str, Any]:
+    def snapshot(self, in_flight: int = 0, connections: int = 0,
+                 admission: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``admission``: ``Admission.metrics()`` when admission control is on (its shed counts become
+        counters; its per-route section is kept as it is)."""
+        counters = dict(self.counters)
+        if admission is not None:
+            counters["shed_admission"] = admission["shed"]["admission"]
+            counters["shed_share"] = admission["shed"]["share"]
         return {
             "version": SNAPSHOT_VERSION,
             "pid": os.getpid(),
             "bounds": list(BOUNDS),
             "series": {p: {"counts": list(s.counts), "sums": list(s.sums)} for p, s in self.series.items()},
-            "counters": dict(self.counters),
+            "counters": counters,
             "gauges": {"in_flight": in_flight, "connections": connections,
                        "loop_lag": self.lag_last, "loop_lag_max": self.lag_max},
+            "admission": admission["routes"] if admission is not None else {},
         }
 
 
@@ -107,6 +118,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 sums[i] += s
         for name, n in snap["counters"].items():
             out["counters"][name] = out["counters"].get(name, 0) + n
+        _merge_admission(out["admission"], snap.get("admission") or {})
         g = snap.get("gauges") or {}
         gauges["in_flight"] += g.get("in_flight", 0)
         gauges["connections"] += g.get("connections", 0)
@@ -114,6 +126,24 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         gauges["loop_lag_max"] = max(gauges["loop_lag_max"], g.get("loop_lag_max", 0.0))
     out["workers"] = workers
     return out
+
+
+def _merge_admission(into: dict[str, Any], routes: dict[str, Any]) -> None:
+    """Queueing-delay histograms add; limits add (each worker admits its own); the target delay keeps
+    the largest (the same budget everywhere, less a service time each worker estimates)."""
+    for pattern, data in routes.items():
+        mine = into.get(pattern)
+        if mine is None:
+            into[pattern] = {"target_delay": data["target_delay"], "limit": data["limit"],
+                             "queued": list(data["queued"]), "queued_sum": data["queued_sum"]}
+            continue
+        for i, n in enumerate(data["queued"]):
+            mine["queued"][i] += n
+        mine["queued_sum"] += data["queued_sum"]
+        if data["limit"] is not None:
+            mine["limit"] = (mine["limit"] or 0) + data["limit"]
+        if data["target_delay"] is not None:
+            mine["target_delay"] = max(mine["target_delay"] or 0.0, data["target_delay"])
 
 
 def quantile(counts: list[int], q: float) -> float:
@@ -172,14 +202,17 @@ def render(snap: dict[str, Any]) -> str:
         add(f"aioserve_request_duration_seconds_sum{{{labels}}} {_num(total_s)}")
         add(f"aioserve_request_duration_seconds_count{{{labels}}} {cumulative}")
     counters = snap["counters"]
-    add("# HELP aioserve_requests_shed_total Requests refused at once (503) because too many were in flight.")
+    add("# HELP aioserve_requests_shed_total Requests refused at once (503), by reason: limit (too many in "
+        "flight), admission (could not finish within its budget), share (yielded to a route it crowded out).")
     add("# TYPE aioserve_requests_shed_total counter")
-    add(f"aioserve_requests_shed_total {counters.get('requests_shed', 0)}")
+    for reason, name in SHED_REASONS:
+        add(f'aioserve_requests_shed_total{{reason="{reason}"}} {counters.get(name, 0)}')
     add("# HELP aioserve_deadline_missed_total Requests past their deadline: cancelled, or answered late "
         "by a handler that could not be interrupted.")
     add("# TYPE aioserve_deadline_missed_total counter")
     add(f'aioserve_deadline_missed_total{{outcome="cancelled"}} {counters.get("deadline_cancelled", 0)}')
     add(f'aioserve_deadline_missed_total{{outcome="late"}} {counters.get("deadline_late", 0)}')
+    _render_admission(add, snap.get("admission") or {})
     gauges = snap["gauges"]
     add("# HELP aioserve_requests_in_flight Requests whose head is parsed and whose response is not yet ready.")
     add("# TYPE aioserve_requests_in_flight gauge")
@@ -199,6 +232,35 @@ def render(snap: dict[str, Any]) -> str:
         add(f"aioserve_workers {snap['workers']}")
     add("")
     return "\n".join(lines)
+
+
+def _render_admission(add: Any, routes: dict[str, Any]) -> None:
+    if not routes:
+        return
+    add("# HELP aioserve_admission_target_delay_seconds Queueing delay a route's requests can accept: its "
+        "deadline less its service time.")
+    add("# TYPE aioserve_admission_target_delay_seconds gauge")
+    for pattern in sorted(routes):
+        if routes[pattern]["target_delay"] is not None:
+            add(f'aioserve_admission_target_delay_seconds{{route="{_label(pattern)}"}} '
+                f'{_num(routes[pattern]["target_delay"])}')
+    add("# HELP aioserve_admission_limit The in-flight limit admission control amounts to, per route "
+        "(what one would otherwise tune by hand).")
+    add("# TYPE aioserve_admission_limit gauge")
+    for pattern in sorted(routes):
+        if routes[pattern]["limit"] is not None:
+            add(f'aioserve_admission_limit{{route="{_label(pattern)}"}} {routes[pattern]["limit"]}')
+    add("# HELP aioserve_queueing_delay_seconds Time from request head parsed to handler start.")
+    add("# TYPE aioserve_queueing_delay_seconds histogram")
+    for pattern in sorted(routes):
+        data = routes[pattern]
+        label = f'route="{_label(pattern)}"'
+        cumulative = 0
+        for le, n in zip(_LE, data["queued"]):
+            cumulative += n
+            add(f'aioserve_queueing_delay_seconds_bucket{{{label},le="{le}"}} {cumulative}')
+        add(f"aioserve_queueing_delay_seconds_sum{{{label}}} {_num(data['queued_sum'])}")
+        add(f"aioserve_queueing_delay_seconds_count{{{label}}} {cumulative}")
 
 
 # -- several workers --------------------------------------------------------------------------------

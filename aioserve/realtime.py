@@ -3,16 +3,23 @@
 One ``Realtime`` per server (``ServerState.observer``), created only when the app uses a feature: a
 deadline, ``limit_in_flight``, adaptive shedding, metrics or ``Server-Timing``. Without one the
 connection pays a single ``is None`` test per hook. It implements ``shared.Observer``; the connection
-calls it at four places (``connection.py``) and it answers through the connection's public surface:
+calls it at five places (``connection.py``) and it answers through the connection's public surface:
 
     admit          a head is parsed and routed: shed (answered, no task made) or count + arm the budget
     before_start   a handler's task starts: out of budget already? then answer and skip the handler
+    started        its handler starts (admission control only): queueing delay measured
     finished       answered or dropped: in flight -1, latency recorded by route and status class
     timing         the Server-Timing line
 
 Only admission control (a budget, a limit, adaptive shedding) changes how handlers are scheduled
 (``schedules``); metrics and Server-Timing only watch. Deadlines are in ``deadlines.py``, shedding in
 ``shedding.py``, numbers in ``metrics.py``.
+
+Admission control (``admission.py``) is on for every route with a deadline unless
+``App(admission=False)``: a request is shed (reason ``admission`` or ``share``) when it cannot finish
+within its budget. ``limit_in_flight`` stays a hard cap, checked first (reason ``limit``). Its clock
+is ``perf_counter()`` (``Exchange.started`` is the head's stamp), not the loop's: uvloop's moves in
+whole milliseconds, as long as the service times it must tell apart.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import os
 from time import perf_counter
 from typing import Any
 
+from .admission import Admission
 from .app import App
 from .config import Config
 from .deadlines import Deadlines
@@ -37,7 +45,7 @@ SNAPSHOT_EVERY = 1.0  # seconds between snapshot files (multi-worker metrics)
 class Realtime:
     __slots__ = (
         "state", "loop", "app", "in_flight", "limit", "adaptive", "metrics", "deadlines", "server_timing",
-        "schedules", "lag", "snapdir", "_shed_head", "_ticks",
+        "schedules", "lag", "snapdir", "_shed_head", "_ticks", "admission", "tracks_starts",
     )
 
     def __init__(self, app: App, config: Config, state: ServerState) -> None:
@@ -58,6 +66,9 @@ class Realtime:
             route.budget = app.deadline if route.deadline is UNSET else route.deadline
         self.schedules = (limit is not None or self.adaptive is not None
                           or any(route.budget is not None for route in app.routes))
+        budgeted = any(route.budget is not None for route in app.routes)
+        self.admission = Admission() if app.admission and budgeted else None
+        self.tracks_starts = self.admission is not None
         self.lag: LoopLagMonitor | None = None
         if self.metrics is not None or self.adaptive is not None:
             self.lag = LoopLagMonitor(self.loop)
@@ -94,20 +105,36 @@ class Realtime:
         if route is None:  # 404/405: cheap, answered by the app, not load
             return True
         if self.in_flight >= self.limit and route.shed:
+            if self.metrics is not None:
+                self.metrics.counters["requests_shed"] += 1
             self._shed(conn, ex)
             return False
+        budget = route.budget
+        if budget is not None:
+            budget = self.deadlines.budget(ex, budget)
+            admission = self.admission
+            if admission is not None and route.shed and not admission.admit(route.pattern, budget, ex.started):
+                self._shed(conn, ex)  # counted by the controller, by reason
+                return False
         self.in_flight += 1
         ex.accounted = 1
         adaptive = self.adaptive
         if adaptive is not None and self.in_flight > adaptive.peak:
             adaptive.peak = self.in_flight
-        budget = route.budget
         if budget is not None:
             self.deadlines.arm(conn, ex, budget)
         return True
 
     def before_start(self, conn: Responder, ex: Exchange) -> bool:
         return self.deadlines.before_start(conn, ex)
+
+    def started(self, ex: Exchange) -> None:
+        """A handler starts (admission control on): how long its request waited since its head."""
+        route = ex.request.route
+        if route is None or ex.accounted != 1:  # 404/405, or answered/dropped before it ran
+            return
+        now = ex.began = perf_counter()
+        self.admission.started(route.pattern, now - ex.started, now)  # type: ignore[union-attr]
 
     def finished(self, ex: Exchange, status: int) -> None:
         """The answer is ready (or the request is dropped): no longer in flight."""
@@ -120,7 +147,10 @@ class Realtime:
         ex.disarm()
         if not ex.started:
             return  # an exchange made up to carry a parse error: nothing to time
-        seconds = perf_counter() - ex.started
+        now = perf_counter()
+        seconds = now - ex.started
+        if accounted == 1 and self.admission is not None:
+            self._admission_done(ex, status, now)
         metrics = self.metrics
         deadline = ex.deadline
         if deadline is not None and not ex.expired and metrics is not None and self.loop.time() > deadline:
@@ -131,14 +161,29 @@ class Realtime:
         if self.adaptive is not None and route is not None and route.budget is not None and status < 500:
             self.adaptive.record(route.pattern, route.budget, seconds)
 
+    def _admission_done(self, ex: Exchange, status: int, now: float) -> None:
+        """Tell the controller how an admitted request ended: its service time when its handler gave
+        the answer; abandoned when it never started, was cancelled, lost its client, or streamed (a
+        stream's end says nothing of how long its handler held the loop)."""
+        route = ex.request.route
+        if route is None:
+            return
+        admission: Admission = self.admission  # type: ignore[assignment]
+        began = ex.began
+        if began:
+            if ex.status or ex.expired or status == 499:
+                admission.abandoned(route.pattern, now, started=True)
+            else:
+                admission.finished(route.pattern, now - began, now)
+        elif route.budget is not None and route.shed:  # it was admitted, and is still counted as waiting
+            admission.abandoned(route.pattern, now, started=False)
+
     def timing(self, ex: Exchange) -> bytes:
         if not ex.started:
             return b""
         return b"Server-Timing: app;dur=%.3f\r\n" % ((perf_counter() - ex.started) * 1000.0)
 
     def _shed(self, conn: Responder, ex: Exchange) -> None:
-        if self.metrics is not None:
-            self.metrics.counters["requests_shed"] += 1
         # Keep the connection when the body (if any) will come anyway; close when the client waits
         # for 100 Continue, which it will not get.
         conn.answer_head(ex, self._shed_head, SHED_BODY, 503, ex.expect_continue)
@@ -166,7 +211,8 @@ class Realtime:
         if self.lag is not None:
             metrics.lag_last = self.lag.last
             metrics.lag_max = self.lag.max
-        return metrics.snapshot(self.in_flight, len(self.state.connections))
+        admission = self.admission.metrics() if self.admission is not None else None
+        return metrics.snapshot(self.in_flight, len(self.state.connections), admission)
 
     def render(self) -> str:
         own = self.snapshot()

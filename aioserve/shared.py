@@ -32,6 +32,10 @@ class Observer(Protocol):
 
     schedules: bool
     server_timing: bool
+    tracks_starts: bool  # admission control is on: call ``started`` as every handler starts
+
+    def started(self, exchange: Exchange) -> None:
+        """A handler starts (after ``before_start``): admission control measures queueing delay here."""
 
     def admit(self, conn: Responder, exchange: Exchange) -> bool:
         """A head is parsed and routed: True to run it, False when the observer answered it (shed)."""

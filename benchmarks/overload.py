@@ -133,6 +133,14 @@ def serve(kind: str, port: int) -> None:
 REQUEST = b"GET /work HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
+def request_for(path: str) -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode()
+
+
+def deadline_of(path: str) -> float:
+    return SLOW_DEADLINE if path == "/slow" else DEADLINE
+
+
 class Conn(asyncio.Protocol):
     def __init__(self, gen: Load) -> None:
         self.gen = gen
@@ -140,6 +148,7 @@ class Conn(asyncio.Protocol):
         self.buf = b""
         self.due = 0.0  # when the request in progress was due; 0 when idle
         self.alive = True
+        self.path = "/work"  # of the request in progress (mixed load: counted per route)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -147,9 +156,10 @@ class Conn(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send(self, due: float) -> None:
+    def send(self, due: float, path: str = "/work") -> None:
         self.due = due
-        self.transport.write(REQUEST)
+        self.path = path
+        self.transport.write(REQUEST if path == "/work" else request_for(path))
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -186,9 +196,13 @@ class Conn(asyncio.Protocol):
 
 
 class Load:
-    def __init__(self, port: int, rate: float, duration: float) -> None:
+    def __init__(self, port: int, rate: float, duration: float, mix: list[tuple[str, float]] | None = None) -> None:
         self.port = port
         self.rate = rate
+        # Mixed load: (path, rate) streams, each on its own timetable, merged; counted per path.
+        self.mix = mix or [("/work", rate)]
+        self.by_path: dict[str, dict] = {p: {"sent": 0, "ok": [], "shed": 0, "timeout": 0, "reset": 0}
+                                         for p, _ in self.mix}
         self.duration = duration
         self.loop = asyncio.get_running_loop()
         self.idle: list[Conn] = []
@@ -218,9 +232,12 @@ class Load:
         latency = self.loop.time() - conn.due
         conn.due = 0.0
         self.busy.discard(conn)
+        mine = self.by_path[conn.path]
         if status == 200:
             self.ok.append(latency)
+            mine["ok"].append(latency)
         elif status == 503:
+            mine["shed"] += 1
             self.shed.append(latency)
             if timing and "dur=" in timing:
                 self.shed_server_ms.append(float(timing.split("dur=")[1].split(";")[0]))
@@ -231,8 +248,11 @@ class Load:
         conn.due = 0.0
         self.busy.discard(conn)
         self.errors[why] += 1
+        if why in ("timeout", "reset"):
+            self.by_path[conn.path][why] += 1
 
-    async def dispatch(self, due: float) -> None:
+    async def dispatch(self, due: float, path: str = "/work") -> None:
+        self.by_path[path]["sent"] += 1
         while self.idle:
             conn = self.idle.pop()
             if conn.alive:
@@ -244,7 +264,7 @@ class Load:
                 return
         self.busy.add(conn)
         self.send_late.append(self.loop.time() - due)
-        conn.send(due)
+        conn.send(due, path)
 
     async def sweep(self) -> None:
         while True:
@@ -260,22 +280,25 @@ class Load:
         self.idle = [c for c in conns if c is not None]
         sweeper = self.loop.create_task(self.sweep())
         start = self.loop.time() + 0.05
-        total = int(self.rate * self.duration)
-        interval = 1.0 / self.rate
+        # The timetable: each path's requests evenly spaced at its rate, merged in time order, so a
+        # mixed load alternates paths in proportion to their rates.
+        table = sorted((k / rate, path) for path, rate in self.mix for k in range(int(rate * self.duration)))
+        total = len(table)
         i = 0
         pending = set()
         while i < total:
             now = self.loop.time()
-            while i < total and start + i * interval <= now:
-                due = start + i * interval
+            while i < total and start + table[i][0] <= now:
+                due, path = start + table[i][0], table[i][1]
                 if self.idle:
-                    await self.dispatch(due)  # does not suspend when a connection is idle
+                    await self.dispatch(due, path)  # does not suspend when a connection is idle
                 else:
-                    task = self.loop.create_task(self.dispatch(due))
+                    task = self.loop.create_task(self.dispatch(due, path))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 i += 1
-            await asyncio.sleep(max(0.0, start + i * interval - self.loop.time()))
+            if i < total:
+                await asyncio.sleep(max(0.0, start + table[i][0] - self.loop.time()))
         end = self.loop.time() + TIMEOUT * 5 + 1
         while (self.busy or pending) and self.loop.time() < end:
             await asyncio.sleep(0.01)
@@ -312,7 +335,7 @@ class Load:
         out = {}
         for line in data.split("\r\n\r\n", 1)[1].splitlines():
             if line.startswith(("aioserve_requests_shed_total", "aioserve_deadline_missed_total",
-                                "aioserve_event_loop_lag_max_seconds",
+                                "aioserve_event_loop_lag_max_seconds", "aioserve_admission_limit",
                                 'aioserve_requests_total{route="/work"')):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
@@ -325,7 +348,15 @@ class Load:
             return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else None
 
         shed_server = sorted(self.shed_server_ms)
-        return {
+        routes = {}
+        for path, d in self.by_path.items():
+            lat = sorted(d["ok"])
+            good = sum(1 for x in lat if x <= deadline_of(path))
+            routes[path] = {"sent": d["sent"], "ok": len(lat), "ok_in_deadline": good,
+                            "goodput": good / self.duration, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+                            "p999_ms": pct(lat, 0.999), "shed": d["shed"], "timeout": d["timeout"],
+                            "reset": d["reset"], "deadline": deadline_of(path)}
+        return {"routes": routes,
             "rate": self.rate, "duration": self.duration, "sent": total,
             "ok": len(ok), "ok_in_deadline": sum(1 for x in ok if x <= DEADLINE),
             "goodput": sum(1 for x in ok if x <= DEADLINE) / self.duration,
@@ -338,7 +369,7 @@ class Load:
         }
 
 
-async def closed_loop(port: int, conns: int = 8, duration: float = 3.0) -> float:
+async def closed_loop(port: int, conns: int = 8, duration: float = 3.0, path: str = "/work") -> float:
     done = 0
     stop = False
 
@@ -346,7 +377,7 @@ async def closed_loop(port: int, conns: int = 8, duration: float = 3.0) -> float
         nonlocal done
         r, w = await asyncio.open_connection("127.0.0.1", port)
         while not stop:
-            w.write(REQUEST)
+            w.write(request_for(path))
             head = await r.readuntil(b"\r\n\r\n")
             n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             await r.readexactly(n)
@@ -415,9 +446,41 @@ def client(args: list[str], timeout: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_mixed(kind: str, duration: float, loads: list[float]) -> list[dict]:
+    """Fast and slow routes, each offered half of what the server answers of it alone at 1x; one
+    result row per route, its goodput (within its own deadline) against its share of capacity."""
+    caps = {}
+    for path in ("/work", "/slow"):
+        proc, port = start_server(kind)
+        try:
+            caps[path] = client(["capacity", "--port", str(port), "--path", path], 30)["capacity"]
+        finally:
+            stop_server(proc)
+    print(f"{kind}: capacity " + ", ".join(f"{p} {c:.0f} req/s" for p, c in caps.items()), flush=True)
+    results = []
+    for x in loads:
+        mix = ",".join(f"{p}:{0.5 * c * x:.1f}" for p, c in caps.items())
+        proc, port = start_server(kind)
+        try:
+            r = client(["load", "--port", str(port), "--rate", "1", "--mix", mix, "--duration", str(duration)],
+                       duration + 60)
+        finally:
+            stop_server(proc)
+        for path, rr in r["routes"].items():
+            row = dict(r, **rr, server=f"{kind} {path}", capacity=0.5 * caps[path], load=x,
+                       rate=0.5 * caps[path] * x)
+            row.pop("routes")
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    return results
+
+
 def run_all(servers: list[str], duration: float, loads: list[float]) -> list[dict]:
     results = []
     for kind in servers:
+        if kind == "aioserve-mixed":
+            results.extend(run_mixed(kind, duration, loads))
+            continue
         proc, port = start_server(kind)
         try:
             capacity = client(["capacity", "--port", str(port)], 30)["capacity"]
@@ -446,7 +509,7 @@ def write_report(results: list[dict], outdir: Path) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "overload.json").write_text(json.dumps(results, indent=1))
     lines = [
-        "| server | load | offered/s | goodput/s (<=50 ms) | goodput % of capacity | p50 ms | p99 ms | p99.9 ms "
+        "| server | load | offered/s | goodput/s (within deadline) | goodput % of capacity (mixed: of its share) | p50 ms | p99 ms | p99.9 ms "
         "| 503 | timeouts | resets | new client wait s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -543,10 +606,12 @@ def main() -> None:
     s.add_argument("port", type=int)
     c = sub.add_parser("capacity")
     c.add_argument("--port", type=int, required=True)
+    c.add_argument("--path", default="/work")
     ld = sub.add_parser("load")
     ld.add_argument("--port", type=int, required=True)
     ld.add_argument("--rate", type=float, required=True)
     ld.add_argument("--duration", type=float, default=10.0)
+    ld.add_argument("--mix", default=None, help="PATH:RATE,... alternate paths in proportion (mixed app)")
     r = sub.add_parser("run")
     r.add_argument("--duration", type=float, default=10.0)
     r.add_argument("--servers", default=",".join(SERVERS))
@@ -561,10 +626,11 @@ def main() -> None:
     if args.cmd == "serve":
         serve(args.kind, args.port)
     elif args.cmd == "capacity":
-        print(json.dumps({"capacity": run_loop(closed_loop(args.port))}))
+        print(json.dumps({"capacity": run_loop(closed_loop(args.port, path=args.path))}))
     elif args.cmd == "load":
         async def go():
-            return await Load(args.port, args.rate, args.duration).run()
+            mix = [(p, float(r)) for p, r in (m.rsplit(":", 1) for m in args.mix.split(","))] if args.mix else None
+            return await Load(args.port, args.rate, args.duration, mix).run()
         print(json.dumps(run_loop(go())))
     elif args.cmd == "sim":
         print(simulate_table(args.duration, [float(x) for x in args.loads.split(",")]))

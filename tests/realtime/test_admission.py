@@ -206,3 +206,24 @@ def test_snapshot_content():
     assert route["admitted"] + route["shed"]["admission"] == len(arrivals)
     assert snap["shed"]["admission"] == route["shed"]["admission"] > 0
     assert set(snap["shed"]) == {"admission", "share"}
+
+
+def test_a_route_whose_estimate_outgrew_its_budget_recovers():
+    """One slow answer (a cold cache) must not lock a route out for ever: it is let through one
+    request at a time, at most once per budget, until its estimate fits again."""
+    ctl = Admission()
+    assert ctl.admit("/r", 0.05, 0.0)
+    ctl.started("/r", 0.0, 0.0)
+    ctl.finished("/r", 0.200, 0.200)  # 200 ms, four times the budget
+    assert not ctl.admit("/r", 0.05, 0.210)  # within a budget of that answer: refused
+    now = 0.200
+    for probes in range(1, 101):
+        now += 0.06
+        assert ctl.admit("/r", 0.05, now)  # a probe (or, once recovered, an ordinary admission)
+        ctl.started("/r", 0.0, now)
+        ctl.finished("/r", 0.001, now + 0.001)
+        if ctl.snapshot()["routes"]["/r"]["service"] < 0.005:
+            break
+    assert probes < 100
+    now += 0.06
+    assert sum(ctl.admit("/r", 0.05, now + i * 1e-5) for i in range(10)) >= 4  # bursts fit again

@@ -73,7 +73,7 @@ async def test_metrics_parse_and_counts_match_requests_sent():
     slow_under_20ms = buckets[(("le", "0.017782794"), ("route", "/slow"), ("status", "5xx"))]
     assert slow_under_20ms == 0 and buckets[(("le", "10"), ("route", "/slow"), ("status", "5xx"))] == 1
     assert m["aioserve_deadline_missed_total"][(("outcome", "cancelled"),)] == 1
-    assert m["aioserve_requests_shed_total"][()] == 0
+    assert set(m["aioserve_requests_shed_total"].values()) == {0}  # by reason: limit, admission, share
     assert m["aioserve_requests_in_flight"][()] == 1  # the /metrics request itself
     assert m["aioserve_connections"][()] == 1
     assert m["aioserve_event_loop_lag_seconds"][()] >= 0
@@ -98,7 +98,7 @@ async def test_shed_requests_are_counted():
         gate.set()
         await holder.read_response()
         await holder.close()
-    assert m["aioserve_requests_shed_total"][()] == 3
+    assert m["aioserve_requests_shed_total"][(("reason", "limit"),)] == 3
     assert m["aioserve_requests_total"][(("route", "/hold"), ("status", "5xx"))] == 3
 
 
@@ -130,7 +130,7 @@ def test_merge_adds_workers():
     m = parse(render(merged))
     assert m["aioserve_requests_total"][(("route", "/x"), ("status", "2xx"))] == 4
     assert m["aioserve_requests_total"][(("route", "/y"), ("status", "5xx"))] == 1
-    assert m["aioserve_requests_shed_total"][()] == 7
+    assert m["aioserve_requests_shed_total"][(("reason", "limit"),)] == 7
     assert m["aioserve_requests_in_flight"][()] == 3
     assert m["aioserve_connections"][()] == 7
     assert m["aioserve_event_loop_lag_seconds"][()] == 0.2  # the worst worker
