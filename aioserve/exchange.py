@@ -116,6 +116,15 @@ class Exchange:
         if self.disconnected and not self.complete:
             raise ClientDisconnected("client disconnected before sending the whole body")
 
+    async def wait_disconnected(self) -> None:
+        """Return once the client has gone away; body arrivals wake it too, so it looks again."""
+        while not self.disconnected:
+            waiter = self.waiter = self.conn.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
     def wake(self) -> None:
         """More body, its end, an error or a disconnect: let a waiting reader look again."""
         waiter = self.waiter
