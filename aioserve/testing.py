@@ -23,6 +23,7 @@ import h11
 import httpx2
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response as WSResponse
 from websockets.uri import parse_uri
 
 from .app import App
@@ -539,6 +540,7 @@ class AsyncWebSocketTestSession:
         self.accepted_subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        self.response: WSResponse | None = None  # the handshake's answer
 
     async def __aenter__(self) -> AsyncWebSocketTestSession:
         _errors.set(self.errors)
@@ -558,8 +560,8 @@ class AsyncWebSocketTestSession:
         self._collect()
         if self.raise_errors and self.errors:
             raise self.errors[0]
-        if protocol.handshake_exc is not None or protocol.state.name != "OPEN":
-            response = getattr(protocol.handshake_exc, "response", None)
+        if protocol.handshake_exc is not None or self.response is None or self.response.status_code != 101:
+            response = getattr(protocol.handshake_exc, "response", None) or self.response
             status = response.status_code if response is not None else 0
             body = response.body if response is not None else b""
             self.transport.disconnect()
@@ -581,7 +583,9 @@ class AsyncWebSocketTestSession:
     def _collect(self) -> None:
         assert self.protocol is not None
         for event in self.protocol.events_received():
-            if isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+            if isinstance(event, WSResponse):
+                self.response = event
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
                 self.messages.append(event.data.decode("utf-8") if event.opcode is Opcode.TEXT else bytes(event.data))
 
     async def receive(self) -> str | bytes:
