@@ -39,6 +39,10 @@ FILE_CHUNK = 64 * 1024
 logger = logging.getLogger("aioserve")
 
 
+class ClientGone(OSError):
+    """Raised by ``send()`` once the client is gone (an ``OSError``, as the ASGI spec asks)."""
+
+
 class LifespanError(RuntimeError):
     """The ASGI app's lifespan startup failed (``lifespan.startup.failed``, or it raised with ``on``)."""
 
@@ -223,7 +227,7 @@ class _Cycle:
                 self._misuse("sent http.response.body " + ("before http.response.start" if not self.status
                                                            else "after the response was complete"))
             if self.gone:
-                raise ClientDisconnected("the client went away")
+                raise ClientGone("the client went away")
             body = message.get("body", b"")
             more = message.get("more_body", False)
             if not more:
@@ -238,7 +242,7 @@ class _Cycle:
                 self.writer = asyncio.get_running_loop().create_future()
                 await self.writer
             if self.gone and more:
-                raise ClientDisconnected("the client went away")
+                raise ClientGone("the client went away")
         elif kind == "http.response.start":
             if self.status:
                 self._misuse("sent http.response.start twice")
@@ -278,7 +282,8 @@ class _Cycle:
             if self.length is not None and self.length != len(body) and self.request.method != "HEAD":
                 error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), self.length)
                 return StreamResponse(_once(body), self.status, self.headers, content_length=self.length)
-            response = Response(body, self.status, self.headers)
+            response = Response(b"", self.status, self.headers)  # no content type of ours added
+            response.body = body
             return response
         self.reader = asyncio.get_running_loop().create_future()  # marks the stream as started
         self.reader.set_result(None)

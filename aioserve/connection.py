@@ -213,6 +213,9 @@ class Connection(asyncio.Protocol):
         if self.pipeline:
             self._enter(CLOSING)  # _flush closes once the pipeline is empty
             self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
+            for ex in self.pipeline:  # an ASGI app waiting in receive() hears http.disconnect, as under uvicorn
+                ex.peer_closed = True
+                ex.wake()
             return True
         return False
 
