@@ -73,8 +73,8 @@ def starlette_app(events: dict) -> Starlette:
         s = request.scope
         return JSONResponse({"path": s["path"], "raw_path": s["raw_path"].decode(), "qs": s["query_string"].decode(),
                              "root_path": s["root_path"], "http_version": s["http_version"],
-                             "headers": [[k.decode(), v.decode()] for k, v in s["headers"]],
-                             "asgi": s["asgi"], "client_host": s["client"][0], "scheme": s["scheme"]})
+                             "headers": [[k.decode(), v.decode()] for k, v in s["headers"] if k != b"host"],  # ports differ
+                             "asgi": s["asgi"]["version"], "client_host": s["client"][0], "scheme": s["scheme"]})
 
     async def cookie(request):
         r = PlainTextResponse("c")
@@ -121,7 +121,7 @@ async def test_starlette_under_aioserve(tmp_path):
             scope = r.json()
             assert scope["path"] == "/scope/a b" and scope["raw_path"] == "/scope/a%20b" and scope["qs"] == "x=1"
             assert ["x-thing", "V"] in scope["headers"] and scope["http_version"] == "1.1"
-            assert scope["asgi"]["version"] == "3.0" and scope["client_host"] == "127.0.0.1"
+            assert scope["asgi"] == "3.0" and scope["client_host"] == "127.0.0.1"
             r = await client.post("/count", content=b"z" * (3 * 2**20))  # a body in many reads, streamed
             assert r.json() == {"size": 3 * 2**20}
         async with raw_connection(server) as conn:  # exception before start: the server's own 500
