@@ -265,7 +265,6 @@ _RANGES: dict[str, _Range] = {
     "ws_per_message_deflate": _Range("bool"),
     "deadline": _Range("number", 0, above=True, none=""),
     "metrics": _Range("str", none=""),
-    "root_path": _Range("text"),
 }
 
 
@@ -298,6 +297,12 @@ def _check_reload_dirs(value: Any) -> None:
                        f"--reload-dir must name a directory, not {value!r}")
 
 
+def _check_root_path(value: Any) -> None:
+    if isinstance(value, str) and (value == "" or value.startswith("/")):
+        return
+    raise SettingError.naming("{} must be empty or start with '/', not " + repr(value), "root_path")
+
+
 _SPECIAL = {
     "loop": _one_of("loop", ("auto", "asyncio", "uvloop")),
     "log_level": _one_of("log_level", (None, *LEVELS)),
@@ -306,4 +311,5 @@ _SPECIAL = {
     "forwarded_allow_ips": _check_forwarded_allow_ips,
     "reload_dirs": _check_reload_dirs,
     "lifespan": _one_of("lifespan", ("auto", "on", "off")),
+    "root_path": _check_root_path,
 }
