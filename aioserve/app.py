@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .compression import CompressionSettings, Compressor
+from .asgiapp import serve_asgi
 from .cors import Cors
 from .errors import HTTPError, error_logger
 from .radix import RadixTree
@@ -55,6 +56,8 @@ class App(Router):
     client accepts compressed. ``finishers`` run, in order, on every response (handler results,
     error answers, streams); ``compile()`` composes them into ``finish`` for the connection.
     """
+
+    _asgi_compiled = False  # compile() has run (ASGI use without lifespan compiles on first call)
 
     def __init__(
         self, *, debug: bool = False, deadline: float | None = None,
@@ -190,6 +193,7 @@ class App(Router):
 
     async def startup(self) -> None:
         self.compile()
+        self._asgi_compiled = True
         for hook in self.startup_hooks:
             await hook()
 
@@ -205,6 +209,13 @@ class App(Router):
         if _runner is None:  # pragma: no cover - importing aioserve installs it
             raise RuntimeError("import aioserve (the package) to run an app")
         _runner(self, **settings)
+
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        """ASGI 3: uvicorn, Granian or Hypercorn can serve this app (see asgiapp.py for what is lost)."""
+        if not self._asgi_compiled:  # a server with lifespan off never ran startup()
+            self._asgi_compiled = True
+            self.compile()
+        await serve_asgi(self, scope, receive, send)
 
     # -- per request -----------------------------------------------------------------------------
     def resolve(self, method: str, path: str) -> tuple[Route | None, list[Any] | tuple[()], HTTPError | None]:

@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a WebSocket peer has to answer a ping or a close before it is dropped (default 20; 0 off)")
     p.add_argument("--ws-per-message-deflate", action=argparse.BooleanOptionalAction, default=True,
                    help="offer permessage-deflate compression to WebSocket clients (default on)")
+    # real time, for any app; ASGI apps
+    p.add_argument("--deadline", type=float, default=None,
+                   help="default time budget of every request, s: past it 503 + Retry-After if not started (an App's own wins)")
+    p.add_argument("--metrics", metavar="PATH", default=None, help="serve Prometheus metrics at PATH (any app, ASGI included)")
+    p.add_argument("--interface", choices=["auto", "aioserve", "asgi"], default="auto",
+                   help="what TARGET is (default auto: an App or Router is aioserve, another callable ASGI 3)")
+    p.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto",
+                   help="ASGI lifespan: auto runs it and carries on if the app does not support it (default auto)")
+    p.add_argument("--root-path", default="", help="scope['root_path'] of an ASGI app mounted below a prefix")
     # development
     p.add_argument("--reload", action="store_true", help="restart when a Python file changes (development)")
     p.add_argument("--reload-dir", action="append", dest="reload_dirs", metavar="DIR",
@@ -131,7 +140,7 @@ def die(message: str) -> None:
     raise SystemExit(1)
 
 
-def load_target(target: str, factory: bool = False) -> App | Router:
+def load_target(target: str, factory: bool = False, interface: str = "auto") -> Any:
     """Import ``MODULE:ATTR`` (ATTR may be dotted) and return something servable."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
@@ -159,12 +168,34 @@ def load_target(target: str, factory: bool = False) -> App | Router:
             obj = obj()
         except Exception as exc:
             die(f"the factory {target} raised {type(exc).__name__}: {exc}")
+    if interface == "asgi":
+        if isinstance(obj, (App, Router)) or not callable(obj):
+            die(f"--interface asgi was given but {target} is a {type(obj).__name__}, not an ASGI callable")
+        return obj
     if isinstance(obj, (App, Router)):
+        return obj
+    if interface == "aioserve":
+        die(f"--interface aioserve was given but {target} is a {type(obj).__name__}, not an App or Router")
+    from .asgi import is_asgi
+
+    if is_asgi(obj) and _takes_three(obj):
         return obj
     if callable(obj) and not factory:
         die(f"{target} is a callable, not an App or Router; add --factory if it returns one")
     die(f"{target} is a {type(obj).__name__}, not an aioserve App or Router")
     raise AssertionError  # unreachable
+
+
+def _takes_three(obj: Any) -> bool:
+    """Called as ``app(scope, receive, send)``: an ASGI 3 callable rather than an app factory."""
+    import inspect
+
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return True  # a C callable, say: take it at its word
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,6 +249,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "ws_ping_interval": args.ws_ping_interval or None,
         "ws_ping_timeout": args.ws_ping_timeout or None,
         "ws_per_message_deflate": args.ws_per_message_deflate,
+        "deadline": args.deadline,
+        "metrics": args.metrics,
+        "lifespan": args.lifespan,
+        "root_path": args.root_path,
     }
 
 
@@ -231,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         die(exc.flag_message)
     except (ValueError, TypeError) as exc:
         die(str(exc))
-    app = load_target(args.target, args.factory)
+    app = load_target(args.target, args.factory, args.interface)
+    from .asgi import LifespanError, asgi_app
+
+    if args.interface == "asgi":
+        app = asgi_app(app, root_path=args.root_path, lifespan=args.lifespan)
     from .processes import run
 
     try:
@@ -239,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingError as exc:
         die(exc.flag_message)
     except (ValueError, TypeError) as exc:
+        die(str(exc))
+    except LifespanError as exc:
         die(str(exc))
     except KeyboardInterrupt:
         pass

@@ -98,6 +98,11 @@ class Config:
     ws_ping_interval: float | None = 20.0  # seconds between keep-alive pings; None: no pings
     ws_ping_timeout: float | None = 20.0  # no pong (or no close answer) this long: close 1011 / drop
     ws_per_message_deflate: bool = True
+    # real time, for any app (an App's own deadline= wins); and ASGI apps (asgi.py)
+    deadline: float | None = None  # seconds: the default budget of every request
+    metrics: str | None = None  # serve Prometheus metrics at this path
+    lifespan: str = "auto"  # auto | on | off: an ASGI app's lifespan protocol
+    root_path: str = ""  # scope["root_path"] of an ASGI app
 
     def form_limits(self) -> FormLimits:
         """The ``forms.FormLimits`` these settings describe (what ``request.form()`` uses by default)."""
@@ -258,6 +263,8 @@ _RANGES: dict[str, _Range] = {
     "ws_ping_interval": _Range("number", 0, above=True, none="0 for off"),
     "ws_ping_timeout": _Range("number", 0, above=True, none="0 for off"),
     "ws_per_message_deflate": _Range("bool"),
+    "deadline": _Range("number", 0, above=True, none=""),
+    "metrics": _Range("str", none=""),
 }
 
 
@@ -290,6 +297,12 @@ def _check_reload_dirs(value: Any) -> None:
                        f"--reload-dir must name a directory, not {value!r}")
 
 
+def _check_root_path(value: Any) -> None:
+    if isinstance(value, str) and (value == "" or value.startswith("/")):
+        return
+    raise SettingError.naming("{} must be empty or start with '/', not " + repr(value), "root_path")
+
+
 _SPECIAL = {
     "loop": _one_of("loop", ("auto", "asyncio", "uvloop")),
     "log_level": _one_of("log_level", (None, *LEVELS)),
@@ -297,4 +310,6 @@ _SPECIAL = {
     "server_header": _check_server_header,
     "forwarded_allow_ips": _check_forwarded_allow_ips,
     "reload_dirs": _check_reload_dirs,
+    "lifespan": _one_of("lifespan", ("auto", "on", "off")),
+    "root_path": _check_root_path,
 }

@@ -223,6 +223,9 @@ class Connection(asyncio.Protocol):
         if self.pipeline:
             self._enter(CLOSING)  # _flush closes once the pipeline is empty
             self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
+            for ex in self.pipeline:  # an ASGI app waiting in receive() hears http.disconnect, as under uvicorn
+                ex.peer_closed = True
+                ex.wake()
             return True
         return False
 
@@ -456,7 +459,11 @@ class Connection(asyncio.Protocol):
         name = name.lower()
         if value and (value[-1] == 32 or value[-1] == 9):  # trailing OWS is not part of the value
             value = value.rstrip(b" \t")
-        self._headers.append((name, value))
+        headers = self._headers
+        if headers is _NO_HEADERS:  # a trailer field of a chunked body: bounded, then dropped
+            self._on_trailer(name, value)
+            return
+        headers.append((name, value))
         size = self._head_size + len(name) + len(value) + 4
         if size > self.config.limit_request_header_size:
             raise ProtocolError(431, "Request header fields too large")
@@ -475,6 +482,14 @@ class Connection(asyncio.Protocol):
                 self._content_length = int(value)
             elif name == b"upgrade":
                 self._upgrade = value.lower()
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        """Trailer fields (RFC 9112 7.1.2) are not offered to handlers: they count toward the header
+        size limit and are dropped. They must never reach the next request's head state."""
+        size = self._head_size + len(name) + len(value) + 4
+        if size > self.config.limit_request_header_size:
+            raise ProtocolError(431, "Request trailer fields too large")
+        self._head_size = size
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -607,6 +622,8 @@ class Connection(asyncio.Protocol):
         self.current = None
         if ex is None:
             return
+        if self._head_size:  # trailer fields were counted: the next head starts from nothing
+            self._head_size = 0
         ex.complete = True
         ex.expect_continue = False
         if ex.waiter is not None:

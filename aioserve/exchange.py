@@ -46,6 +46,7 @@ class Exchange:
     waiter: asyncio.Future[None] | None = None  # a reader waiting for more body
     body_error: Exception | None = None  # raised to the reader (e.g. the 413 the connection answered)
     disconnected = False  # the client went away before this exchange was answered
+    peer_closed = False  # the client half-closed (EOF) with this exchange outstanding
     expect_continue = False  # the client waits for "100 Continue" before sending the body
     continue_due = False  # ... and it is owed as soon as the earlier answers are written
     # answering
@@ -116,6 +117,15 @@ class Exchange:
             raise self.body_error
         if self.disconnected and not self.complete:
             raise ClientDisconnected("client disconnected before sending the whole body")
+
+    async def wait_disconnected(self) -> None:
+        """Return once the client has gone away (or sent EOF); body arrivals wake it too, so it looks again."""
+        while not (self.disconnected or self.peer_closed):
+            waiter = self.waiter = self.conn.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
 
     def wake(self) -> None:
         """More body, its end, an error or a disconnect: let a waiting reader look again."""

@@ -32,6 +32,8 @@ class Channel(Protocol):
 
     async def read_chunks(self) -> list[bytes]: ...
 
+    async def wait_disconnected(self) -> None: ...
+
     @property
     def form_limits(self) -> FormLimits: ...
 
@@ -170,6 +172,13 @@ class Request:
     @property
     def is_disconnected(self) -> bool:
         return self._channel is not None and self._channel.disconnected
+
+    async def wait_disconnected(self) -> None:
+        """Return once the client has gone away (the ASGI adapter's ``http.disconnect``)."""
+        if self._channel is not None:
+            await self._channel.wait_disconnected()
+        else:
+            await asyncio.get_running_loop().create_future()  # no client to lose
 
     # -- body --------------------------------------------------------------------------------------
     async def body(self) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .accept import BatchAcceptor, listening_socket
 from .app import App
+from .asgi import asgi_app, is_asgi
 from .config import Config
 from .connection import Connection
 from .realtime import Realtime
@@ -35,6 +36,8 @@ class Server:
         if not isinstance(app, App):
             if isinstance(app, Router):
                 app = App.from_router(app)
+            elif is_asgi(app):  # an ASGI 3 callable (Starlette, FastAPI...): served through an App (asgi.py)
+                app = asgi_app(app, root_path=config.root_path, lifespan=config.lifespan)
             else:
                 raise TypeError(f"cannot serve {type(app).__name__}: expected an aioserve App or Router")
         self.app = app
@@ -51,6 +54,10 @@ class Server:
         config = self.config
         ssl_ctx = make_ssl_context(config)
         state = self.state = ServerState(self.app, config, loop)
+        if config.deadline is not None and self.app.deadline is None:  # server-wide default budget
+            self.app.deadline = config.deadline
+        if config.metrics and self.app.metrics_path != config.metrics:
+            self.app.enable_metrics(config.metrics)
         await self.app.startup()
         state.clock.start(loop)
         realtime = self._realtime = Realtime(self.app, config, state) if Realtime.wanted(self.app, config) else None

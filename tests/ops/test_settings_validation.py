@@ -73,6 +73,11 @@ BAD_FLAGS: dict[str, tuple[list[str], str]] = {
     "--ws-max-size": (["--ws-max-size", "0"], "--ws-max-size must be an integer >= 1, not 0"),
     "--ws-ping-interval": (["--ws-ping-interval", "-1"], "--ws-ping-interval must be a number > 0, or 0 for off, not -1.0"),
     "--ws-ping-timeout": (["--ws-ping-timeout", "nan"], "--ws-ping-timeout must be a number > 0, or 0 for off, not nan"),
+    "--deadline": (["--deadline", "0"], "--deadline must be a number > 0, not 0.0"),
+    "--metrics": (["--metrics", ""], "--metrics must be a non-empty string, not ''"),
+    "--interface": (["--interface", "wsgi"], "argument --interface: invalid choice: 'wsgi'"),
+    "--lifespan": (["--lifespan", "maybe"], "argument --lifespan: invalid choice: 'maybe'"),
+    "--root-path": (["--root-path", "api"], "--root-path must be empty or start with '/', not 'api'"),
 }
 # Switches have no value to get wrong; --help and --version exit 0 by design.
 SWITCHES = {"--factory", "--access-log", "--no-access-log", "--proxy-headers", "--no-proxy-headers", "--reload",
@@ -160,6 +165,10 @@ BAD_KEYWORDS: dict[str, object] = {
     "ws_ping_interval": -1,
     "ws_ping_timeout": 0,
     "ws_per_message_deflate": "yes",
+    "deadline": 0,
+    "metrics": "",
+    "lifespan": "maybe",
+    "root_path": "api",
 }
 
 

@@ -798,3 +798,33 @@ async def test_any_segmentation_gives_the_same_answers(case):
         responses = await conn.read_responses(len(expected))
         assert [r.status for r in responses] == [200] * len(expected)
         assert [r.body for r in responses] == expected
+
+
+async def test_trailer_fields_are_bounded_and_never_reach_the_next_request():
+    """RFC 9112 7.1.2: trailers are dropped; they must neither leak into shared state nor into the
+    head state of the request after them (a trailer ``Host`` once made the next request's own Host a
+    duplicate, and every trailer grew a list shared by all connections)."""
+    from aioserve import App, Response
+    from aioserve import connection
+
+    app = App()
+
+    @app.post("/echo")
+    async def echo(request):
+        return Response(await request.body())
+
+    @app.get("/")
+    def index(request):
+        return "ok"
+
+    async with running(app) as server, raw_connection(server) as conn:
+        trailer = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"3\r\nabc\r\n0\r\nHost: other\r\nX-Trailer: t\r\n\r\n")
+        await conn.send(trailer + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, second = await conn.read_responses(2, ["POST", "GET"])
+        assert (first.status, first.body) == (200, b"abc")
+        assert (second.status, second.body) == (200, b"ok")
+        assert connection._NO_HEADERS == []
+        big = b"X-Big: " + b"a" * 40000 + b"\r\n"
+        await conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + big + b"\r\n")
+        assert (await conn.read_final_response("POST")).status == 431

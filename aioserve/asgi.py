@@ -1,0 +1,393 @@
+"""Serve an ASGI 3 application (Starlette, FastAPI, Django...) on aioserve's connection, unchanged.
+
+``asgi_app(callable)`` wraps the ASGI callable in an ordinary ``App`` with one catch-all route, so
+everything the server has (parser, limits, timeouts, proxy headers, access log, deadlines, shedding,
+metrics, graceful shutdown) applies without a second code path in the connection. Per request:
+
+- the scope is built from the ``Request`` (headers as received, names lowercased);
+- ``receive()`` hands out the body as the connection reads it (``request.stream()``: bounded, flow
+  controlled), then waits for the client to go away (``http.disconnect``);
+- the app runs in a task of its own; the route's handler waits for ``http.response.start`` and returns
+  a ``Response`` when the whole body came with it, else a ``StreamResponse`` fed by a bounded queue,
+  so ``send()`` waits while the client is slow;
+- lifespan runs in the app's startup and shutdown hooks, and its ``state`` is copied into each scope.
+
+A misbehaving app (raises, returns without a response, sends body before start, starts twice) gets
+one log line naming it and a 500 when nothing was sent yet; after that the connection is closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
+
+from .app import App
+from .errors import ClientDisconnected, HTTPError, error_logger
+from .request import Request
+from .response import Response, StreamResponse
+from .wire import TEXT_TYPE
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+QUEUED_CHUNKS = 4  # body messages an app may send ahead of a slow client before send() waits
+FILE_CHUNK = 64 * 1024
+logger = logging.getLogger("aioserve")
+
+
+class ClientGone(OSError):
+    """Raised by ``send()`` once the client is gone (an ``OSError``, as the ASGI spec asks)."""
+
+
+class LifespanError(RuntimeError):
+    """The ASGI app's lifespan startup failed (``lifespan.startup.failed``, or it raised with ``on``)."""
+
+
+def is_asgi(obj: Any) -> bool:
+    """An object the CLI should serve as ASGI 3: callable, and not an aioserve App or Router."""
+    from .router import Router
+
+    return callable(obj) and not isinstance(obj, (App, Router)) and not isinstance(obj, type)
+
+
+def asgi_app(app: ASGIApp, *, root_path: str = "", lifespan: str = "auto", **options: Any) -> App:
+    """An ``App`` that serves the ASGI 3 callable ``app``; ``options`` go to ``App()`` (deadline...)."""
+    if lifespan not in ("auto", "on", "off"):
+        raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
+    adapter = ASGIAdapter(app, root_path, lifespan)
+    wrapper = App(**options)
+    wrapper.asgi = app  # type: ignore[attr-defined]  # what is served, for logs and tests
+    wrapper.route("/", METHODS, name=adapter.name)(adapter.handle)
+    wrapper.route("/{asgi_path:path}", METHODS, name=adapter.name)(adapter.handle)
+    wrapper.on_startup(adapter.startup)
+    wrapper.on_shutdown(adapter.shutdown)
+    return wrapper
+
+
+class ASGIAdapter:
+    """The catch-all handler and the lifespan of one ASGI app."""
+
+    def __init__(self, app: ASGIApp, root_path: str, lifespan: str) -> None:
+        self.app = app
+        self.root_path = root_path.rstrip("/")
+        self.lifespan = lifespan
+        self.name = getattr(app, "__qualname__", None) or type(app).__qualname__
+        self.state: dict[str, Any] = {}
+        self._lifespan: _Lifespan | None = None
+
+    # -- lifespan ------------------------------------------------------------------------------------
+    async def startup(self) -> None:
+        if self.lifespan == "off":
+            return
+        cycle = self._lifespan = _Lifespan(self.app, self.state)
+        error = await cycle.startup()
+        if error is None:
+            return
+        if cycle.unsupported and self.lifespan == "auto":
+            logger.info("ASGI app %s does not support lifespan; serving without it", self.name)
+            self._lifespan = None
+            return
+        raise LifespanError(f"ASGI lifespan startup of {self.name} failed: {error}")
+
+    async def shutdown(self) -> None:
+        if self._lifespan is not None:
+            error = await self._lifespan.shutdown()
+            if error:
+                error_logger.error("ASGI lifespan shutdown of %s failed: %s", self.name, error)
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    async def handle(self, request: Request, asgi_path: str = "") -> Response:
+        root = self.root_path
+        scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "method": request.method,
+            "scheme": request.scheme,
+            "path": root + request.path if root else request.path,
+            "raw_path": root.encode("latin-1") + request.raw_path if root else request.raw_path,
+            "query_string": request.query_string,
+            "root_path": root,
+            "headers": request.raw_headers,
+            "client": request.client,
+            "server": None,
+            "extensions": {"http.response.pathsend": {}},
+        }
+        if self.state:
+            scope["state"] = self.state.copy()
+        cycle = _Cycle(request, self.name)
+        task = asyncio.get_running_loop().create_task(cycle.run(self.app, scope))
+        try:
+            await cycle.started
+        except asyncio.CancelledError:  # a deadline or shutdown: the app's work is no longer wanted
+            task.cancel()
+            raise
+        except _AppFailed as failed:
+            if failed.log:
+                error_logger.error("%s", failed, exc_info=failed.__cause__)
+            return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
+        return cycle.response(task)
+
+
+class _AppFailed(Exception):
+    def __init__(self, message: str, log: bool = True) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class _Cycle:
+    """One HTTP request's ASGI conversation: the receive side, the send side, and the body queue."""
+
+    __slots__ = ("request", "name", "started", "status", "headers", "length", "body", "queue", "ended",
+                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener")
+
+    def __init__(self, request: Request, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.request = request
+        self.name = name
+        self.started: asyncio.Future[None] = loop.create_future()  # set at http.response.start
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.length: int | None = None  # Content-Length the app announced
+        self.body: bytes | None = None  # the whole body, when it came in one message after start
+        self.queue: deque[bytes] = deque()
+        self.ended = False  # more_body=False seen: the response is complete
+        self.error: BaseException | None = None  # the app failed after start: cut the message
+        self.gone = False  # the client went away (the stream was closed)
+        self.reader: asyncio.Future[None] | None = None  # the stream waiting for body
+        self.writer: asyncio.Future[None] | None = None  # the app waiting for room
+        self.body_iter: AsyncIterator[bytes] | None = None
+        self.body_done = False
+        self.path: str | None = None  # http.response.pathsend
+        self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self._fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
+            raise
+        except Exception as exc:
+            failed = _AppFailed(f"ASGI app {self.name} raised {type(exc).__name__} for "
+                                f"{self.request.method} {self.request.path}")
+            failed.__cause__ = exc
+            if self.status:
+                error_logger.error("%s after starting its response", failed, exc_info=exc)
+            self._fail(failed)
+        else:
+            if not self.status:
+                self._fail(_AppFailed(f"ASGI app {self.name} returned without sending a response to "
+                                      f"{self.request.method} {self.request.path}"))
+            elif not self.ended:
+                error_logger.error("ASGI app %s returned without completing its response to %s %s",
+                                   self.name, self.request.method, self.request.path)
+                self._fail(_AppFailed("incomplete response", log=False))
+
+    def _fail(self, failed: _AppFailed) -> None:
+        if not self.started.done():
+            self.started.set_exception(failed)
+        else:
+            self.error = failed
+            self._wake_reader()
+
+    # -- receive ---------------------------------------------------------------------------------------
+    async def receive(self) -> Message:
+        if not self.body_done:
+            if self.body_iter is None:
+                self.body_iter = self.request.stream().__aiter__()
+            try:
+                chunk = await self.body_iter.__anext__()
+            except StopAsyncIteration:
+                self.body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            except (ClientDisconnected, HTTPError):  # gone, or answered already (413)
+                self.body_done = True
+                self.gone = True
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        if not self.gone and not self.ended:
+            waiter = asyncio.ensure_future(self.request.wait_disconnected())
+            self.listener = waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if not self.gone:  # our own cancel (the stream ended) wakes it; anything else propagates
+                    raise
+        return {"type": "http.disconnect"}
+
+    # -- send ------------------------------------------------------------------------------------------
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.status or self.ended:
+                self._misuse("sent http.response.body " + ("before http.response.start" if not self.status
+                                                           else "after the response was complete"))
+            if self.gone:
+                raise ClientGone("the client went away")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more:
+                self.ended = True
+            if self.reader is None and not self.queue and not more:
+                self.body = bytes(body)  # the whole body in one message: a plain Response
+                return
+            if body:
+                self.queue.append(bytes(body))
+            self._wake_reader()
+            while len(self.queue) >= QUEUED_CHUNKS and not self.gone:
+                self.writer = asyncio.get_running_loop().create_future()
+                await self.writer
+            if self.gone and more:
+                raise ClientGone("the client went away")
+        elif kind == "http.response.start":
+            if self.status:
+                self._misuse("sent http.response.start twice")
+            status = message["status"]
+            headers = []
+            length = None
+            for name, value in message.get("headers", ()):
+                name = name.decode("latin-1") if isinstance(name, bytes) else name
+                value = value.decode("latin-1") if isinstance(value, bytes) else value
+                lower = name.lower()
+                if lower == "content-length":
+                    length = int(value)
+                elif lower != "transfer-encoding" and lower != "server" and lower != "date":
+                    headers.append((name, value))
+            self.status = status
+            self.headers = headers
+            self.length = length
+            if not self.started.done():
+                self.started.set_result(None)
+        elif kind == "http.response.pathsend":
+            if not self.status or self.ended:
+                self._misuse("sent http.response.pathsend out of order")
+            self.path = message["path"]
+            self.ended = True
+            self._wake_reader()
+        else:
+            self._misuse(f"sent an unknown message type {kind!r}")
+
+    def _misuse(self, what: str) -> None:
+        raise RuntimeError(f"ASGI app {self.name} {what}")
+
+    # -- the response --------------------------------------------------------------------------------------
+    def response(self, task: asyncio.Task[None]) -> Response:
+        """After start: the whole response when it is already here, else a stream of what follows."""
+        if self.body is not None and self.path is None and not self.queue:
+            body = self.body
+            if self.length is not None and self.length != len(body) and self.request.method != "HEAD":
+                error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), self.length)
+                return StreamResponse(_once(body), self.status, self.headers, content_length=self.length)
+            response = Response(b"", self.status, self.headers)  # no content type of ours added
+            response.body = body
+            return response
+        self.reader = asyncio.get_running_loop().create_future()  # marks the stream as started
+        self.reader.set_result(None)
+        return StreamResponse(self._chunks(), self.status, self.headers, content_length=self.length)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        try:
+            if self.body is not None:
+                yield self.body
+            while True:
+                queue = self.queue
+                if queue:
+                    piece = queue.popleft()
+                    writer = self.writer
+                    if writer is not None and not writer.done():
+                        writer.set_result(None)
+                    yield piece
+                elif self.error is not None:
+                    raise self.error
+                elif self.path is not None:
+                    async for piece in _read_file(self.path):
+                        yield piece
+                    return
+                elif self.ended:
+                    return
+                else:
+                    self.reader = asyncio.get_running_loop().create_future()
+                    await self.reader
+        finally:
+            if not self.ended or self.error is not None:
+                self.gone = True
+                writer = self.writer
+                if writer is not None and not writer.done():
+                    writer.set_result(None)
+                waiting = self.listener
+                if waiting is not None and not waiting.done():
+                    waiting.cancel()  # the app's receive() hears http.disconnect
+
+    def _wake_reader(self) -> None:
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _read_file(path: str) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    with open(path, "rb") as f:
+        while True:
+            piece = await loop.run_in_executor(None, f.read, FILE_CHUNK)
+            if not piece:
+                return
+            yield piece
+
+
+class _Lifespan:
+    """The ``lifespan`` scope: one task for the app's whole life, spoken to through two queues."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+        self.unsupported = False
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except BaseException as exc:
+            await self.outbox.put({"type": "raised", "error": exc})
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            await self.outbox.put({"type": "returned"})
+
+    async def _send(self, message: Message) -> None:
+        await self.outbox.put(message)
+
+    async def startup(self) -> str | None:
+        """None when the app started; else why not (``unsupported`` says whether it just has no lifespan)."""
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        reply = await self.outbox.get()
+        kind = reply["type"]
+        if kind == "lifespan.startup.complete":
+            return None
+        if kind == "lifespan.startup.failed":
+            return reply.get("message", "") or "lifespan.startup.failed"
+        self.unsupported = True  # raised or returned before completing startup
+        error = reply.get("error")
+        return f"{type(error).__name__}: {error}" if error is not None else "the app returned during startup"
+
+    async def shutdown(self) -> str | None:
+        if self.task is None or self.task.done():
+            return None
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        reply = await self.outbox.get()
+        if reply["type"] == "lifespan.shutdown.failed":
+            return reply.get("message", "") or "lifespan.shutdown.failed"
+        if reply["type"] == "raised":
+            return repr(reply.get("error"))
+        return None

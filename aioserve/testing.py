@@ -1,0 +1,703 @@
+"""Test an app without a socket: ``TestClient`` (an ``httpx2.Client``) and ``AsyncTestClient``.
+
+Each request gets a real ``Connection`` (connection.py) on an in-memory transport, so the parser,
+limits, framing, middleware, finishers and deadlines all apply exactly as on the network. The client
+side frames and parses HTTP with h11 and WebSocket with ``websockets``' sans-IO ``ClientProtocol``;
+nothing here frames a message by hand.
+
+``TestClient`` is synchronous: it runs the app on an event loop in a thread of its own (a portal)
+and blocks on it, so a test needs no event loop. ``raise_server_exceptions`` works through the app's
+own error log: while a request runs, a log handler collects what ``aioserve.error`` logs with an
+exception in that request's context (a ``ContextVar``), and the client raises the first one.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json as jsonlib
+import logging
+import threading
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+
+import h11
+import httpx2
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response as WSResponse
+from websockets.uri import parse_uri
+
+from .app import App
+from .config import Config
+from .connection import Connection
+from .errors import error_logger
+from .realtime import Realtime
+from .router import Router
+from .shared import ServerState
+
+__all__ = ["AsyncTestClient", "TestClient", "WebSocketTestSession", "AsyncWebSocketTestSession"]
+
+T = TypeVar("T")
+CLIENT_ADDRESS = ("testclient", 50000)
+SERVER_ADDRESS = ("testserver", 80)
+HIGH_WATER = 64 * 1024  # unread response bytes before the server is told to pause writing
+_errors: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("aioserve_test_errors", default=None)
+
+
+class _ErrorCollector(logging.Handler):
+    """Collects exceptions the app logs while serving a test request (see the module docstring)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bag = _errors.get()
+        if bag is not None and record.exc_info and record.exc_info[1] is not None:
+            bag.append(record.exc_info[1])
+
+
+class MemoryTransport(asyncio.Transport):
+    """The server's side of an in-memory connection: what it writes is read by the test client."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.protocol: asyncio.Protocol | None = None
+        self.inbound = bytearray()  # written by the server, not yet read by the client
+        self.closed = False  # the server closed (or the client went away)
+        self.lost = False
+        self.reading = True
+        self.resumed: asyncio.Future[None] | None = None
+        self.wakeup: asyncio.Future[None] | None = None
+        self.server_paused = False
+
+    # -- asyncio.Transport, as the server uses it -------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            return
+        self.inbound += data
+        self._wake()
+        if not self.server_paused and len(self.inbound) > HIGH_WATER and self.protocol is not None:
+            self.server_paused = True
+            self.protocol.pause_writing()
+
+    def writelines(self, data: Any) -> None:
+        for piece in data:
+            self.write(piece)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._wake()
+            self.loop.call_soon(self._lose)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": CLIENT_ADDRESS, "sockname": SERVER_ADDRESS}.get(name, default)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        if self.resumed is not None and not self.resumed.done():
+            self.resumed.set_result(None)
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:  # a WebSocket session takes over
+        self.protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol  # type: ignore[return-value]
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.inbound)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    # -- the client's side --------------------------------------------------------------------------
+    async def send(self, data: bytes) -> None:
+        """Deliver request bytes, as the network would: only while the server reads."""
+        while not self.reading and not self.closed:
+            self.resumed = self.loop.create_future()
+            await self.resumed
+        if not self.closed and data and self.protocol is not None:
+            self.protocol.data_received(data)
+
+    async def receive(self) -> bytes:
+        """What the server wrote since the last call; b"" once it closed and all is read."""
+        while not self.inbound and not self.closed:
+            self.wakeup = self.loop.create_future()
+            await self.wakeup
+        data = bytes(self.inbound)
+        self.inbound.clear()
+        if self.server_paused and self.protocol is not None and not self.closed:
+            self.server_paused = False
+            self.protocol.resume_writing()
+        return data
+
+    def disconnect(self) -> None:
+        """The client goes away."""
+        self.closed = True
+        self._lose()
+
+    def _lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            if self.protocol is not None:
+                self.protocol.connection_lost(None)
+
+    def _wake(self) -> None:
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
+
+
+class _Server:
+    """What a server would hold for the app: its state, the real-time plug-in, the hooks."""
+
+    def __init__(self, app: App | Router, settings: dict[str, Any]) -> None:
+        if not isinstance(app, App):
+            if isinstance(app, Router):
+                app = App.from_router(app)
+            else:
+                raise TypeError(f"cannot test {type(app).__name__}: expected an aioserve App or Router")
+        self.app = app
+        settings.setdefault("access_log", False)
+        self.config = Config.from_settings(**settings)
+        self.state: ServerState | None = None
+        self.realtime: Realtime | None = None
+        self.started = False
+
+    def ensure(self) -> ServerState:
+        if self.state is None:
+            loop = asyncio.get_running_loop()
+            state = self.state = ServerState(self.app, self.config, loop)
+            self.app.compile()
+            state.clock.start(loop)
+            if Realtime.wanted(self.app, self.config):
+                self.realtime = Realtime(self.app, self.config, state)
+                state.observer = self.realtime
+                self.realtime.start()
+        return self.state
+
+    async def startup(self) -> None:
+        self.ensure()
+        await self.app.startup()
+        self.started = True
+
+    async def shutdown(self) -> None:
+        state = self.state
+        if self.started:
+            self.started = False
+            await self.app.shutdown()
+        if state is not None:
+            for conn in list(state.connections):
+                conn.abort()
+            state.clock.stop()
+            state.timers.close()
+            if self.realtime is not None:
+                self.realtime.stop()
+            self.state = None
+
+    def connect(self) -> tuple[MemoryTransport, Connection]:
+        state = self.ensure()
+        transport = MemoryTransport(state.loop)
+        conn = Connection(state)
+        transport.protocol = conn
+        conn.connection_made(transport)
+        return transport, conn
+
+
+class _ResponseBody(httpx2.AsyncByteStream):
+    """The response body as the server writes it, read through h11 as the test consumes it."""
+
+    def __init__(self, exchange: _Exchange) -> None:
+        self.exchange = exchange
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        ex = self.exchange
+        while True:
+            event = await ex.next_event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                ex.check_errors()
+                return
+            else:  # the server closed mid-message
+                ex.check_errors()
+                raise httpx2.RemoteProtocolError("the server closed the connection before the end of the response")
+
+    async def aclose(self) -> None:
+        self.exchange.transport.disconnect()
+
+
+class _Exchange:
+    """One request over its own in-memory connection."""
+
+    def __init__(self, server: _Server, raise_errors: bool) -> None:
+        self.transport, self.conn = server.connect()
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.errors: list[BaseException] = []
+        self.raise_errors = raise_errors
+
+    async def next_event(self) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.transport.receive()
+                self.h11.receive_data(data)  # b"" is the end of the stream
+                if not data and self.h11.their_state is not h11.DONE:
+                    event = self.h11.next_event()
+                    if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                        return None
+                    return event
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 100 Continue
+            return event
+
+    def check_errors(self) -> None:
+        if self.raise_errors and self.errors:
+            self.transport.disconnect()
+            raise self.errors[0]
+
+    async def run(self, request: httpx2.Request, body: AsyncIterator[bytes]) -> httpx2.Response:
+        _errors.set(self.errors)  # this task's context: handlers started from here inherit it
+        headers = [(k, v) for k, v in request.headers.raw]
+        if not any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in headers) and \
+                request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            headers.append((b"content-length", b"0"))
+        target = request.url.raw_path
+        event = h11.Request(method=request.method, target=target, headers=headers)
+        send = self.transport.send
+        await send(self.h11.send(event))
+        async for piece in body:
+            if piece:
+                await send(self.h11.send(h11.Data(data=piece)))
+        if self.h11.our_state is h11.SEND_BODY:
+            await send(self.h11.send(h11.EndOfMessage()))
+        response = await self.next_event()
+        self.check_errors()
+        if not isinstance(response, h11.Response):
+            raise httpx2.RemoteProtocolError("the server closed the connection without a response")
+        return httpx2.Response(
+            response.status_code, headers=list(response.headers), stream=_ResponseBody(self),
+            extensions={"http_version": b"HTTP/" + response.http_version, "reason_phrase": response.reason},
+        )
+
+
+async def _aiter_async(stream: Any) -> AsyncIterator[bytes]:
+    async for piece in stream:
+        yield piece
+
+
+class _AsyncTransport(httpx2.AsyncBaseTransport):
+    def __init__(self, server: _Server, raise_errors: bool) -> None:
+        self.server = server
+        self.raise_errors = raise_errors
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        exchange = _Exchange(self.server, self.raise_errors)
+        return await exchange.run(request, _aiter_async(request.stream))
+
+
+class _Portal:
+    """An event loop in a thread of its own, for the synchronous client."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    def call(self, coro: Awaitable[T]) -> T:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, name="aioserve-testclient", daemon=True)
+            self.thread.start()
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)  # type: ignore[union-attr]
+            self.loop.close()
+            self.loop = None
+
+
+class _SyncBody(httpx2.SyncByteStream):
+    def __init__(self, portal: _Portal, stream: _ResponseBody) -> None:
+        self.portal = portal
+        self.iterator = stream.__aiter__()
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield self.portal.call(self.iterator.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        self.portal.call(self.stream.aclose())
+
+
+class _SyncTransport(httpx2.BaseTransport):
+    def __init__(self, server: _Server, raise_errors: bool, portal: _Portal) -> None:
+        self.server = server
+        self.raise_errors = raise_errors
+        self.portal = portal
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+
+        async def run() -> httpx2.Response:
+            async def once() -> AsyncIterator[bytes]:
+                yield body
+
+            return await _Exchange(self.server, self.raise_errors).run(request, once())
+
+        response = self.portal.call(run())
+        return httpx2.Response(response.status_code, headers=response.headers.raw,
+                               stream=_SyncBody(self.portal, response.stream), extensions=response.extensions)
+
+
+class _Hooks:
+    """Installs the error collector on the app's error logger while a client is open."""
+
+    collector = _ErrorCollector()
+    users = 0
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.users == 0:
+            error_logger.addHandler(cls.collector)
+        cls.users += 1
+
+    @classmethod
+    def remove(cls) -> None:
+        cls.users -= 1
+        if cls.users == 0:
+            error_logger.removeHandler(cls.collector)
+
+
+class AsyncTestClient(httpx2.AsyncClient):
+    """``async with AsyncTestClient(app) as client``: startup hooks on enter, shutdown hooks on exit.
+
+    ``settings`` are server settings (``max_body_size=...``, ``timeout_body=...``), as ``serve()`` takes.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, app: App | Router, *, base_url: str = "http://testserver",
+                 raise_server_exceptions: bool = True, cookies: Any = None, headers: Any = None,
+                 follow_redirects: bool = True, **settings: Any) -> None:
+        self._server = _Server(app, settings)
+        _Hooks.install()
+        self._hooked = True
+        super().__init__(transport=_AsyncTransport(self._server, raise_server_exceptions), base_url=base_url,
+                         cookies=cookies, headers=headers, follow_redirects=follow_redirects)
+        self.raise_server_exceptions = raise_server_exceptions
+
+    @property
+    def app(self) -> App:
+        return self._server.app
+
+    async def __aenter__(self) -> AsyncTestClient:
+        await super().__aenter__()
+        try:
+            await self._server.startup()
+        except BaseException:
+            await self._server.shutdown()
+            await super().__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self._server.shutdown()
+        finally:
+            self._unhook()
+            await super().__aexit__(*exc_info)
+
+    async def aclose(self) -> None:
+        await self._server.shutdown()
+        self._unhook()
+        await super().aclose()
+
+    def _unhook(self) -> None:
+        if self._hooked:
+            self._hooked = False
+            _Hooks.remove()
+
+    def websocket_connect(self, path: str, subprotocols: list[str] | None = None,
+                          headers: dict[str, str] | None = None) -> AsyncWebSocketTestSession:
+        """``async with client.websocket_connect("/ws") as ws``: a WebSocket over the real session code."""
+        return AsyncWebSocketTestSession(self._server, self._ws_uri(path), subprotocols, headers,
+                                         self.raise_server_exceptions)
+
+    def _ws_uri(self, path: str) -> str:
+        url = self.base_url.join(path)
+        return str(url.copy_with(scheme="wss" if url.scheme == "https" else "ws"))
+
+
+class TestClient(httpx2.Client):
+    """``with TestClient(app) as client``: a synchronous client; the app runs on a loop in a thread."""
+
+    __test__ = False
+
+    def __init__(self, app: App | Router, *, base_url: str = "http://testserver",
+                 raise_server_exceptions: bool = True, cookies: Any = None, headers: Any = None,
+                 follow_redirects: bool = True, **settings: Any) -> None:
+        self._server = _Server(app, settings)
+        self._portal = _Portal()
+        _Hooks.install()
+        self._hooked = True
+        super().__init__(transport=_SyncTransport(self._server, raise_server_exceptions, self._portal),
+                         base_url=base_url, cookies=cookies, headers=headers, follow_redirects=follow_redirects)
+        self.raise_server_exceptions = raise_server_exceptions
+
+    @property
+    def app(self) -> App:
+        return self._server.app
+
+    def __enter__(self) -> TestClient:
+        super().__enter__()
+        try:
+            self._portal.call(self._server.startup())
+        except BaseException:
+            self._finish()
+            super().__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._finish()
+        finally:
+            super().__exit__(*exc_info)
+
+    def close(self) -> None:
+        self._finish()
+        super().close()
+
+    def _finish(self) -> None:
+        if self._portal.loop is not None:
+            try:
+                self._portal.call(self._server.shutdown())
+            finally:
+                self._portal.close()
+        if self._hooked:
+            self._hooked = False
+            _Hooks.remove()
+
+    def websocket_connect(self, path: str, subprotocols: list[str] | None = None,
+                          headers: dict[str, str] | None = None) -> WebSocketTestSession:
+        """``with client.websocket_connect("/ws") as ws``: a WebSocket over the real session code."""
+        url = self.base_url.join(path)
+        uri = str(url.copy_with(scheme="wss" if url.scheme == "https" else "ws"))
+        session = AsyncWebSocketTestSession(self._server, uri, subprotocols, headers, self.raise_server_exceptions)
+        return WebSocketTestSession(self._portal, session)
+
+
+class WebSocketRejected(Exception):
+    """The server refused the WebSocket handshake: ``status`` and ``body`` of its HTTP answer."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"WebSocket handshake refused with {status}")
+        self.status = status
+        self.body = body
+
+
+class WebSocketClosed(Exception):
+    """The server closed the WebSocket: ``code`` and ``reason``."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"WebSocket closed with {code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class AsyncWebSocketTestSession:
+    """The client side of a WebSocket, spoken with ``websockets``' sans-IO ``ClientProtocol``."""
+
+    def __init__(self, server: _Server, uri: str, subprotocols: list[str] | None,
+                 headers: dict[str, str] | None, raise_errors: bool) -> None:
+        self.server = server
+        self.uri = uri
+        self.subprotocols = subprotocols
+        self.extra_headers = headers or {}
+        self.raise_errors = raise_errors
+        self.errors: list[BaseException] = []
+        self.transport: MemoryTransport | None = None
+        self.protocol: ClientProtocol | None = None
+        self.messages: list[Any] = []
+        self.accepted_subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.response: WSResponse | None = None  # the handshake's answer
+
+    async def __aenter__(self) -> AsyncWebSocketTestSession:
+        _errors.set(self.errors)
+        self.transport, _ = self.server.connect()
+        protocol = self.protocol = ClientProtocol(parse_uri(self.uri), subprotocols=self.subprotocols)  # type: ignore[arg-type]
+        request = protocol.connect()
+        for name, value in self.extra_headers.items():
+            request.headers[name] = value
+        protocol.send_request(request)
+        await self._flush()
+        while protocol.handshake_exc is None and protocol.state.name == "CONNECTING":
+            data = await self.transport.receive()
+            if not data:
+                protocol.receive_eof()
+                break
+            protocol.receive_data(data)
+        self._collect()
+        if self.raise_errors and self.errors:
+            raise self.errors[0]
+        if protocol.handshake_exc is not None or self.response is None or self.response.status_code != 101:
+            response = getattr(protocol.handshake_exc, "response", None) or self.response
+            status = response.status_code if response is not None else 0
+            body = response.body if response is not None else b""
+            self.transport.disconnect()
+            raise WebSocketRejected(status, body or b"")
+        self.accepted_subprotocol = protocol.subprotocol
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+        if self.raise_errors and self.errors and exc_info[0] is None:
+            raise self.errors[0]
+
+    async def _flush(self) -> None:
+        assert self.protocol is not None and self.transport is not None
+        for data in self.protocol.data_to_send():
+            if data:
+                await self.transport.send(data)
+
+    def _collect(self) -> None:
+        assert self.protocol is not None
+        for event in self.protocol.events_received():
+            if isinstance(event, WSResponse):
+                self.response = event
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                self.messages.append(event.data.decode("utf-8") if event.opcode is Opcode.TEXT else bytes(event.data))
+
+    async def receive(self) -> str | bytes:
+        """The next message; raises ``WebSocketClosed`` once the server closed."""
+        assert self.protocol is not None and self.transport is not None
+        while not self.messages:
+            if self.protocol.close_rcvd is not None or self.transport.closed:
+                await self._flush()  # the close answer
+                rcvd = self.protocol.close_rcvd
+                if self.raise_errors and self.errors:
+                    raise self.errors[0]
+                raise WebSocketClosed(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "")
+            data = await self.transport.receive()
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self._collect()
+            await self._flush()  # pongs
+        return self.messages.pop(0)
+
+    async def receive_text(self) -> str:
+        message = await self.receive()
+        if not isinstance(message, str):
+            raise TypeError(f"expected a text message, got {len(message)} bytes")
+        return message
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.receive()
+        if not isinstance(message, bytes):
+            raise TypeError(f"expected a binary message, got text {message!r}")
+        return message
+
+    async def receive_json(self) -> Any:
+        return jsonlib.loads(await self.receive_text())
+
+    async def send_text(self, data: str) -> None:
+        self.protocol.send_text(data.encode("utf-8"))  # type: ignore[union-attr]
+        await self._flush()
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.protocol.send_binary(data)  # type: ignore[union-attr]
+        await self._flush()
+
+    async def send_json(self, obj: Any) -> None:
+        await self.send_text(jsonlib.dumps(obj))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        protocol, transport = self.protocol, self.transport
+        if protocol is None or transport is None or transport.closed:
+            return
+        if protocol.state.name == "OPEN":
+            protocol.send_close(code, reason)
+            await self._flush()
+            for _ in range(100):  # the server's close answer, then its TCP close; bounded
+                if transport.closed:
+                    break
+                data = await transport.receive()
+                if not data:
+                    break
+                protocol.receive_data(data)
+                self._collect()
+        if protocol.close_rcvd is not None:
+            self.close_code, self.close_reason = protocol.close_rcvd.code, protocol.close_rcvd.reason
+        transport.disconnect()
+
+
+class WebSocketTestSession:
+    """The synchronous face of ``AsyncWebSocketTestSession`` (``TestClient.websocket_connect``)."""
+
+    def __init__(self, portal: _Portal, session: AsyncWebSocketTestSession) -> None:
+        self.portal = portal
+        self.session = session
+
+    def __enter__(self) -> WebSocketTestSession:
+        self.portal.call(self.session.__aenter__())
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.portal.call(self.session.__aexit__(*exc_info))
+
+    @property
+    def accepted_subprotocol(self) -> str | None:
+        return self.session.accepted_subprotocol
+
+    @property
+    def close_code(self) -> int | None:
+        return self.session.close_code
+
+    def _call(self, method: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return self.portal.call(method(*args))
+
+    def receive(self) -> str | bytes:
+        return self._call(self.session.receive)
+
+    def receive_text(self) -> str:
+        return self._call(self.session.receive_text)
+
+    def receive_bytes(self) -> bytes:
+        return self._call(self.session.receive_bytes)
+
+    def receive_json(self) -> Any:
+        return self._call(self.session.receive_json)
+
+    def send_text(self, data: str) -> None:
+        self._call(self.session.send_text, data)
+
+    def send_bytes(self, data: bytes) -> None:
+        self._call(self.session.send_bytes, data)
+
+    def send_json(self, obj: Any) -> None:
+        self._call(self.session.send_json, obj)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self._call(self.session.close, code, reason)
