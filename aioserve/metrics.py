@@ -28,7 +28,7 @@ NBUCKETS = len(BOUNDS) + 1  # the last bucket is +Inf
 CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 UNMATCHED = "<unmatched>"
 
-COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late")
+COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late", "websocket_messages_in", "websocket_messages_out")
 SNAPSHOT_VERSION = 1
 
 
@@ -67,14 +67,21 @@ class Metrics:
             series = self.series[pattern] = RouteSeries()
         return series
 
-    def snapshot(self, in_flight: int = 0, connections: int = 0) -> dict[str, Any]:
+    def snapshot(self, in_flight: int = 0, connections: int = 0, websockets: Any = None) -> dict[str, Any]:
+        """``websockets``: the server's ``WebSocketStats`` (open sockets, messages each way), if any."""
+        counters = dict(self.counters)
+        open_sockets = 0
+        if websockets is not None:
+            counters["websocket_messages_in"] = websockets.messages_in
+            counters["websocket_messages_out"] = websockets.messages_out
+            open_sockets = websockets.open
         return {
             "version": SNAPSHOT_VERSION,
             "pid": os.getpid(),
             "bounds": list(BOUNDS),
             "series": {p: {"counts": list(s.counts), "sums": list(s.sums)} for p, s in self.series.items()},
-            "counters": dict(self.counters),
-            "gauges": {"in_flight": in_flight, "connections": connections,
+            "counters": counters,
+            "gauges": {"in_flight": in_flight, "connections": connections, "websockets": open_sockets,
                        "loop_lag": self.lag_last, "loop_lag_max": self.lag_max},
         }
 
@@ -110,6 +117,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         g = snap.get("gauges") or {}
         gauges["in_flight"] += g.get("in_flight", 0)
         gauges["connections"] += g.get("connections", 0)
+        gauges["websockets"] += g.get("websockets", 0)
         gauges["loop_lag"] = max(gauges["loop_lag"], g.get("loop_lag", 0.0))
         gauges["loop_lag_max"] = max(gauges["loop_lag_max"], g.get("loop_lag_max", 0.0))
     out["workers"] = workers
@@ -187,6 +195,13 @@ def render(snap: dict[str, Any]) -> str:
     add("# HELP aioserve_connections Open client connections.")
     add("# TYPE aioserve_connections gauge")
     add(f"aioserve_connections {gauges.get('connections', 0)}")
+    add("# HELP aioserve_websockets Open WebSockets (handshake answered 101, TCP connection not yet closed).")
+    add("# TYPE aioserve_websockets gauge")
+    add(f"aioserve_websockets {gauges.get('websockets', 0)}")
+    add("# HELP aioserve_websocket_messages_total WebSocket messages received (in) and sent (out).")
+    add("# TYPE aioserve_websocket_messages_total counter")
+    add(f'aioserve_websocket_messages_total{{direction="in"}} {counters.get("websocket_messages_in", 0)}')
+    add(f'aioserve_websocket_messages_total{{direction="out"}} {counters.get("websocket_messages_out", 0)}')
     add("# HELP aioserve_event_loop_lag_seconds How late the last periodic loop callback ran (worst worker).")
     add("# TYPE aioserve_event_loop_lag_seconds gauge")
     add(f"aioserve_event_loop_lag_seconds {_num(gauges.get('loop_lag', 0.0))}")
