@@ -103,6 +103,9 @@ class EchoClient(asyncio.Protocol):
         again = 0
         for event in self.ws.events_received():
             if isinstance(event, Response):
+                if self.opened.done():  # the opener gave up waiting (timed out): drop this one
+                    self.transport.abort()
+                    return
                 if event.status_code != 101:
                     self.opened.set_exception(RuntimeError(f"handshake answered {event.status_code}"))
                     return
@@ -125,6 +128,7 @@ class EchoClient(asyncio.Protocol):
         for fut in (self.opened, self.first_echo):
             if not fut.done():
                 fut.set_exception(ConnectionError("connection lost"))
+                fut.exception()  # retrieved here: the opener may have stopped waiting already
 
 
 @dataclass
