@@ -1,5 +1,8 @@
 """The access log: one line per answered request, on the ``aioserve.access`` logger.
 
+A WebSocket gets two: its handshake (``101``, or the refusal's status, with the handshake's time) and
+its close (``"WEBSOCKET /path" <close code> - <time open>``).
+
 Going through ``logging`` costs about 60 us a line (a LogRecord, a stack walk, a lock, a formatted
 time and a write per line): more than the request itself. So when the line would only reach aioserve's
 own stderr handler with its default format (no ``--log-config``, no handler or filter added), the line
@@ -68,6 +71,37 @@ class AccessLog:
         self.lines.append(
             f'{self.stamp},{int((now - second) * 1000):03d} [{self.pid}] INFO aioserve.access: '
             f'{host} - "{req.method} {target} HTTP/{req.http_version}" {status} {size} {duration_ms:.2f}ms\n'
+        )
+
+    def log_websocket_close(self, req: Request, code: int, opened: float) -> None:
+        """The close of a WebSocket (its handshake had its own line): ``WEBSOCKET`` in the method's
+        place, the close code in the status's, and how long the socket was open (``opened``: the
+        ``perf_counter()`` stamp of its 101)."""
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        duration_ms = (perf_counter() - opened) * 1000.0
+        client = req.client
+        host = f"{client[0]}:{client[1]}" if client else "-"
+        target = req.raw_path.decode("latin-1")
+        if not self.lines:
+            self.handler = default_handler_only()
+        if self.handler is None:
+            access_logger.info(
+                '%s - "WEBSOCKET %s" %d - %.2fms', host, target, code, duration_ms,
+                extra={"client": host, "method": "WEBSOCKET", "path": req.path, "status": code,
+                       "close_code": code, "duration_ms": round(duration_ms, 3)},
+            )
+            return
+        now = wall_clock()
+        second = int(now)
+        if second != self.second:
+            self.second = second
+            self.stamp = strftime("%Y-%m-%d %H:%M:%S", localtime(second))
+        if not self.lines:
+            self.loop.call_soon(self.flush)
+        self.lines.append(
+            f'{self.stamp},{int((now - second) * 1000):03d} [{self.pid}] INFO aioserve.access: '
+            f'{host} - "WEBSOCKET {target}" {code} - {duration_ms:.2f}ms\n'
         )
 
     def flush(self) -> None:

@@ -562,6 +562,9 @@ class Connection(asyncio.Protocol):
             elif len(self.pipeline) > 1:
                 raise ProtocolError(400, "A WebSocket upgrade must not be pipelined behind other requests")
             else:  # handed over in _on_upgrade, once httptools stops at the end of this head
+                ex.keep_alive = False  # nothing after this head is HTTP: a 503 from shedding closes
+                if observer is not None and not observer.admit(self, ex):  # the in-flight limit counts handshakes
+                    return
                 self.pipeline.pop()
                 self.upgrade_to = ex
                 self._upgrade = b""
@@ -1079,7 +1082,7 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         request = ex.request
         self.upgraded = start_websocket(self.transport, request, request.route, request.path_values, self.config,
-                                        data[offset:], self._on_websocket_closed, self.write_paused)
+                                        data[offset:], self._on_websocket_closed, self.write_paused, ex, self.state)
 
     def _on_websocket_closed(self) -> None:
         self.upgraded = None

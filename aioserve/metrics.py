@@ -28,7 +28,8 @@ NBUCKETS = len(BOUNDS) + 1  # the last bucket is +Inf
 CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 UNMATCHED = "<unmatched>"
 
-COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late", "shed_admission", "shed_share")
+COUNTERS = ("requests_shed", "deadline_cancelled", "deadline_late", "shed_admission", "shed_share",
+            "websocket_messages_in", "websocket_messages_out")
 #: Shed reasons as rendered, and the counter of each: the in-flight limit, admission control (the
 #: request could not finish within its budget), and fairness (the route yielded to one it crowded out).
 SHED_REASONS = (("limit", "requests_shed"), ("admission", "shed_admission"), ("share", "shed_share"))
@@ -71,20 +72,26 @@ class Metrics:
         return series
 
     def snapshot(self, in_flight: int = 0, connections: int = 0,
-                 admission: dict[str, Any] | None = None) -> dict[str, Any]:
+                 admission: dict[str, Any] | None = None, websockets: Any = None) -> dict[str, Any]:
         """``admission``: ``Admission.metrics()`` when admission control is on (its shed counts become
-        counters; its per-route section is kept as it is)."""
+        counters; its per-route section is kept as it is). ``websockets``: the server's
+        ``WebSocketStats`` (open sockets, messages each way), if any."""
         counters = dict(self.counters)
         if admission is not None:
             counters["shed_admission"] = admission["shed"]["admission"]
             counters["shed_share"] = admission["shed"]["share"]
+        open_sockets = 0
+        if websockets is not None:
+            counters["websocket_messages_in"] = websockets.messages_in
+            counters["websocket_messages_out"] = websockets.messages_out
+            open_sockets = websockets.open
         return {
             "version": SNAPSHOT_VERSION,
             "pid": os.getpid(),
             "bounds": list(BOUNDS),
             "series": {p: {"counts": list(s.counts), "sums": list(s.sums)} for p, s in self.series.items()},
             "counters": counters,
-            "gauges": {"in_flight": in_flight, "connections": connections,
+            "gauges": {"in_flight": in_flight, "connections": connections, "websockets": open_sockets,
                        "loop_lag": self.lag_last, "loop_lag_max": self.lag_max},
             "admission": admission["routes"] if admission is not None else {},
         }
@@ -122,6 +129,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         g = snap.get("gauges") or {}
         gauges["in_flight"] += g.get("in_flight", 0)
         gauges["connections"] += g.get("connections", 0)
+        gauges["websockets"] += g.get("websockets", 0)
         gauges["loop_lag"] = max(gauges["loop_lag"], g.get("loop_lag", 0.0))
         gauges["loop_lag_max"] = max(gauges["loop_lag_max"], g.get("loop_lag_max", 0.0))
     out["workers"] = workers
@@ -220,6 +228,13 @@ def render(snap: dict[str, Any]) -> str:
     add("# HELP aioserve_connections Open client connections.")
     add("# TYPE aioserve_connections gauge")
     add(f"aioserve_connections {gauges.get('connections', 0)}")
+    add("# HELP aioserve_websockets Open WebSockets (handshake answered 101, TCP connection not yet closed).")
+    add("# TYPE aioserve_websockets gauge")
+    add(f"aioserve_websockets {gauges.get('websockets', 0)}")
+    add("# HELP aioserve_websocket_messages_total WebSocket messages received (in) and sent (out).")
+    add("# TYPE aioserve_websocket_messages_total counter")
+    add(f'aioserve_websocket_messages_total{{direction="in"}} {counters.get("websocket_messages_in", 0)}')
+    add(f'aioserve_websocket_messages_total{{direction="out"}} {counters.get("websocket_messages_out", 0)}')
     add("# HELP aioserve_event_loop_lag_seconds How late the last periodic loop callback ran (worst worker).")
     add("# TYPE aioserve_event_loop_lag_seconds gauge")
     add(f"aioserve_event_loop_lag_seconds {_num(gauges.get('loop_lag', 0.0))}")

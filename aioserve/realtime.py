@@ -36,7 +36,7 @@ from .exchange import Exchange
 from .looplag import LoopLagMonitor
 from .metrics import UNMATCHED, Metrics, SnapshotDir, merge, render
 from .router import UNSET
-from .shared import Responder, ServerState
+from .shared import Responder, ServerState, WebSocketStats
 from .shedding import SHED_BODY, AdaptiveLimit, shed_head
 
 SNAPSHOT_EVERY = 1.0  # seconds between snapshot files (multi-worker metrics)
@@ -57,6 +57,8 @@ class Realtime:
         self.limit: float = math.inf if limit is None else limit
         self.adaptive = AdaptiveLimit(self.limit) if app.adaptive_shedding else None
         self.metrics = Metrics() if app.metrics_path else None
+        if self.metrics is not None:
+            state.websockets = WebSocketStats()  # wsconn.py counts into it; nothing is counted otherwise
         header = app.deadline_header.encode("latin-1") if app.deadline_header else None
         self.deadlines = Deadlines(header, app.retry_after, self.metrics)
         self.server_timing = app.server_timing
@@ -212,7 +214,7 @@ class Realtime:
             metrics.lag_last = self.lag.last
             metrics.lag_max = self.lag.max
         admission = self.admission.metrics() if self.admission is not None else None
-        return metrics.snapshot(self.in_flight, len(self.state.connections), admission)
+        return metrics.snapshot(self.in_flight, len(self.state.connections), admission, self.state.websockets)
 
     def render(self) -> str:
         own = self.snapshot()

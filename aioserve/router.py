@@ -106,17 +106,18 @@ class WebSocketRoute(Route):
 
     __slots__ = ("websocket",)
 
-    def __init__(self, pattern: str, handler: Handler, name: str | None = None, access_log: bool = True) -> None:
+    def __init__(self, pattern: str, handler: Handler, name: str | None = None, access_log: bool = True,
+                 deadline: float | None = UNSET) -> None:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"WebSocket handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
         super().__init__(pattern, ("GET",), _upgrade_required, name or getattr(handler, "__name__", pattern),
-                         access_log=access_log, deadline=None, shed=True)
+                         access_log=access_log, deadline=deadline, shed=True)  # the deadline covers the handshake only
         _check_signature(handler, pattern, self.param_names)
         self.websocket = handler
         self.positional = _takes_positionally(handler, self.param_names)
 
     def with_prefix(self, prefix: str) -> Route:
-        return WebSocketRoute(_join(prefix, self.pattern), self.websocket, self.name, self.access_log)
+        return WebSocketRoute(_join(prefix, self.pattern), self.websocket, self.name, self.access_log, self.deadline)
 
     def __repr__(self) -> str:
         return f"WebSocketRoute({self.pattern} -> {self.name})"
@@ -203,10 +204,13 @@ class Router:
 
         return decorator
 
-    def websocket(self, path: str, *, name: str | None = None, access_log: bool = True) -> Callable[[H], H]:
-        """``@app.websocket("/ws/{room}")`` on ``async def handler(ws, room)`` (see ``websocket.py``)."""
+    def websocket(self, path: str, *, name: str | None = None, access_log: bool = True,
+                  deadline: float | None = UNSET) -> Callable[[H], H]:
+        """``@app.websocket("/ws/{room}")`` on ``async def handler(ws, room)`` (see ``websocket.py``).
+        ``deadline`` (default: the app's) is the handshake's budget: accept() or refuse within it, or
+        the client gets 503; an open WebSocket has no deadline."""
         def decorator(handler: H) -> H:
-            self._add(WebSocketRoute(path, handler, name, access_log))
+            self._add(WebSocketRoute(path, handler, name, access_log, deadline))
             return handler
 
         return decorator

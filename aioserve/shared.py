@@ -65,11 +65,23 @@ class Responder(Protocol):
     def drop(self, exchange: Exchange) -> None: ...
 
 
+class WebSocketStats:
+    """Open WebSockets and messages each way (``wsconn.py``); kept only when metrics are on."""
+
+    __slots__ = ("open", "messages_in", "messages_out")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.messages_in = 0
+        self.messages_out = 0
+
+
 class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
-                 "requests_left", "on_request", "observer", "wbuf", "timers", "access", "form_limits")
+                 "requests_left", "on_request", "observer", "wbuf", "timers", "access", "form_limits",
+                 "websockets")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -88,6 +100,7 @@ class ServerState:
         self.requests_left = 0
         self.form_limits = config.form_limits()  # what request.form() allows by default
         self.access = AccessLog(loop) if config.access_log else None  # accesslog.py
+        self.websockets: WebSocketStats | None = None  # set by the real-time plug-in when metrics are on
         # Called by the connection for every new request, and only set when a feature needs it, so
         # a server without proxy headers or a request limit pays one ``is None`` test per request.
         self.on_request: Callable[[Request], None] | None = self.proxy.apply if self.proxy else None

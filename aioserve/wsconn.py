@@ -17,6 +17,11 @@ module adds what the sans-IO layer leaves to its caller, each bounded:
     the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
 
 The handler runs in its own task. ``start_websocket`` is the whole seam with the HTTP connection.
+
+The session also answers to the server for its socket (``ServerState``): the handshake stays the
+request it came as (counted in flight, under its deadline, timed) until it is answered, 101 or a
+refusal; then the access log gets a line, and another at the close with how long the socket was open;
+with metrics on, ``WebSocketStats`` counts open sockets and messages each way.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import codecs
 import logging
 import os
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -34,12 +40,15 @@ from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from .errors import HTTPError
+from .shared import WebSocketStats
 from .websocket import WebSocket, WebSocketDisconnect
 from .wire import REASONS
 
 if TYPE_CHECKING:
     from .config import Config
+    from .exchange import Exchange
     from .request import Request
+    from .shared import ServerState
 
 logger = logging.getLogger("aioserve.error")
 
@@ -50,12 +59,17 @@ NORMAL, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
 
 
 def deflate_factory() -> ServerPerMessageDeflateFactory:
-    """permessage-deflate with per-socket memory bounded by small windows (4 KiB each way, memLevel 5).
+    """permessage-deflate that keeps no zlib state on an idle socket: no context takeover either way.
 
-    Compression context is kept between messages unless the client asks for ``*_no_context_takeover``,
-    which the factory honours.
+    With context takeover a socket keeps a compressor and a decompressor alive between messages,
+    about 40 KiB even with small windows: that is 400 MB for 10,000 idle sockets. Without it the
+    compressor exists only while one message is compressed (one at a time per loop) and the
+    decompressor while one message arrives (RFC 7692 lets the server impose client_no_context_takeover).
+    The price: each message is compressed on its own, so small similar messages compress less. The
+    4 KiB windows and memLevel 5 keep the per-message set-up cheap and bound a message in progress.
     """
-    return ServerPerMessageDeflateFactory(server_max_window_bits=12, client_max_window_bits=12,
+    return ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True,
+                                          server_max_window_bits=12, client_max_window_bits=12,
                                           compress_settings={"memLevel": 5})
 
 
@@ -75,15 +89,21 @@ def start_websocket(
     leftover: bytes = b"",
     on_closed: Callable[[], None] | None = None,
     write_paused: bool = False,
+    exchange: Exchange | None = None,
+    state: ServerState | None = None,
 ) -> WebSocketSession:
     """Take over ``transport`` for the WebSocket ``request`` routed to ``route`` (a ``WebSocketRoute``).
 
     The connection calls this once the upgrade request's head is parsed, and stops using the transport:
     ``leftover`` is what it read past the head, ``on_closed`` is called once when the TCP connection is
-    gone, ``write_paused`` says the transport is paused for writing now. The returned session's
-    ``shutdown()`` closes with 1001 (graceful shutdown); ``abort()`` drops it at once.
+    gone, ``write_paused`` says the transport is paused for writing now. ``exchange`` is the upgrade
+    request's (its clock stamp, its place in flight, its budget) and ``state`` the server's (access log,
+    real-time observer, WebSocket metrics). The returned session's ``shutdown()`` closes with 1001
+    (graceful shutdown); ``abort()`` drops it at once.
     """
     session = WebSocketSession(transport, request, route, values, config, on_closed, write_paused)
+    if exchange is not None and state is not None:
+        session.account(exchange, state)
     transport.set_protocol(session)
     session.begin(leftover)
     return session
@@ -96,7 +116,7 @@ class WebSocketSession(asyncio.Protocol):
         "loop", "transport", "config", "request", "route", "values", "on_closed", "ws", "socket", "task",
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
-        "close_handle", "draining", "lost", "_close_info",
+        "close_handle", "draining", "lost", "_close_info", "exchange", "server", "stats", "opened_at",
     )
 
     def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
@@ -130,6 +150,11 @@ class WebSocketSession(asyncio.Protocol):
         self.draining = False
         self.lost = False
         self._close_info: tuple[int, str] | None = None
+        # the server's accounting (account()): the upgrade request until answered, then the open socket
+        self.exchange: Exchange | None = None
+        self.server: ServerState | None = None
+        self.stats: WebSocketStats | None = None  # only with metrics on
+        self.opened_at = 0.0  # perf_counter() at the 101, when the access log wants the duration
 
     # -- the opening handshake ---------------------------------------------------------------------
     def begin(self, leftover: bytes) -> None:
@@ -147,6 +172,7 @@ class WebSocketSession(asyncio.Protocol):
         if not events or not isinstance(events[0], WsRequest):  # it refused the head (431, 400...)
             self._write_out()
             self._closed_by_us()
+            self._answered(400)
             return
         version = req.headers.get("sec-websocket-version")
         if version is not None and version.strip() != "13":
@@ -198,6 +224,7 @@ class WebSocketSession(asyncio.Protocol):
     def _send_response(self, response: Any) -> None:
         self.ws.send_response(response)
         self._write_out()
+        self._answered(response.status_code, len(response.body or b""))
         if response.status_code != 101:
             self._closed_by_us()
 
@@ -222,6 +249,10 @@ class WebSocketSession(asyncio.Protocol):
         if self.lost:
             return
         self.lost = True
+        if self.exchange is not None:
+            self._answered(499)  # the client left before the handshake was answered
+        elif self.opened_at:
+            self._account_close()
         for handle in (self.ping_handle, self.close_handle):
             if handle is not None:
                 handle.cancel()
@@ -293,6 +324,8 @@ class WebSocketSession(asyncio.Protocol):
             self.decoder = None
             self.inbox.append(message)
             self.inbox_bytes += len(message)
+            if self.stats is not None:
+                self.stats.messages_in += 1
             if self._inbox_full():
                 self._pause_reading()
             self._wake()
@@ -359,6 +392,8 @@ class WebSocketSession(asyncio.Protocol):
             ws.send_binary(data)
         else:
             raise TypeError(f"send() takes str or bytes, not {type(data).__name__}")
+        if self.stats is not None:
+            self.stats.messages_out += 1
         self._write_out()
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
@@ -428,6 +463,55 @@ class WebSocketSession(asyncio.Protocol):
                 self._refuse(refuse_status, "WebSocket connection refused" if refuse_status == 403 else "")
         elif self.ws.state is OPEN and not self.lost:
             self.close(code)
+
+    # -- accounting with the server ---------------------------------------------------------------------
+    def account(self, exchange: Exchange, state: ServerState) -> None:
+        """Answer to the server for this socket. Until the handshake is answered, ``exchange`` stays a
+        request in flight (the in-flight limit counts it) under its budget, which now ends in a 503
+        from here; once answered it is neither, so no deadline ever covers an open WebSocket."""
+        self.exchange = exchange
+        self.server = state
+        self.stats = state.websockets
+        if exchange.deadline_timer is not None:
+            exchange.disarm()
+            exchange.arm(exchange.deadline, WebSocketSession._handshake_expired, self)  # type: ignore[arg-type]
+
+    def _handshake_expired(self, exchange: Exchange) -> None:
+        """The upgrade request's budget ran out before the handler accepted or refused: refuse with 503."""
+        exchange.deadline_timer = None
+        if self.exchange is not exchange or self.handshake is None:
+            return
+        exchange.expired = True
+        retry_after = self.server.app.retry_after  # type: ignore[union-attr]
+        self._refuse(503, "Deadline exceeded", {"Retry-After": str(retry_after)})
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _answered(self, status: int, size: int = 0) -> None:
+        """The handshake is answered (101, or a refusal), or its client is gone (499)."""
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.exchange = None
+        state: ServerState = self.server  # type: ignore[assignment]
+        exchange.disarm()
+        exchange.status = status
+        if state.observer is not None:
+            state.observer.finished(exchange, status)
+        if state.access is not None and self.route.access_log:
+            state.access.log(self.request, status, size, exchange.started)
+        if status == 101:
+            self.opened_at = perf_counter()
+            if self.stats is not None:
+                self.stats.open += 1
+
+    def _account_close(self) -> None:
+        """The open socket's TCP connection is gone: the access log's close line, the open gauge."""
+        if self.stats is not None:
+            self.stats.open -= 1
+        access = self.server.access  # type: ignore[union-attr]
+        if access is not None and self.route.access_log:
+            access.log_websocket_close(self.request, self.close_info()[0], self.opened_at)
 
     # -- keep-alive and the closing handshake ---------------------------------------------------------
     def _arm_ping(self) -> None:

@@ -169,3 +169,36 @@ def test_systemd_unit_flags_are_real_flags():
     assert argv[1:3] == ["-m", "aioserve"]
     config = Config.from_settings(**settings_from_args(build_parser().parse_args(argv[3:])))
     assert config.workers == 4 and config.proxy_headers
+
+
+def test_server_sent_events_pass_nginx_unbuffered(stack):
+    """The README's SSE location: the first event arrives while the stream is still open."""
+    _, port = stack
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(CLIENT_ADDR, 0))
+    try:
+        conn.request("GET", "/events/ticks", headers={"Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("Content-Type").startswith("text/event-stream")
+        assert resp.getheader("Cache-Control") == "no-cache"
+        received = b""
+        for _ in range(20):  # bounded: the socket timeout (10 s) bounds each read
+            received += resp.read1(4096)
+            if b"\n\n" in received:
+                break
+        event = received.split(b"\n\n")[0].decode()
+        assert event.splitlines()[:2] == ["event: tick", "id: 0"]
+        assert json.loads(event.splitlines()[2].removeprefix("data: "))["n"] == 0
+    finally:
+        conn.close()
+
+
+def test_websocket_passes_nginx(stack):
+    """The README's WebSocket location: the upgrade reaches aioserve and messages flow both ways."""
+    from websockets.sync.client import connect
+
+    _, port = stack
+    with connect(f"ws://127.0.0.1:{port}/ws/echo", open_timeout=10, close_timeout=5) as ws:
+        for text in ("one", "two" * 1000):
+            ws.send(text)
+            assert ws.recv(timeout=10) == text

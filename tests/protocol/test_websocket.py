@@ -667,6 +667,8 @@ async def test_permessage_deflate_is_negotiated_with_bounded_windows(server):
     async with connect(url(server)) as ws:  # the client offers permessage-deflate by default
         ext = ws.response.headers["Sec-WebSocket-Extensions"]
         assert "permessage-deflate" in ext and "server_max_window_bits=12" in ext
+        # No zlib state survives a message either way: an idle socket keeps none (README, deflate memory).
+        assert "server_no_context_takeover" in ext and "client_no_context_takeover" in ext
         text = "compress me " * 5000
         await ws.send(text)
         assert await ws.recv() == text

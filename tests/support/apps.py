@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from aioserve import App, Request, Response, stream
+from aioserve import App, Request, Response, ServerSentEvent, WebSocket, sse, stream
 
 # --------------------------------------------------------------------------
 # The hostile-client app: handlers that report what they saw
@@ -268,6 +268,23 @@ async def numbers(request: Request):
                 await asyncio.sleep(0)
 
     return stream(gen(), content_type="text/plain")
+
+
+@ops_app.get("/events/ticks")
+async def ticks(request: Request):
+    """One event at once, then an open stream: a proxy that buffered would hold the event back."""
+    async def gen():
+        yield ServerSentEvent({"n": 0, "pid": os.getpid()}, event="tick", id="0")
+        await asyncio.sleep(60)
+
+    return sse(gen(), ping=None)
+
+
+@ops_app.websocket("/ws/echo")
+async def ws_echo(ws: WebSocket):
+    await ws.accept()
+    async for message in ws:
+        await ws.send(message)
 
 
 @ops_app.get("/health", access_log=False)

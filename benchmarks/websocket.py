@@ -1,0 +1,298 @@
+"""WebSocket echo round trips and memory per idle WebSocket: aioserve against its peers.
+
+    python -m benchmarks.websocket [--servers aioserve,uvicorn-starlette,...] [--seconds 5] [--rounds 2]
+                                   [--idle 10000] [--skip-echo] [--skip-idle]
+
+Echo: 64 connections, each keeping 16 text messages in flight (32 bytes, then 4 KiB): a message is sent
+again as soon as its echo comes back. Throughput is echoed messages per second over the measured window
+(after a 1 s warm-up); p50/p99 are round-trip times (send to echo) of every message in the window.
+Idle: open N WebSockets, send one message on each and read its echo, wait 2 s, and read the server's
+RSS again: (after - before) / N in KiB.
+
+The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1. The load generator is the
+sans-IO ``websockets.client.ClientProtocol`` on an asyncio protocol (uvloop): framing and masking are
+websockets', no compression offered (the figures are the servers', not zlib's). Rounds alternate the
+server order. RLIMIT_NOFILE is raised to its hard limit (the servers inherit it).
+Writes benchmarks/results/websocket.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from . import harness, procstats
+from .harness import HOST, ServerError, ServerProcess
+from .servers.registry import PY, ServerSpec
+
+CONNECTIONS = 64
+IN_FLIGHT = 16
+SIZES = (32, 4096)
+WARMUP = 1.0
+
+
+def _cli(name: str) -> list[str]:
+    return [PY, "-m", "benchmarks.servers.ws_apps", name, "--host", HOST]
+
+
+SERVERS = [
+    ServerSpec("aioserve", 18101, "aioserve, --loop uvloop (websockets sans-IO)",
+               lambda port: [PY, "-m", "aioserve", "benchmarks.servers.ws_apps:aioserve_app", "--host", HOST,
+                             "--port", str(port), "--loop", "uvloop", "--no-access-log"],
+               requires=("aioserve", "uvloop")),
+    ServerSpec("uvicorn-starlette", 18102, "uvicorn (uvloop, httptools, --ws websockets-sansio) + Starlette",
+               lambda port: [PY, "-m", "uvicorn", "benchmarks.servers.ws_apps:starlette_app", "--host", HOST,
+                             "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                             "--ws", "websockets-sansio", "--no-access-log", "--lifespan", "off",
+                             "--log-level", "warning"],
+               requires=("uvicorn", "starlette", "uvloop")),
+    ServerSpec("aiohttp", 18103, "aiohttp web.run_app on uvloop",
+               lambda port: _cli("aiohttp") + ["--port", str(port)], requires=("aiohttp", "uvloop")),
+    ServerSpec("sanic", 18104, "Sanic, single_process (websockets)",
+               lambda port: _cli("sanic") + ["--port", str(port)], requires=("sanic",)),
+    ServerSpec("socketify", 18105, "socketify.py (uWebSockets, C++), compression off",
+               lambda port: _cli("socketify") + ["--port", str(port)], requires=("socketify",)),
+]
+
+
+class EchoClient(asyncio.Protocol):
+    """One WebSocket keeping ``in_flight`` messages out; records the round trip of each echo."""
+
+    def __init__(self, uri: str, payload: str, in_flight: int, bench: "Bench", deflate: bool = False) -> None:
+        extensions = [ClientPerMessageDeflateFactory()] if deflate else None  # websockets' default offer
+        self.ws = ClientProtocol(parse_uri(uri), extensions=extensions, max_size=None)
+        self.payload = payload
+        self.in_flight = in_flight
+        self.bench = bench
+        self.sent: deque[float] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.first_echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.ws.data_to_send()
+        if data:
+            self.transport.write(b"".join(data))
+
+    def _send(self, n: int) -> None:
+        now = time.perf_counter()
+        for _ in range(n):
+            self.ws.send_text(self.payload.encode())
+            self.sent.append(now)
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        bench = self.bench
+        again = 0
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if self.opened.done():  # the opener gave up waiting (timed out): drop this one
+                    self.transport.abort()
+                    return
+                if event.status_code != 101:
+                    self.opened.set_exception(RuntimeError(f"handshake answered {event.status_code}"))
+                    return
+                self.opened.set_result(None)
+                self._send(self.in_flight)
+            elif event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                now = time.perf_counter()
+                started = self.sent.popleft()
+                if bench.measuring:
+                    bench.rtts.append(now - started)
+                if not self.first_echo.done():
+                    self.first_echo.set_result(None)
+                if bench.running:
+                    again += 1
+        if again:
+            self._send(again)
+        self._flush()
+
+    def connection_lost(self, exc) -> None:
+        for fut in (self.opened, self.first_echo):
+            if not fut.done():
+                fut.set_exception(ConnectionError("connection lost"))
+                fut.exception()  # retrieved here: the opener may have stopped waiting already
+
+
+@dataclass
+class Bench:
+    running: bool = True
+    measuring: bool = False
+
+    def __post_init__(self) -> None:
+        self.rtts: list[float] = []
+
+
+async def _open(loop, port: int, payload: str, in_flight: int, bench: Bench, sem: asyncio.Semaphore,
+                deflate: bool = False) -> EchoClient:
+    async with sem:
+        _, client = await loop.create_connection(
+            lambda: EchoClient(f"ws://{HOST}:{port}/ws", payload, in_flight, bench, deflate), HOST, port)
+        await asyncio.wait_for(client.opened, 10)
+        await asyncio.wait_for(client.first_echo, 10)
+        return client
+
+
+async def echo_run(port: int, size: int, seconds: float) -> dict:
+    loop = asyncio.get_running_loop()
+    bench = Bench()
+    payload = "x" * size
+    sem = asyncio.Semaphore(CONNECTIONS)
+    clients = await asyncio.gather(*(_open(loop, port, payload, IN_FLIGHT, bench, sem) for _ in range(CONNECTIONS)))
+    await asyncio.sleep(WARMUP)
+    cpu0 = time.process_time()
+    bench.measuring = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    bench.measuring = False
+    elapsed = time.perf_counter() - t0
+    client_cpu = (time.process_time() - cpu0) / elapsed
+    bench.running = False
+    for c in clients:
+        c.transport.abort()
+    rtts = sorted(bench.rtts)
+    n = len(rtts)
+    return {
+        "messages_per_s": n / elapsed,
+        "p50_ms": rtts[n // 2] * 1000 if n else None,
+        "p99_ms": rtts[min(n - 1, int(n * 0.99))] * 1000 if n else None,
+        "messages": n,
+        "client_cpu": client_cpu,
+    }
+
+
+async def idle_run(server: ServerProcess, count: int, deflate: bool = False) -> dict:
+    loop = asyncio.get_running_loop()
+    pids = server.pids(refresh=True)
+    await asyncio.sleep(0.5)
+    before = procstats.tree_kb(pids, "VmRSS")
+    bench = Bench(running=False)
+    sem = asyncio.Semaphore(256)
+    results = await asyncio.gather(*(_open(loop, server.port, "hello", 1, bench, sem, deflate) for _ in range(count)),
+                                   return_exceptions=True)
+    clients = [r for r in results if isinstance(r, EchoClient)]
+    await asyncio.sleep(2.0)
+    after = procstats.tree_kb(server.pids(refresh=True), "VmRSS")
+    still_open = sum(1 for c in clients if not c.transport.is_closing())
+    for c in clients:
+        c.transport.abort()
+    opened = len(clients)
+    return {"opened": opened, "still_open": still_open, "rss_before_kb": before, "rss_after_kb": after,
+            "kib_per_socket": (after - before) / opened if opened else None,
+            "errors": sorted({repr(r)[:80] for r in results if not isinstance(r, EchoClient)})[:3]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default=",".join(s.name for s in SERVERS))
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--idle", type=int, default=10_000)
+    parser.add_argument("--skip-echo", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--idle-deflate", action="store_true",
+                        help="also measure idle memory with permessage-deflate offered (websockets' default offer)")
+    parser.add_argument("--out", default=str(harness.RESULTS_DIR / "websocket"))
+    args = parser.parse_args()
+    harness.install_cleanup()
+    nofile = harness.raise_nofile()
+    harness.pin_self(harness.CLIENT_CPU)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    wanted = args.servers.split(",")
+    specs = [s for s in SERVERS if s.name in wanted]
+    results: dict = {"nofile": nofile, "echo": {}, "idle": {}, "idle_deflate": {}, "skipped": {}}
+    for spec in list(specs):
+        missing = spec.missing()
+        if missing:
+            results["skipped"][spec.name] = f"not installed: {', '.join(missing)}"
+            specs.remove(spec)
+    idle_count = min(args.idle, nofile - 200)
+    for r in range(args.rounds):
+        order = specs if r % 2 == 0 else list(reversed(specs))
+        for spec in order:
+            server = ServerProcess(spec)
+            try:
+                server.start()
+            except ServerError as exc:
+                results["skipped"][spec.name] = str(exc)[:300]
+                continue
+            try:
+                if not args.skip_echo:
+                    for size in SIZES:
+                        figures = asyncio.run(echo_run(server.port, size, args.seconds))
+                        results["echo"].setdefault(spec.name, {}).setdefault(str(size), []).append(figures)
+                        print(f"round {r} {spec.name} {size}B: {figures['messages_per_s']:.0f} msg/s "
+                              f"p50 {figures['p50_ms']:.2f} ms p99 {figures['p99_ms']:.2f} ms "
+                              f"(client CPU {figures['client_cpu']:.0%})", flush=True)
+                if not args.skip_idle and r == 0:
+                    server.stop()
+                    server = ServerProcess(spec)  # a fresh process: memory from the echo runs is not counted
+                    server.start()
+                    idle = asyncio.run(idle_run(server, idle_count))
+                    results["idle"][spec.name] = idle
+                    print(f"{spec.name} idle: {idle['kib_per_socket']:.1f} KiB per WebSocket "
+                          f"({idle['opened']} opened, {idle['still_open']} still open)", flush=True)
+                    if args.idle_deflate:
+                        server.stop()
+                        server = ServerProcess(spec)
+                        server.start()
+                        idle = asyncio.run(idle_run(server, idle_count, deflate=True))
+                        results["idle_deflate"][spec.name] = idle
+                        print(f"{spec.name} idle, deflate offered: {idle['kib_per_socket']:.1f} KiB per WebSocket "
+                              f"({idle['opened']} opened, {idle['still_open']} still open)", flush=True)
+            finally:
+                server.stop()
+    harness.kill_all()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(table(results, idle_count))
+    print(table(results, idle_count))
+
+
+def table(results: dict, idle_count: int) -> str:
+    lines = ["| server | 32 B msg/s | p50 / p99 ms | 4 KiB msg/s | p50 / p99 ms | KiB per idle WebSocket "
+             "| same, deflate offered |", "|---|---|---|---|---|---|---|"]
+    names = list(dict.fromkeys(list(results["echo"]) + list(results["idle"])))
+    for name in names:
+        cells = [name]
+        for size in map(str, SIZES):
+            runs = results["echo"].get(name, {}).get(size, [])
+            if runs:
+                cells.append(f"{statistics.mean(r['messages_per_s'] for r in runs):,.0f}")
+                cells.append(f"{statistics.mean(r['p50_ms'] for r in runs):.2f} / "
+                             f"{statistics.mean(r['p99_ms'] for r in runs):.2f}")
+            else:
+                cells += ["-", "-"]
+        for key in ("idle", "idle_deflate"):
+            idle = results[key].get(name)
+            cells.append(f"{idle['kib_per_socket']:.1f} ({idle['opened']} open)" if idle and idle["opened"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, why in results["skipped"].items():
+        lines.append(f"\n{name}: skipped ({why})")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
