@@ -3,8 +3,9 @@
 A file is never read into memory whole. ``FileResponse`` is a ``StreamResponse`` with an exact
 ``content_length`` and a ``plan``: the body as a list of pieces, ``bytes`` (multipart boundaries) or
 ``(offset, count)`` slices of ``fd``. Today the connection sends it through its streaming path, which
-reads the plan in 64 KiB ``os.pread`` calls off the event loop (flow-controlled; a disconnect stops
-it and the file is closed); a connection that can use ``loop.sendfile`` walks the same plan instead.
+sends it with ``loop.sendfile`` where the loop has a native one for the transport (``sendfile.py``),
+and otherwise reads the plan in 64 KiB ``os.pread`` calls off the event loop (flow-controlled; a
+disconnect stops it and the file is closed).
 
 ``StaticFiles`` maps a request path to a file without ever leaving its directory. It works on the
 raw (still percent-encoded) path, one segment at a time, so that an encoded slash, backslash or NUL
@@ -195,6 +196,13 @@ class FileResponse(StreamResponse):
     def close(self) -> None:
         """Release the file descriptor (idempotent)."""
         self._file.close()
+
+    def reader(self, plan: list[Piece]) -> _FileBody:
+        """An iterator that reads ``plan`` in bounded pieces; closing it closes the file.
+
+        The connection uses it for what ``loop.sendfile`` could not send.
+        """
+        return _FileBody(self._file, self.path, plan)
 
     def respond_to(self, request: Any) -> Response:
         """This response as the request asks for it: itself, a 206 of some ranges, a 304, 412 or 416.

@@ -1,0 +1,96 @@
+"""A file's body through ``loop.sendfile``: the kernel copies it from the page cache to the socket.
+
+Used by the connection for a ``FileResponse`` when the loop has a native ``sendfile`` for the
+transport: asyncio's selector loop on a plain TCP (or Unix) socket. It is never used for TLS (the data
+must pass through the SSL object) nor on uvloop, whose loop has no ``sendfile`` at all (it is
+``AbstractEventLoop.sendfile``, which raises ``NotImplementedError``); there the file goes through
+its bounded 64 KiB reads (``staticfiles._FileBody``).
+
+The plan is walked in order: ``bytes`` pieces (multipart boundaries) are written to the transport,
+``(offset, count)`` slices are sent in ``SLICE``-byte calls with ``fallback=False``, so nothing is
+ever read into Python. Each call waits for the transport's buffer to empty and then for the kernel to
+take the slice, so memory stays bounded by the socket buffer whatever the file size. A slice the
+kernel refuses before sending a byte (``SendfileNotAvailableError``: an odd file system, or a client
+already gone) hands the rest of the plan back to the caller, which sends it through the reads; a
+client that resets mid-slice raises ``ClientDisconnected``.
+
+Slices keep the write timeout meaningful: a slice that the client has not taken within
+``timeout_write`` seconds (256 KiB, about 8.7 KB/s at the default 30 s) means the client stopped
+reading, and the connection is aborted, as the transport's own write timeout would.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from .errors import ClientDisconnected
+from .staticfiles import FileResponse, Piece
+
+SLICE = 256 * 1024  # bytes per loop.sendfile call: the unit the write timeout applies to
+_NOT_NATIVE = asyncio.AbstractEventLoop.sendfile
+
+
+def native_sendfile(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport) -> bool:
+    """Whether ``loop.sendfile`` can send on ``transport`` without reading the file itself."""
+    return type(loop).sendfile is not _NOT_NATIVE and transport.get_extra_info("sslcontext") is None
+
+
+async def send_plan(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.WriteTransport,
+    response: FileResponse,
+    drain: Callable[[], Awaitable[None]],
+    timeout: float | None,
+) -> tuple[int, list[Piece]]:
+    """Send ``response.plan``; return (bytes sent, the rest of the plan to send by reading).
+
+    ``drain`` returns once the transport is not paused; it is awaited before a ``bytes`` piece is written.
+    """
+    fd = response.fd
+    if fd is None:
+        raise RuntimeError("the file was closed before its body was sent")
+    file = open(fd, "rb", buffering=0, closefd=False)  # what loop.sendfile takes: a binary file object
+    plan = response.plan
+    sent = 0
+    for i, piece in enumerate(plan):
+        if type(piece) is bytes:
+            await drain()
+            if transport.is_closing():
+                raise ClientDisconnected("client went away during a file response")
+            transport.write(piece)
+            sent += len(piece)
+            continue
+        offset, count = piece  # type: ignore[misc]
+        while count:
+            size = min(SLICE, count)
+            try:
+                done = await _send_slice(loop, transport, file, offset, size, timeout)
+            except (asyncio.SendfileNotAvailableError, NotImplementedError, RuntimeError):
+                # Nothing of this slice was sent: the reads take over from here (and notice a
+                # client that is gone as any streamed answer does).
+                return sent, [(offset, count), *plan[i + 1:]]
+            sent += done
+            if done < size:  # the file shrank after it was measured: the body cannot be completed
+                raise OSError(f"{response.path}: file shorter than its Content-Length")
+            offset += done
+            count -= done
+    return sent, []
+
+
+async def _send_slice(loop: asyncio.AbstractEventLoop, transport: Any, file: Any, offset: int, size: int,
+                      timeout: float | None) -> int:
+    try:
+        if timeout is None:
+            done = await loop.sendfile(transport, file, offset, size, fallback=False)
+        else:
+            async with asyncio.timeout(timeout):
+                done = await loop.sendfile(transport, file, offset, size, fallback=False)
+    except TimeoutError:
+        transport.abort()  # the client stopped reading: free what it holds
+        raise ClientDisconnected("client stopped reading a file response") from None
+    except ConnectionError as exc:  # reset or broken pipe after part of the slice went out
+        raise ClientDisconnected("client went away during a file response") from exc
+    return done  # type: ignore[no-any-return]
+
+
+__all__ = ["SLICE", "native_sendfile", "send_plan"]
