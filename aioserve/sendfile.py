@@ -7,16 +7,19 @@ must pass through the SSL object) nor on uvloop, whose loop has no ``sendfile`` 
 its bounded 64 KiB reads (``staticfiles._FileBody``).
 
 The plan is walked in order: ``bytes`` pieces (multipart boundaries) are written to the transport,
-``(offset, count)`` slices are sent in ``SLICE``-byte calls with ``fallback=False``, so nothing is
+``(offset, count)`` slices are sent in calls of up to ``MAX_SLICE`` bytes with ``fallback=False``, so nothing is
 ever read into Python. Each call waits for the transport's buffer to empty and then for the kernel to
 take the slice, so memory stays bounded by the socket buffer whatever the file size. A slice the
 kernel refuses before sending a byte (``SendfileNotAvailableError``: an odd file system, or a client
 already gone) hands the rest of the plan back to the caller, which sends it through the reads; a
 client that resets mid-slice raises ``ClientDisconnected``.
 
-Slices keep the write timeout meaningful: a slice that the client has not taken within
-``timeout_write`` seconds (256 KiB, about 8.7 KB/s at the default 30 s) means the client stopped
-reading, and the connection is aborted, as the transport's own write timeout would.
+Slices keep the write timeout meaningful, since the kernel reports no progress within one call: a
+slice the client has not taken within ``timeout_write`` seconds means it stopped reading, and the
+connection is aborted, as the transport's own write timeout would. The slice adapts to the client so
+that a slow but steady reader is not taken for a stalled one: it starts at 64 KiB, doubles (up to
+``MAX_SLICE``) while slices take under an eighth of the timeout, and halves (down to ``MIN_SLICE``,
+about the 48 KiB a paused transport must drain) when one takes over a quarter of it.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from typing import Any, Awaitable, Callable
 from .errors import ClientDisconnected
 from .staticfiles import FileResponse, Piece
 
-SLICE = 256 * 1024  # bytes per loop.sendfile call: the unit the write timeout applies to
+MIN_SLICE = 16 * 1024  # bytes per loop.sendfile call (the unit the write timeout applies to) ...
+FIRST_SLICE = 64 * 1024
+MAX_SLICE = 1024 * 1024  # ... and the most: a fast client gets few calls
 _NOT_NATIVE = asyncio.AbstractEventLoop.sendfile
 
 
@@ -52,6 +57,7 @@ async def send_plan(
     file = open(fd, "rb", buffering=0, closefd=False)  # what loop.sendfile takes: a binary file object
     plan = response.plan
     sent = 0
+    step = FIRST_SLICE if timeout is not None else MAX_SLICE
     for i, piece in enumerate(plan):
         if type(piece) is bytes:
             await drain()
@@ -62,7 +68,8 @@ async def send_plan(
             continue
         offset, count = piece  # type: ignore[misc]
         while count:
-            size = min(SLICE, count)
+            size = min(step, count)
+            started = loop.time()
             try:
                 done = await _send_slice(loop, transport, file, offset, size, timeout)
             except (asyncio.SendfileNotAvailableError, NotImplementedError, RuntimeError):
@@ -74,6 +81,12 @@ async def send_plan(
                 raise OSError(f"{response.path}: file shorter than its Content-Length")
             offset += done
             count -= done
+            if timeout is not None:
+                took = loop.time() - started
+                if took < timeout / 8:
+                    step = min(step * 2, MAX_SLICE)
+                elif took > timeout / 4:
+                    step = max(step // 2, MIN_SLICE)
     return sent, []
 
 
@@ -93,4 +106,4 @@ async def _send_slice(loop: asyncio.AbstractEventLoop, transport: Any, file: Any
     return done  # type: ignore[no-any-return]
 
 
-__all__ = ["SLICE", "native_sendfile", "send_plan"]
+__all__ = ["MAX_SLICE", "MIN_SLICE", "native_sendfile", "send_plan"]
