@@ -59,7 +59,7 @@ from .request import Request
 from .response import Response, StreamResponse
 from .results import to_response
 from .router import UNSET, WebSocketRoute
-from .sendfile import native_sendfile, send_plan
+from .sendfile import send_plan, use_sendfile
 from .shared import ServerState
 from .staticfiles import FileResponse
 from .timers import INF
@@ -768,7 +768,7 @@ class Connection(asyncio.Protocol):
             transport.write(response.encode_head(framing, self._tail(ex, close)))
             sent = 0
             if not head_only:
-                if isinstance(response, FileResponse) and native_sendfile(self.loop, transport):
+                if isinstance(response, FileResponse) and use_sendfile(self.loop, transport, response):
                     sent, rest = await self._send_file(response, transport)
                     iterator = response.reader(rest)  # [] when sendfile sent it all; closes the file
                 async for piece in iterator:

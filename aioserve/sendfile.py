@@ -1,7 +1,7 @@
 """A file's body through ``loop.sendfile``: the kernel copies it from the page cache to the socket.
 
-Used by the connection for a ``FileResponse`` when the loop has a native ``sendfile`` for the
-transport: asyncio's selector loop on a plain TCP (or Unix) socket. It is never used for TLS (the data
+Used by the connection for a ``FileResponse`` larger than 64 KiB when the loop has a native
+``sendfile`` for the transport: asyncio's selector loop on a plain TCP (or Unix) socket. It is never used for TLS (the data
 must pass through the SSL object) nor on uvloop, whose loop has no ``sendfile`` at all (it is
 ``AbstractEventLoop.sendfile``, which raises ``NotImplementedError``); there the file goes through
 its bounded 64 KiB reads (``staticfiles._FileBody``).
@@ -27,7 +27,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from .errors import ClientDisconnected
-from .staticfiles import FileResponse, Piece
+from .staticfiles import INLINE_READ, FileResponse, Piece
 
 MIN_SLICE = 16 * 1024  # bytes per loop.sendfile call (the unit the write timeout applies to) ...
 FIRST_SLICE = 64 * 1024
@@ -35,9 +35,12 @@ MAX_SLICE = 1024 * 1024  # ... and the most: a fast client gets few calls
 _NOT_NATIVE = asyncio.AbstractEventLoop.sendfile
 
 
-def native_sendfile(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport) -> bool:
-    """Whether ``loop.sendfile`` can send on ``transport`` without reading the file itself."""
-    return type(loop).sendfile is not _NOT_NATIVE and transport.get_extra_info("sslcontext") is None
+def use_sendfile(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport, response: FileResponse) -> bool:
+    """Whether to send ``response`` with ``loop.sendfile``: the loop can on this transport without
+    reading the file itself, and the body is larger than a small file's (read on the loop: one pread
+    and one write cost less than sendfile's pause, wait and resume)."""
+    return (response.content_length > INLINE_READ and type(loop).sendfile is not _NOT_NATIVE  # type: ignore[operator]
+            and transport.get_extra_info("sslcontext") is None)
 
 
 async def send_plan(
@@ -106,4 +109,4 @@ async def _send_slice(loop: asyncio.AbstractEventLoop, transport: Any, file: Any
     return done  # type: ignore[no-any-return]
 
 
-__all__ = ["MAX_SLICE", "MIN_SLICE", "native_sendfile", "send_plan"]
+__all__ = ["MAX_SLICE", "MIN_SLICE", "send_plan", "use_sendfile"]

@@ -72,7 +72,7 @@ async def test_get_sends_the_whole_file_through_sendfile_where_native(files, sen
     if loop_has_sendfile():
         assert sendfile_calls, "asyncio's loop has native sendfile for TCP: it must be used"
         assert max(count for _, count in sendfile_calls) <= MAX_SLICE
-        assert sum(count for _, count in sendfile_calls) == len(BODY) + 1024
+        assert sum(count for _, count in sendfile_calls) == len(BODY)  # a small file is read on the loop
     else:
         assert sendfile_calls == []  # uvloop: the bounded reads
 
@@ -103,7 +103,8 @@ async def test_ranges_and_multipart_mix_written_bytes_with_file_slices(files, se
         assert parts[1].endswith(b"\r\n\r\n" + BODY[10:20] + b"\r\n")
         assert parts[2].endswith(b"\r\n\r\n" + BODY[2 * MiB:3 * MiB + 1] + b"\r\n")
     if loop_has_sendfile():
-        assert (10, 10) in sendfile_calls and (0, 1) in sendfile_calls
+        assert (10, 10) in sendfile_calls  # beside a large part
+        assert not any(offset == 0 or count == 100 for offset, count in sendfile_calls)  # small: read
 
 
 async def test_a_slice_the_kernel_refuses_goes_through_reads(files, monkeypatch):
@@ -121,10 +122,10 @@ async def test_a_slice_the_kernel_refuses_goes_through_reads(files, monkeypatch)
     async with running(file_app(files)[0]) as server, http_client(server) as client:
         r = await client.get("/f/big.bin")
         assert r.status_code == 200 and r.content == BODY
-        r = await client.get("/f/big.bin", headers={"range": "bytes=0-9,-10"})
-        assert r.status_code == 206 and BODY[:10] in r.content and r.content.count(BODY[-10:]) == 1
+        r = await client.get("/f/big.bin", headers={"range": "bytes=0-9,-100000"})
+        assert r.status_code == 206 and BODY[:10] in r.content and r.content.count(BODY[-100000:]) == 1
     if loop_has_sendfile():  # the first answer: one slice sent, the second refused; then both ranges
-        assert calls == [0, FIRST_SLICE, 0, len(BODY) - 10]
+        assert calls[:4] == [0, FIRST_SLICE, 0, len(BODY) - 100000]
     else:
         assert calls == []
 
