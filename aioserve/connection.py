@@ -55,16 +55,18 @@ from .headcheck import (
     check_header,
     check_host,
     origin_form,
-    parser_reason,
     malformed_request_line,
+    parser_reason,
     unknown_method,
 )
+from .rates import MinRate
 from .request import Request
 from .response import Response, StreamResponse
 from .results import to_response
 from .router import UNSET, WebSocketRoute
+from .sendfile import send_plan, use_sendfile
 from .shared import ServerState
-from .rates import MinRate
+from .staticfiles import FileResponse
 from .timers import INF
 from .wire import (
     CHUNKED,
@@ -878,6 +880,9 @@ class Connection(asyncio.Protocol):
             transport.write(response.encode_head(framing, self._tail(ex, close)))
             sent = 0
             if not head_only:
+                if isinstance(response, FileResponse) and use_sendfile(self.loop, transport, response):
+                    sent, rest = await self._send_file(response, transport)
+                    iterator = response.reader(rest)  # [] when sendfile sent it all; closes the file
                 async for piece in iterator:
                     if type(piece) is str:
                         piece = piece.encode("utf-8")
@@ -913,6 +918,14 @@ class Connection(asyncio.Protocol):
                 except Exception:
                     error_logger.exception("Error closing the stream of %s %s", req.method, req.path)
         self._emit(ex, b"", close, response.status, sent)
+
+    async def _send_file(self, response: FileResponse, transport: Any) -> tuple[int, list[Any]]:
+        """A file's body by ``loop.sendfile`` (sendfile.py): (bytes sent, the rest to send by reading)."""
+        try:
+            return await send_plan(self.loop, transport, response, self._drain, self.config.timeout_write or None)
+        finally:
+            if self.read_blockers and transport.is_reading():  # sendfile resumes reading as it found it
+                transport.pause_reading()
 
     async def _drain(self) -> None:
         while self.write_paused:

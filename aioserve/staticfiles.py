@@ -3,8 +3,9 @@
 A file is never read into memory whole. ``FileResponse`` is a ``StreamResponse`` with an exact
 ``content_length`` and a ``plan``: the body as a list of pieces, ``bytes`` (multipart boundaries) or
 ``(offset, count)`` slices of ``fd``. Today the connection sends it through its streaming path, which
-reads the plan in 64 KiB ``os.pread`` calls off the event loop (flow-controlled; a disconnect stops
-it and the file is closed); a connection that can use ``loop.sendfile`` walks the same plan instead.
+sends it with ``loop.sendfile`` where the loop has a native one for the transport (``sendfile.py``),
+and otherwise reads the plan in 64 KiB ``os.pread`` calls off the event loop (flow-controlled; a
+disconnect stops it and the file is closed); a body of at most 64 KiB is read on the loop.
 
 ``StaticFiles`` maps a request path to a file without ever leaving its directory. It works on the
 raw (still percent-encoded) path, one segment at a time, so that an encoded slash, backslash or NUL
@@ -33,6 +34,9 @@ from .ranges import IGNORE, evaluate_conditions, if_range_allows, parse_range
 from .response import Response, StreamResponse
 
 READ_SIZE = 64 * 1024  # one pread off the loop; also the most a paused transport holds beyond its limit
+# A body of at most this many file bytes is read on the loop: a pread of a small file costs less than
+# the trip to a thread (as sendfile, which is a call on the loop too, and the open and stat before it).
+INLINE_READ = 64 * 1024
 Piece = Union[bytes, "tuple[int, int]"]
 
 #: Precompressed siblings: suffix -> Content-Encoding, in the server's order of preference.
@@ -96,7 +100,7 @@ class _FileBody:
     descriptor is released as soon as the answer is over.
     """
 
-    __slots__ = ("_file", "_path", "_pieces", "_offset", "_left", "_closed")
+    __slots__ = ("_file", "_path", "_pieces", "_offset", "_left", "_closed", "_inline")
 
     def __init__(self, file: _Descriptor, path: str, plan: list[Piece]) -> None:
         self._file = file
@@ -105,6 +109,7 @@ class _FileBody:
         self._offset = 0
         self._left = 0
         self._closed = False
+        self._inline = sum(p[1] for p in plan if type(p) is not bytes) <= INLINE_READ  # type: ignore[misc]
 
     def __aiter__(self) -> _FileBody:
         return self
@@ -124,7 +129,10 @@ class _FileBody:
         if fd is None:
             raise RuntimeError("the file was closed before its body was sent")
         size = min(READ_SIZE, self._left)
-        data = await asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, self._offset)
+        if self._inline:
+            data = os.pread(fd, size, self._offset)
+        else:
+            data = await asyncio.get_running_loop().run_in_executor(None, os.pread, fd, size, self._offset)
         if not data:  # the file shrank after it was measured: the body cannot be completed
             await self.aclose()
             raise OSError(f"{self._path}: file shorter than its Content-Length")
@@ -195,6 +203,13 @@ class FileResponse(StreamResponse):
     def close(self) -> None:
         """Release the file descriptor (idempotent)."""
         self._file.close()
+
+    def reader(self, plan: list[Piece]) -> _FileBody:
+        """An iterator that reads ``plan`` in bounded pieces; closing it closes the file.
+
+        The connection uses it for what ``loop.sendfile`` could not send.
+        """
+        return _FileBody(self._file, self.path, plan)
 
     def respond_to(self, request: Any) -> Response:
         """This response as the request asks for it: itself, a 206 of some ranges, a 304, 412 or 416.
