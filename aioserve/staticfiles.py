@@ -204,6 +204,27 @@ class FileResponse(StreamResponse):
         """Release the file descriptor (idempotent)."""
         self._file.close()
 
+    def read_small(self) -> bytes:
+        """The whole body, read now, and the file closed: for a body of at most ``INLINE_READ`` bytes,
+        which the connection answers as a plain response (one pread costs less than a task)."""
+        try:
+            fd = self._file.fd
+            if fd is None:
+                raise RuntimeError("the file was closed before its body was sent")
+            out = []
+            for piece in self.plan:
+                if type(piece) is bytes:
+                    out.append(piece)
+                    continue
+                offset, count = piece  # type: ignore[misc]
+                data = os.pread(fd, count, offset)
+                if len(data) != count:  # the file shrank after it was measured
+                    raise OSError(f"{self.path}: file shorter than its Content-Length")
+                out.append(data)
+            return out[0] if len(out) == 1 else b"".join(out)
+        finally:
+            self._file.close()
+
     def reader(self, plan: list[Piece]) -> _FileBody:
         """An iterator that reads ``plan`` in bounded pieces; closing it closes the file.
 
