@@ -19,6 +19,7 @@ microseconds, less than a trip to a thread would.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import mimetypes
 import os
@@ -51,8 +52,12 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
+@functools.lru_cache(maxsize=1024)
 def guess_type(name: str) -> str:
-    """The Content-Type for a file name: ``mimetypes``, with ``charset=utf-8`` for text."""
+    """The Content-Type for a file name: ``mimetypes``, with ``charset=utf-8`` for text.
+
+    Cached (bounded): a site serves the same few names over and over.
+    """
     ctype, encoding = mimetypes.guess_type(name, strict=False)
     if encoding is not None:  # "x.tar.gz" fetched as such is a gzip file, not a tar with an encoding
         return _ARCHIVE_TYPES.get(encoding, "application/octet-stream")
@@ -342,37 +347,40 @@ class StaticFiles:
         segments = _segments(raw[len(self.raw_prefix) + 1:])
         if segments is None:
             raise HTTPError(404)
-        fd, is_dir = self._open(segments)
-        if is_dir:
-            os.close(fd)
-            if not self.html:
-                raise HTTPError(404)
-            if segments and segments[-1] != "":
-                return _redirect_to_slash(request)
-            segments = [*segments[:-1], "index.html"] if segments else ["index.html"]
-            fd, is_dir = self._open(segments)
+        parent = self._parent(segments)
+        try:
+            fd, is_dir = self._open(segments, parent)
             if is_dir:
                 os.close(fd)
-                raise HTTPError(404)
-        name = segments[-1]
-        response = self._with_sibling(request, segments, fd, name)
+                if not self.html:
+                    raise HTTPError(404)
+                if segments and segments[-1] != "":
+                    return _redirect_to_slash(request)
+                segments = [*segments[:-1], "index.html"] if segments else ["index.html"]
+                fd, is_dir = self._open(segments)
+                if is_dir:
+                    os.close(fd)
+                    raise HTTPError(404)
+                if parent is not None:  # the index is in another directory than the one open
+                    os.close(parent)
+                    parent = None
+            name = segments[-1]
+            response = self._with_sibling(request, segments, fd, name, parent)
+        finally:
+            if parent is not None:
+                os.close(parent)
         if self.cache_control is not None:
             response.headers["Cache-Control"] = self.cache_control
         return response.respond_to(request)
 
-    def _with_sibling(self, request: Any, segments: list[str], fd: int, name: str) -> FileResponse:
+    def _with_sibling(self, request: Any, segments: list[str], fd: int, name: str, parent: int | None) -> FileResponse:
         """The plain file, or a precompressed ``.br``/``.zst``/``.gz`` beside it that the client accepts."""
         media_type = guess_type(name)
         available: dict[str, int] = {}
         for coding, suffix in SIBLINGS.items():
-            try:
-                sibling_fd, is_dir = self._open([*segments[:-1], name + suffix])
-            except HTTPError:
-                continue
-            if is_dir:
-                os.close(sibling_fd)
-                continue
-            available[coding] = sibling_fd
+            sibling_fd = self._open_sibling(segments, name + suffix, parent)
+            if sibling_fd is not None:
+                available[coding] = sibling_fd
         if not available:
             return FileResponse(os.path.join(self.root, *segments), fd=fd, content_type=media_type)
         chosen = negotiate(request.headers.get("accept-encoding"), available)
@@ -388,15 +396,59 @@ class StaticFiles:
         response.headers["Vary"] = vary_add(response.headers.get("vary"), "Accept-Encoding")
         return response
 
-    def _open(self, segments: list[str]) -> tuple[int, bool]:
+    def _parent(self, segments: list[str]) -> int | None:
+        """The directory of the file ``segments`` names, opened once for the file and its siblings
+        (without following symlinks); None when symlinks are followed or the path names a directory."""
+        if self.follow_symlinks or not segments or segments[-1] == "":
+            return None
+        try:
+            fd = os.open(self.root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+            for name in segments[:-1]:
+                try:
+                    next_fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_DIRECTORY, dir_fd=fd)
+                finally:
+                    os.close(fd)
+                fd = next_fd
+        except OSError as exc:  # ENOENT, ENOTDIR, ELOOP (a symlink), EACCES...
+            raise HTTPError(404) from exc
+        return fd
+
+    def _open_sibling(self, segments: list[str], name: str, parent: int | None) -> int | None:
+        """The regular file ``name`` beside ``segments``' file, open, or None (no exception: most are absent)."""
+        if parent is None:
+            try:
+                fd, is_dir = self._open([*segments[:-1], name])
+            except HTTPError:
+                return None
+            if is_dir:
+                os.close(fd)
+                return None
+            return fd
+        try:
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=parent)
+        except OSError:
+            return None
+        try:
+            regular = stat_module.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            os.close(fd)
+            return None
+        return fd
+
+    def _open(self, segments: list[str], parent: int | None = None) -> tuple[int, bool]:
         """Open the file (or directory) ``segments`` names under the root -> (fd, is_directory).
 
-        Raises ``HTTPError(404)`` for anything missing, unreadable, or reached through a symlink
-        that is not allowed.
+        ``parent``, when given, is ``segments[:-1]`` already open (``_parent``). Raises
+        ``HTTPError(404)`` for anything missing, unreadable, or reached through a symlink that is
+        not allowed.
         """
         names = [s for s in segments if s]  # only the last may be empty ("dir/")
         try:
-            if self.follow_symlinks:
+            if parent is not None:
+                fd = os.open(names[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=parent)
+            elif self.follow_symlinks:
                 target = os.path.realpath(os.path.join(self.root, *names))
                 if target != self.root and not target.startswith(self.root + os.sep):
                     raise HTTPError(404)
