@@ -24,6 +24,7 @@ import hashlib
 import mimetypes
 import os
 import stat as stat_module
+import time
 from email.utils import formatdate
 from typing import Any, Union
 from urllib.parse import quote, unquote_to_bytes
@@ -39,6 +40,8 @@ READ_SIZE = 64 * 1024  # one pread off the loop; also the most a paused transpor
 # the trip to a thread (as sendfile, which is a call on the loop too, and the open and stat before it).
 INLINE_READ = 64 * 1024
 Piece = Union[bytes, "tuple[int, int]"]
+ALONE_CACHE = 4096  # file names remembered as having no precompressed sibling (cleared when full)
+SETTLE_NS = 2_000_000_000  # a directory's mtime is trusted once this old
 
 #: Precompressed siblings: suffix -> Content-Encoding, in the server's order of preference.
 SIBLINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
@@ -328,6 +331,8 @@ class StaticFiles:
         self.html = html
         self.follow_symlinks = follow_symlinks
         self.cache_control = cache_control
+        # (directory, name) -> the directory's mtime when ``name`` had no precompressed sibling
+        self._alone: dict[tuple[int, int, str], int] = {}
 
     def install(self, app: Any) -> None:
         """Register ``prefix`` (a redirect to ``prefix/`` with ``html``) and ``prefix/{path:path}``."""
@@ -377,10 +382,16 @@ class StaticFiles:
         """The plain file, or a precompressed ``.br``/``.zst``/``.gz`` beside it that the client accepts."""
         media_type = guess_type(name)
         available: dict[str, int] = {}
-        for coding, suffix in SIBLINGS.items():
-            sibling_fd = self._open_sibling(segments, name + suffix, parent)
-            if sibling_fd is not None:
-                available[coding] = sibling_fd
+        key, settled = self._sibling_key(parent, name)
+        if settled is None or self._alone.get(key) != settled:  # type: ignore[arg-type]
+            for coding, suffix in SIBLINGS.items():
+                sibling_fd = self._open_sibling(segments, name + suffix, parent)
+                if sibling_fd is not None:
+                    available[coding] = sibling_fd
+            if not available and settled is not None:
+                if len(self._alone) >= ALONE_CACHE:
+                    self._alone.clear()
+                self._alone[key] = settled
         if not available:
             return FileResponse(os.path.join(self.root, *segments), fd=fd, content_type=media_type)
         chosen = negotiate(request.headers.get("accept-encoding"), available)
@@ -395,6 +406,19 @@ class StaticFiles:
             response = FileResponse(path, fd=available[chosen], content_type=media_type, encoding=chosen)
         response.headers["Vary"] = vary_add(response.headers.get("vary"), "Accept-Encoding")
         return response
+
+    def _sibling_key(self, parent: int | None, name: str) -> tuple[tuple[int, int, str] | None, int | None]:
+        """(the cache key of ``name`` in ``parent``, the directory's mtime if it is settled, else None).
+
+        Adding or removing a sibling changes its directory's mtime, so an entry holds while the mtime
+        does. A directory modified in the last ``SETTLE_NS`` is not trusted (its mtime has a coarse
+        clock's granularity, so a second change in the same tick could keep it): git's racy-clean rule.
+        """
+        if parent is None:
+            return None, None
+        st = os.fstat(parent)
+        mtime = st.st_mtime_ns
+        return (st.st_dev, st.st_ino, name), (mtime if time.time_ns() - mtime > SETTLE_NS else None)
 
     def _parent(self, segments: list[str]) -> int | None:
         """The directory of the file ``segments`` names, opened once for the file and its siblings
