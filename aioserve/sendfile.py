@@ -1,10 +1,11 @@
 """A file's body through ``loop.sendfile``: the kernel copies it from the page cache to the socket.
 
-Used by the connection for a ``FileResponse`` larger than 64 KiB when the loop has a native
-``sendfile`` for the transport: asyncio's selector loop on a plain TCP (or Unix) socket. It is never used for TLS (the data
-must pass through the SSL object) nor on uvloop, whose loop has no ``sendfile`` at all (it is
-``AbstractEventLoop.sendfile``, which raises ``NotImplementedError``); there the file goes through
-its bounded 64 KiB reads (``staticfiles._FileBody``).
+Used by the connection for a ``FileResponse`` larger than 64 KiB over a plain TCP (or Unix) socket:
+through ``loop.sendfile`` where the loop has a native one (asyncio's selector loop), and through
+``os.sendfile`` on the socket where it has not (uvloop, whose ``sendfile`` is
+``AbstractEventLoop.sendfile``, which raises ``NotImplementedError``; see the end of this note). It is
+never used for TLS (the data must pass through the SSL object): there the file goes through its
+bounded 64 KiB reads (``staticfiles._FileBody``).
 
 The plan is walked in order: ``bytes`` pieces (multipart boundaries) are written to the transport,
 ``(offset, count)`` slices are sent in calls of up to ``MAX_SLICE`` bytes with ``fallback=False``, so nothing is

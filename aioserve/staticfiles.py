@@ -2,10 +2,10 @@
 
 A file is never read into memory whole. ``FileResponse`` is a ``StreamResponse`` with an exact
 ``content_length`` and a ``plan``: the body as a list of pieces, ``bytes`` (multipart boundaries) or
-``(offset, count)`` slices of ``fd``. Today the connection sends it through its streaming path, which
-sends it with ``loop.sendfile`` where the loop has a native one for the transport (``sendfile.py``),
-and otherwise reads the plan in 64 KiB ``os.pread`` calls off the event loop (flow-controlled; a
-disconnect stops it and the file is closed); a body of at most 64 KiB is read on the loop.
+``(offset, count)`` slices of ``fd``. The connection sends it through its streaming path, which
+sends it with sendfile over a plain socket (``sendfile.py``), and otherwise (TLS) reads the plan in
+64 KiB ``os.pread`` calls off the event loop (flow-controlled; a disconnect stops it and the file is
+closed); a body of at most 64 KiB is read at once on the loop (``read_small``) and answered inline.
 
 ``StaticFiles`` maps a request path to a file without ever leaving its directory. It works on the
 raw (still percent-encoded) path, one segment at a time, so that an encoded slash, backslash or NUL
