@@ -66,7 +66,7 @@ from .results import to_response
 from .router import UNSET, WebSocketRoute
 from .sendfile import send_plan, use_sendfile
 from .shared import ServerState
-from .staticfiles import FileResponse
+from .staticfiles import INLINE_READ, FileResponse
 from .timers import INF
 from .wire import (
     CHUNKED,
@@ -809,9 +809,12 @@ class Connection(asyncio.Protocol):
         else:
             response = result if isinstance(result, Response) else to_response(result)
             if isinstance(response, StreamResponse):
-                return response
+                if type(response) is not FileResponse or response.content_length > INLINE_READ:  # type: ignore[operator]
+                    return response
+                body = response.read_small()  # a small file: answered here, no task (a pread is cheaper)
+            else:
+                body = response.body
             status = response.status
-            body = response.body
             close = close or response.wants_close()
             tail = self._tail(ex, close)
             if status in NO_BODY_STATUSES:

@@ -2,10 +2,10 @@
 
 A file is never read into memory whole. ``FileResponse`` is a ``StreamResponse`` with an exact
 ``content_length`` and a ``plan``: the body as a list of pieces, ``bytes`` (multipart boundaries) or
-``(offset, count)`` slices of ``fd``. Today the connection sends it through its streaming path, which
-sends it with ``loop.sendfile`` where the loop has a native one for the transport (``sendfile.py``),
-and otherwise reads the plan in 64 KiB ``os.pread`` calls off the event loop (flow-controlled; a
-disconnect stops it and the file is closed); a body of at most 64 KiB is read on the loop.
+``(offset, count)`` slices of ``fd``. The connection sends it through its streaming path, which
+sends it with sendfile over a plain socket (``sendfile.py``), and otherwise (TLS) reads the plan in
+64 KiB ``os.pread`` calls off the event loop (flow-controlled; a disconnect stops it and the file is
+closed); a body of at most 64 KiB is read at once on the loop (``read_small``) and answered inline.
 
 ``StaticFiles`` maps a request path to a file without ever leaving its directory. It works on the
 raw (still percent-encoded) path, one segment at a time, so that an encoded slash, backslash or NUL
@@ -19,10 +19,12 @@ microseconds, less than a trip to a thread would.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import mimetypes
 import os
 import stat as stat_module
+import time
 from email.utils import formatdate
 from typing import Any, Union
 from urllib.parse import quote, unquote_to_bytes
@@ -38,6 +40,8 @@ READ_SIZE = 64 * 1024  # one pread off the loop; also the most a paused transpor
 # the trip to a thread (as sendfile, which is a call on the loop too, and the open and stat before it).
 INLINE_READ = 64 * 1024
 Piece = Union[bytes, "tuple[int, int]"]
+ALONE_CACHE = 4096  # file names remembered as having no precompressed sibling (cleared when full)
+SETTLE_NS = 2_000_000_000  # a directory's mtime is trusted once this old
 
 #: Precompressed siblings: suffix -> Content-Encoding, in the server's order of preference.
 SIBLINGS = {"br": ".br", "zstd": ".zst", "gzip": ".gz"}
@@ -51,8 +55,12 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
+@functools.lru_cache(maxsize=1024)
 def guess_type(name: str) -> str:
-    """The Content-Type for a file name: ``mimetypes``, with ``charset=utf-8`` for text."""
+    """The Content-Type for a file name: ``mimetypes``, with ``charset=utf-8`` for text.
+
+    Cached (bounded): a site serves the same few names over and over.
+    """
     ctype, encoding = mimetypes.guess_type(name, strict=False)
     if encoding is not None:  # "x.tar.gz" fetched as such is a gzip file, not a tar with an encoding
         return _ARCHIVE_TYPES.get(encoding, "application/octet-stream")
@@ -204,6 +212,27 @@ class FileResponse(StreamResponse):
         """Release the file descriptor (idempotent)."""
         self._file.close()
 
+    def read_small(self) -> bytes:
+        """The whole body, read now, and the file closed: for a body of at most ``INLINE_READ`` bytes,
+        which the connection answers as a plain response (one pread costs less than a task)."""
+        try:
+            fd = self._file.fd
+            if fd is None:
+                raise RuntimeError("the file was closed before its body was sent")
+            out = []
+            for piece in self.plan:
+                if type(piece) is bytes:
+                    out.append(piece)
+                    continue
+                offset, count = piece  # type: ignore[misc]
+                data = os.pread(fd, count, offset)
+                if len(data) != count:  # the file shrank after it was measured
+                    raise OSError(f"{self.path}: file shorter than its Content-Length")
+                out.append(data)
+            return out[0] if len(out) == 1 else b"".join(out)
+        finally:
+            self._file.close()
+
     def reader(self, plan: list[Piece]) -> _FileBody:
         """An iterator that reads ``plan`` in bounded pieces; closing it closes the file.
 
@@ -302,6 +331,8 @@ class StaticFiles:
         self.html = html
         self.follow_symlinks = follow_symlinks
         self.cache_control = cache_control
+        # (directory, name) -> the directory's mtime when ``name`` had no precompressed sibling
+        self._alone: dict[tuple[int, int, str], int] = {}
 
     def install(self, app: Any) -> None:
         """Register ``prefix`` (a redirect to ``prefix/`` with ``html``) and ``prefix/{path:path}``."""
@@ -321,37 +352,46 @@ class StaticFiles:
         segments = _segments(raw[len(self.raw_prefix) + 1:])
         if segments is None:
             raise HTTPError(404)
-        fd, is_dir = self._open(segments)
-        if is_dir:
-            os.close(fd)
-            if not self.html:
-                raise HTTPError(404)
-            if segments and segments[-1] != "":
-                return _redirect_to_slash(request)
-            segments = [*segments[:-1], "index.html"] if segments else ["index.html"]
-            fd, is_dir = self._open(segments)
+        parent = self._parent(segments)
+        try:
+            fd, is_dir = self._open(segments, parent)
             if is_dir:
                 os.close(fd)
-                raise HTTPError(404)
-        name = segments[-1]
-        response = self._with_sibling(request, segments, fd, name)
+                if not self.html:
+                    raise HTTPError(404)
+                if segments and segments[-1] != "":
+                    return _redirect_to_slash(request)
+                segments = [*segments[:-1], "index.html"] if segments else ["index.html"]
+                fd, is_dir = self._open(segments)
+                if is_dir:
+                    os.close(fd)
+                    raise HTTPError(404)
+                if parent is not None:  # the index is in another directory than the one open
+                    os.close(parent)
+                    parent = None
+            name = segments[-1]
+            response = self._with_sibling(request, segments, fd, name, parent)
+        finally:
+            if parent is not None:
+                os.close(parent)
         if self.cache_control is not None:
             response.headers["Cache-Control"] = self.cache_control
         return response.respond_to(request)
 
-    def _with_sibling(self, request: Any, segments: list[str], fd: int, name: str) -> FileResponse:
+    def _with_sibling(self, request: Any, segments: list[str], fd: int, name: str, parent: int | None) -> FileResponse:
         """The plain file, or a precompressed ``.br``/``.zst``/``.gz`` beside it that the client accepts."""
         media_type = guess_type(name)
         available: dict[str, int] = {}
-        for coding, suffix in SIBLINGS.items():
-            try:
-                sibling_fd, is_dir = self._open([*segments[:-1], name + suffix])
-            except HTTPError:
-                continue
-            if is_dir:
-                os.close(sibling_fd)
-                continue
-            available[coding] = sibling_fd
+        key, settled = self._sibling_key(parent, name)
+        if settled is None or self._alone.get(key) != settled:  # type: ignore[arg-type]
+            for coding, suffix in SIBLINGS.items():
+                sibling_fd = self._open_sibling(segments, name + suffix, parent)
+                if sibling_fd is not None:
+                    available[coding] = sibling_fd
+            if not available and settled is not None:
+                if len(self._alone) >= ALONE_CACHE:
+                    self._alone.clear()
+                self._alone[key] = settled
         if not available:
             return FileResponse(os.path.join(self.root, *segments), fd=fd, content_type=media_type)
         chosen = negotiate(request.headers.get("accept-encoding"), available)
@@ -367,15 +407,72 @@ class StaticFiles:
         response.headers["Vary"] = vary_add(response.headers.get("vary"), "Accept-Encoding")
         return response
 
-    def _open(self, segments: list[str]) -> tuple[int, bool]:
+    def _sibling_key(self, parent: int | None, name: str) -> tuple[tuple[int, int, str] | None, int | None]:
+        """(the cache key of ``name`` in ``parent``, the directory's mtime if it is settled, else None).
+
+        Adding or removing a sibling changes its directory's mtime, so an entry holds while the mtime
+        does. A directory modified in the last ``SETTLE_NS`` is not trusted (its mtime has a coarse
+        clock's granularity, so a second change in the same tick could keep it): git's racy-clean rule.
+        """
+        if parent is None:
+            return None, None
+        st = os.fstat(parent)
+        mtime = st.st_mtime_ns
+        return (st.st_dev, st.st_ino, name), (mtime if time.time_ns() - mtime > SETTLE_NS else None)
+
+    def _parent(self, segments: list[str]) -> int | None:
+        """The directory of the file ``segments`` names, opened once for the file and its siblings
+        (without following symlinks); None when symlinks are followed or the path names a directory."""
+        if self.follow_symlinks or not segments or segments[-1] == "":
+            return None
+        try:
+            fd = os.open(self.root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+            for name in segments[:-1]:
+                try:
+                    next_fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_DIRECTORY, dir_fd=fd)
+                finally:
+                    os.close(fd)
+                fd = next_fd
+        except OSError as exc:  # ENOENT, ENOTDIR, ELOOP (a symlink), EACCES...
+            raise HTTPError(404) from exc
+        return fd
+
+    def _open_sibling(self, segments: list[str], name: str, parent: int | None) -> int | None:
+        """The regular file ``name`` beside ``segments``' file, open, or None (no exception: most are absent)."""
+        if parent is None:
+            try:
+                fd, is_dir = self._open([*segments[:-1], name])
+            except HTTPError:
+                return None
+            if is_dir:
+                os.close(fd)
+                return None
+            return fd
+        try:
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=parent)
+        except OSError:
+            return None
+        try:
+            regular = stat_module.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            os.close(fd)
+            return None
+        return fd
+
+    def _open(self, segments: list[str], parent: int | None = None) -> tuple[int, bool]:
         """Open the file (or directory) ``segments`` names under the root -> (fd, is_directory).
 
-        Raises ``HTTPError(404)`` for anything missing, unreadable, or reached through a symlink
-        that is not allowed.
+        ``parent``, when given, is ``segments[:-1]`` already open (``_parent``). Raises
+        ``HTTPError(404)`` for anything missing, unreadable, or reached through a symlink that is
+        not allowed.
         """
         names = [s for s in segments if s]  # only the last may be empty ("dir/")
         try:
-            if self.follow_symlinks:
+            if parent is not None:
+                fd = os.open(names[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=parent)
+            elif self.follow_symlinks:
                 target = os.path.realpath(os.path.join(self.root, *names))
                 if target != self.root and not target.startswith(self.root + os.sep):
                     raise HTTPError(404)

@@ -1,5 +1,5 @@
 """Static files (1 KiB and 1 MiB) and a gzip-compressed 20 KB JSON answer under wrk at 64 connections:
-aioserve (asyncio loop: loop.sendfile; uvloop: 64 KiB reads) vs nginx (sendfile on), Starlette
+aioserve (asyncio loop: loop.sendfile; uvloop: os.sendfile in a thread) vs nginx (sendfile on), Starlette
 (StaticFiles, GZipMiddleware) under uvicorn, and aiohttp (add_static, enable_compression).
 
     python -m benchmarks.files [--rounds 3] [--duration 5] [--connections 64] [--servers ...]
