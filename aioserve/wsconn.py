@@ -389,16 +389,8 @@ class WebSocketSession(asyncio.Protocol):
     async def send(self, data: str | bytes, as_text: bool = False) -> None:
         """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
         ws = self.ws
-        if ws.state is CONNECTING:
-            raise RuntimeError("send() before accept()")
-        while self.write_paused and not self.lost:
-            waiter = self.drain_waiter
-            if waiter is None or waiter.done():
-                waiter = self.drain_waiter = self.loop.create_future()
-            await waiter
-        if ws.state is not OPEN or self.lost:
-            code, reason = self.close_info()
-            raise WebSocketDisconnect(code, reason)
+        if self.write_paused or self.lost or ws.state is not OPEN:
+            await self._wait_writable()
         if isinstance(data, str):
             ws.send_text(data.encode("utf-8"))
         elif as_text:
@@ -417,6 +409,19 @@ class WebSocketSession(asyncio.Protocol):
             self._write_out()
         elif self.flush_handle is None:
             self.flush_handle = self.loop.call_soon(self._flush)
+
+    async def _wait_writable(self) -> None:
+        """send()'s slow path: wait while the transport is paused; raise if the socket is not open."""
+        if self.ws.state is CONNECTING:
+            raise RuntimeError("send() before accept()")
+        while self.write_paused and not self.lost:
+            waiter = self.drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+        if self.ws.state is not OPEN or self.lost:
+            code, reason = self.close_info()
+            raise WebSocketDisconnect(code, reason)
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Start the closing handshake (or refuse the handshake with 403 before accept)."""
