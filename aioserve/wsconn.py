@@ -12,7 +12,8 @@ module adds what the sans-IO layer leaves to its caller, each bounded:
     read yet                       and resumes at QUEUE_LOW / half the bytes
     a message                      ws_max_size after decompression (the sans-IO layer: close 1009)
     text                           UTF-8 checked fragment by fragment, code points may straddle (1007)
-    sending                        send() waits while the transport is paused (pause_writing)
+    sending                        send() waits while the transport is paused (pause_writing); frames
+                                   go out in one write per loop turn, at once past FLUSH_AT unwritten
     a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
     the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
 

@@ -12,7 +12,8 @@ RSS again: (after - before) / N in KiB.
 The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1. The load generator is the
 sans-IO ``websockets.client.ClientProtocol`` on an asyncio protocol (uvloop): framing and masking are
 websockets', no compression offered (the figures are the servers', not zlib's). Rounds alternate the
-server order. RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
+server order; the table gives the median of the rounds (one disturbed round moves a mean a lot on a
+shared machine; every round is in the .json). RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
 aioserve as at git ``REF`` (its package extracted with ``git archive``) as one more server, so a change
 is quoted before/after in the same rounds, under the same noise.
 Writes benchmarks/results/websocket.{md,json}.
@@ -308,9 +309,9 @@ def table(results: dict, idle_count: int) -> str:
         for size in map(str, SIZES):
             runs = results["echo"].get(name, {}).get(size, [])
             if runs:
-                cells.append(f"{statistics.mean(r['messages_per_s'] for r in runs):,.0f}")
-                cells.append(f"{statistics.mean(r['p50_ms'] for r in runs):.2f} / "
-                             f"{statistics.mean(r['p99_ms'] for r in runs):.2f}")
+                cells.append(f"{statistics.median(r['messages_per_s'] for r in runs):,.0f}")
+                cells.append(f"{statistics.median(r['p50_ms'] for r in runs):.2f} / "
+                             f"{statistics.median(r['p99_ms'] for r in runs):.2f}")
             else:
                 cells += ["-", "-"]
         for key in ("idle", "idle_deflate"):
