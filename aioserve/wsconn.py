@@ -12,7 +12,8 @@ module adds what the sans-IO layer leaves to its caller, each bounded:
     read yet                       and resumes at QUEUE_LOW / half the bytes
     a message                      ws_max_size after decompression (the sans-IO layer: close 1009)
     text                           UTF-8 checked fragment by fragment, code points may straddle (1007)
-    sending                        send() waits while the transport is paused (pause_writing)
+    sending                        send() waits while the transport is paused (pause_writing); frames
+                                   go out in one write per loop turn, at once past FLUSH_AT unwritten
     a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
     the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
 
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Opcode
 from websockets.http11 import Request as WsRequest
-from websockets.protocol import CLOSED, CONNECTING, OPEN
+from websockets.protocol import CLOSED, CONNECTING, OPEN, SEND_EOF
 from websockets.server import ServerProtocol
 
 from .errors import HTTPError
@@ -53,9 +54,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aioserve.error")
 
 PRE_ACCEPT_BUFFER = 64 * 1024  # bytes a client may send before the handshake is answered
-QUEUE_HIGH, QUEUE_LOW = 16, 4  # unread messages at which reading pauses / resumes
+# Unread messages at which reading pauses / resumes: above a client's usual pipelining depth (16), so a
+# full window of small messages does not cost a pause and a resume (two epoll changes) every round.
+QUEUE_HIGH, QUEUE_LOW = 64, 16
+FLUSH_AT = 64 * 1024  # bytes of unsent frames at which send() writes at once instead of at the loop's turn
 DEFAULT_CLOSE_TIMEOUT = 10.0  # when ws_ping_timeout is None
 NORMAL, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
+TEXT, BINARY, CONT, PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
 
 
 def deflate_factory() -> ServerPerMessageDeflateFactory:
@@ -117,6 +122,7 @@ class WebSocketSession(asyncio.Protocol):
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
         "close_handle", "draining", "lost", "_close_info", "exchange", "server", "stats", "opened_at",
+        "unsent", "flush_handle",
     )
 
     def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
@@ -141,6 +147,8 @@ class WebSocketSession(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = write_paused
         self.drain_waiter: asyncio.Future[None] | None = None
+        self.unsent = 0  # bytes sent by the handler and not yet written (send(), _write_out())
+        self.flush_handle: asyncio.Handle | None = None
         self.decoder: Any = None  # the incremental UTF-8 decoder of the text message being received
         self.pieces: list[Any] = []  # fragments of the message being received
         self.binary = False
@@ -282,29 +290,46 @@ class WebSocketSession(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         ws = self.ws
         ws.receive_data(data)
+        inbox = self.inbox
+        queued = len(inbox)
         for frame in ws.events_received():
             opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                self.binary = opcode is Opcode.BINARY
+            if opcode is TEXT and frame.fin:  # a whole text message in one frame: one decode, no decoder
+                try:
+                    message: str | bytes = frame.data.decode()
+                except UnicodeDecodeError as exc:
+                    ws.fail(1007, f"invalid UTF-8 at position {exc.start}")
+                    break
+                inbox.append(message)
+                self.inbox_bytes += len(message)
+            elif opcode is BINARY and frame.fin:
+                inbox.append(frame.data)
+                self.inbox_bytes += len(frame.data)
+            elif opcode is TEXT or opcode is BINARY:  # the first fragment of a fragmented message
+                self.binary = opcode is BINARY
                 self.decoder = None if self.binary else codecs.getincrementaldecoder("utf-8")()
                 self.pieces = []
                 if not self._fragment(frame.data, frame.fin):
                     break
-            elif opcode is Opcode.CONT:
+            elif opcode is CONT:
                 if not self._fragment(frame.data, frame.fin):
                     break
-            elif opcode is Opcode.PONG:
+            elif opcode is PONG:
                 if self.ping_payload is not None and frame.data == self.ping_payload:
                     self.ping_payload = None
                     self._arm_ping()
-            elif opcode is Opcode.CLOSE:
-                self._wake()
+        arrived = len(inbox) - queued
+        if arrived:
+            if self.stats is not None:
+                self.stats.messages_in += arrived
+            if self._inbox_full():
+                self._pause_reading()
         self._write_out()
-        if ws.state is not OPEN:
+        if arrived or ws.state is not OPEN:
             self._wake()
 
     def _fragment(self, data: bytes, fin: bool) -> bool:
-        """Add one fragment of the message being received; False if the connection failed."""
+        """Add one fragment of a fragmented message; False if the connection failed."""
         if self.decoder is not None:
             try:
                 self.pieces.append(self.decoder.decode(data, fin))
@@ -315,20 +340,11 @@ class WebSocketSession(asyncio.Protocol):
             self.pieces.append(data)
         if fin:
             pieces = self.pieces
-            message: str | bytes
-            if self.binary:
-                message = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            else:
-                message = pieces[0] if len(pieces) == 1 else "".join(pieces)
+            message = b"".join(pieces) if self.binary else "".join(pieces)
             self.pieces = []
             self.decoder = None
             self.inbox.append(message)
             self.inbox_bytes += len(message)
-            if self.stats is not None:
-                self.stats.messages_in += 1
-            if self._inbox_full():
-                self._pause_reading()
-            self._wake()
         return True
 
     def _inbox_full(self) -> bool:
@@ -374,16 +390,8 @@ class WebSocketSession(asyncio.Protocol):
     async def send(self, data: str | bytes, as_text: bool = False) -> None:
         """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
         ws = self.ws
-        if ws.state is CONNECTING:
-            raise RuntimeError("send() before accept()")
-        while self.write_paused and not self.lost:
-            waiter = self.drain_waiter
-            if waiter is None or waiter.done():
-                waiter = self.drain_waiter = self.loop.create_future()
-            await waiter
-        if ws.state is not OPEN or self.lost:
-            code, reason = self.close_info()
-            raise WebSocketDisconnect(code, reason)
+        if self.write_paused or self.lost or ws.state is not OPEN:
+            await self._wait_writable()
         if isinstance(data, str):
             ws.send_text(data.encode("utf-8"))
         elif as_text:
@@ -394,7 +402,27 @@ class WebSocketSession(asyncio.Protocol):
             raise TypeError(f"send() takes str or bytes, not {type(data).__name__}")
         if self.stats is not None:
             self.stats.messages_out += 1
-        self._write_out()
+        # One write per turn of the loop for all a handler sent in it (an echo answers a whole batch of
+        # messages in one step): a write is a system call; past FLUSH_AT bytes, at once, so the transport
+        # sees the bytes and pause_writing() can hold the next send().
+        self.unsent += len(data)
+        if self.unsent >= FLUSH_AT:
+            self._write_out()
+        elif self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self._flush)
+
+    async def _wait_writable(self) -> None:
+        """send()'s slow path: wait while the transport is paused; raise if the socket is not open."""
+        if self.ws.state is CONNECTING:
+            raise RuntimeError("send() before accept()")
+        while self.write_paused and not self.lost:
+            waiter = self.drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+        if self.ws.state is not OPEN or self.lost:
+            code, reason = self.close_info()
+            raise WebSocketDisconnect(code, reason)
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Start the closing handshake (or refuse the handshake with 403 before accept)."""
@@ -551,14 +579,24 @@ class WebSocketSession(asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------------------------
     def _write_out(self) -> None:
-        transport = self.transport
-        for data in self.ws.data_to_send():
-            if transport.is_closing():
-                break
-            if data:
-                transport.write(data)
-            else:  # the sans-IO layer's end of stream: as the server, we close the TCP connection
-                self._closed_by_us()
+        """Write every frame the sans-IO layer holds, in one call; its end of stream closes the TCP connection."""
+        writes = self.ws.data_to_send()
+        self.unsent = 0
+        if not writes or self.transport.is_closing():
+            return
+        eof = SEND_EOF in writes  # as the server, we close the TCP connection after the data before it
+        if eof:
+            writes = writes[:writes.index(SEND_EOF)]
+        if len(writes) == 1:
+            self.transport.write(writes[0])
+        elif writes:
+            self.transport.writelines(writes)
+        if eof:
+            self._closed_by_us()
+
+    def _flush(self) -> None:
+        self.flush_handle = None
+        self._write_out()
 
     def _closed_by_us(self) -> None:
         """Close the transport once its buffer is written; a peer that never reads it is cut later."""

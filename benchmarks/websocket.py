@@ -1,7 +1,7 @@
 """WebSocket echo round trips and memory per idle WebSocket: aioserve against its peers.
 
     python -m benchmarks.websocket [--servers aioserve,uvicorn-starlette,...] [--seconds 5] [--rounds 2]
-                                   [--idle 10000] [--skip-echo] [--skip-idle]
+                                   [--idle 10000] [--skip-echo] [--skip-idle] [--baseline REF]
 
 Echo: 64 connections, each keeping 16 text messages in flight (32 bytes, then 4 KiB): a message is sent
 again as soon as its echo comes back. Throughput is echoed messages per second over the measured window
@@ -12,14 +12,23 @@ RSS again: (after - before) / N in KiB.
 The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1. The load generator is the
 sans-IO ``websockets.client.ClientProtocol`` on an asyncio protocol (uvloop): framing and masking are
 websockets', no compression offered (the figures are the servers', not zlib's). Rounds alternate the
-server order. RLIMIT_NOFILE is raised to its hard limit (the servers inherit it).
+server order; the table gives the median of the rounds (one disturbed round moves a mean a lot on a
+shared machine; every round is in the .json). RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
+aioserve as at git ``REF`` (its package extracted with ``git archive``) as one more server, so a change
+is quoted before/after in the same rounds, under the same noise.
 Writes benchmarks/results/websocket.{md,json}.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import io
 import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
 import statistics
 import sys
 import time
@@ -65,6 +74,22 @@ SERVERS = [
     ServerSpec("socketify", 18105, "socketify.py (uWebSockets, C++), compression off",
                lambda port: _cli("socketify") + ["--port", str(port)], requires=("socketify",)),
 ]
+
+
+def baseline_spec(ref: str) -> ServerSpec:
+    """aioserve's package as at git ``ref``, served like ``aioserve`` (same app, same flags), as ``aioserve@ref``."""
+    root = tempfile.mkdtemp(prefix="aioserve-baseline-")
+    atexit.register(shutil.rmtree, root, True)
+    archive = subprocess.run(["git", "archive", ref, "aioserve"], cwd=harness.REPO_ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root)
+    boot = (f"import runpy, sys; sys.path.insert(0, {root!r}); "
+            "runpy.run_module('aioserve', run_name='__main__', alter_sys=True)")
+    return ServerSpec(f"aioserve@{ref}", 18100, f"aioserve as at {ref}, --loop uvloop",
+                      lambda port: [PY, "-c", boot, "benchmarks.servers.ws_apps:aioserve_app", "--host", HOST,
+                                    "--port", str(port), "--loop", "uvloop", "--no-access-log"],
+                      requires=("aioserve", "uvloop"))
 
 
 class EchoClient(asyncio.Protocol):
@@ -209,6 +234,8 @@ def main() -> None:
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--idle-deflate", action="store_true",
                         help="also measure idle memory with permessage-deflate offered (websockets' default offer)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run aioserve as at this git ref (e.g. main), first in the server order")
     parser.add_argument("--out", default=str(harness.RESULTS_DIR / "websocket"))
     args = parser.parse_args()
     harness.install_cleanup()
@@ -221,6 +248,8 @@ def main() -> None:
         pass
     wanted = args.servers.split(",")
     specs = [s for s in SERVERS if s.name in wanted]
+    if args.baseline:
+        specs.insert(0, baseline_spec(args.baseline))
     results: dict = {"nofile": nofile, "echo": {}, "idle": {}, "idle_deflate": {}, "skipped": {}}
     for spec in list(specs):
         missing = spec.missing()
@@ -280,9 +309,9 @@ def table(results: dict, idle_count: int) -> str:
         for size in map(str, SIZES):
             runs = results["echo"].get(name, {}).get(size, [])
             if runs:
-                cells.append(f"{statistics.mean(r['messages_per_s'] for r in runs):,.0f}")
-                cells.append(f"{statistics.mean(r['p50_ms'] for r in runs):.2f} / "
-                             f"{statistics.mean(r['p99_ms'] for r in runs):.2f}")
+                cells.append(f"{statistics.median(r['messages_per_s'] for r in runs):,.0f}")
+                cells.append(f"{statistics.median(r['p50_ms'] for r in runs):.2f} / "
+                             f"{statistics.median(r['p99_ms'] for r in runs):.2f}")
             else:
                 cells += ["-", "-"]
         for key in ("idle", "idle_deflate"):

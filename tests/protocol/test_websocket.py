@@ -786,3 +786,69 @@ async def test_an_exception_before_accept_answers_500_and_logs(server):
             assert (await conn.read_response()).status == 500
             assert await conn.is_closed_by_peer()
     assert len([r for r in logs.at_least(logging.ERROR) if r.exc_info]) == 1
+
+
+# -- the per-message path: batched writes stay ordered and bounded -------------------------------------------
+
+async def test_a_batch_of_frames_in_one_segment_is_echoed_in_order_with_opcodes(server):
+    messages = [(TEXT, f"κόσμε {i}".encode()) if i % 3 else (BINARY, bytes([i]) * i) for i in range(60)]
+    ctx, conn = await open_raw(server)
+    await conn.send(b"".join(frame(op, payload) for op, payload in messages))  # one write: one read, mostly
+    for op, payload in messages:
+        assert await read_frame(conn) == (op, True, payload)
+    # Invalid UTF-8 in the middle of a batch: 1007 at once (the socket is closing before the handler
+    # could echo "before"), and nothing after the bad frame is delivered.
+    await conn.send(frame(TEXT, b"before") + frame(TEXT, b"bad \xff") + frame(TEXT, b"after"))
+    await expect_close(conn, 1007)
+    await ctx.__aexit__(None, None, None)
+
+
+@app.websocket("/push")
+async def push(ws: WebSocket):
+    """Sends without ever receiving: its message must go out at the loop's turn, not wait for more."""
+    await ws.accept()
+    await ws.send("first")
+    await release["event"].wait()  # type: ignore[union-attr]
+    await ws.send("second")
+
+
+async def test_a_send_goes_out_without_the_handler_waiting_on_receive(server):
+    release["event"] = asyncio.Event()
+    async with connect(url(server, "/push"), compression=None) as ws:
+        assert await asyncio.wait_for(ws.recv(), 5) == "first"  # the handler is still parked on the event
+        release["event"].set()
+        assert await asyncio.wait_for(ws.recv(), 5) == "second"
+
+
+BURST, BURST_SIZE = 12_000, 1024  # 12 MiB of small messages: more than loopback's socket buffers hold
+
+
+@app.websocket("/burst")
+async def burst(ws: WebSocket):
+    """Small sends in a loop that never waits for anything else: coalescing must not buffer them all."""
+    await ws.accept()
+    seen["burst"] = 0
+    for i in range(BURST):
+        await ws.send(i.to_bytes(4, "big") * (BURST_SIZE // 4))
+        seen["burst"] += 1  # type: ignore[operator]
+    await ws.close()
+
+
+async def test_small_sends_in_a_tight_loop_wait_for_a_client_that_does_not_read(server):
+    from aioserve.wsconn import FLUSH_AT
+
+    ctx, conn = await open_raw(server, "/burst")
+
+    def session():
+        return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
+
+    await wait_until(lambda: session() is not None and session().write_paused, timeout=5)
+    stalled_at = seen["burst"]
+    assert stalled_at < BURST  # type: ignore[operator]
+    assert session().unsent < FLUSH_AT  # what is not yet handed to the transport stays under the bound
+    for i in range(BURST):
+        assert await read_frame(conn) == (BINARY, True, i.to_bytes(4, "big") * (BURST_SIZE // 4))
+    opcode, _, payload = await read_frame(conn)
+    assert (opcode, payload[:2]) == (CLOSE, struct.pack("!H", 1000))
+    assert seen["burst"] == BURST
+    await ctx.__aexit__(None, None, None)
