@@ -158,8 +158,6 @@ async def test_short_chunk_extension_is_accepted():
         assert (response.status, response.body) == (200, b'{"size":5}')
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the connection must bound chunk extensions "
-                                        "(limit_chunk_extension, 4096 bytes per chunk): 400 past it")
 async def test_chunk_extension_over_4_kib_is_400():
     """RFC 9112 7.1.1 lets a server limit chunk extensions ("a server ought to limit the total length
     of chunk extensions received in a request to an amount reasonable for the services provided") and
