@@ -1,5 +1,6 @@
-"""RFC 9112 7.1.1: chunk extensions are bounded per chunk (``limit_chunk_extension``, 400 past it), and
-so is a trailer line left unfinished (431), wherever the client's reads happen to split the body.
+"""Checks that httptools gives no positions for, made from outside wherever the client's reads split
+the bytes: RFC 9112 7.1.1, chunk extensions bounded per chunk (``limit_chunk_extension``, 400 past it)
+and a trailer line left unfinished (431); RFC 9112 3, one SP between the request line's parts (400).
 
 The connection is driven in this process with a recording transport, so each case controls exactly
 where one read ends and the next begins (over TCP the kernel may merge writes).
@@ -72,6 +73,15 @@ def _split(payload: bytes, how: str) -> list[bytes]:
     return [payload[i:i + step] for i in range(0, len(payload), step)]
 
 
+def _complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole response (these answers always carry Content-Length)."""
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = head.lower().split(b"content-length: ")[1].split(b"\r\n")[0] if b"content-length: " in head.lower() else b"0"
+    return len(body) >= int(length)
+
+
 async def _answers(reads: list[bytes]) -> bytes:
     """Feed ``reads`` one ``data_received`` each; the bytes written once an answer (or a close) came."""
     state = ServerState(_app(), Config(access_log=False), asyncio.get_running_loop())
@@ -84,7 +94,7 @@ async def _answers(reads: list[bytes]) -> bytes:
             if transport.closing:
                 break
             await asyncio.sleep(0)  # let a handler run between reads, as the loop would
-        await wait_until(lambda: transport.closing or transport.data.endswith(b"}"), 5, "no answer")
+        await wait_until(lambda: transport.closing or _complete(transport.data), 5, "no answer")
         return transport.data
     finally:
         connection.connection_lost(None)
@@ -139,3 +149,26 @@ async def test_a_pipelined_chunked_request_is_bounded_from_its_next_read():
     first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + HEAD + long_line[:LIMIT + 100]
     answer = await _answers([first, long_line[LIMIT + 100:]])
     assert b"HTTP/1.1 400 " in answer, answer[-300:]
+
+
+GOOD_LINE = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("line", [
+    b"GET  / HTTP/1.1", b"GET /  HTTP/1.1", b"GET   /xH HTTP/1.1", b"GET http://x/  HTTP/1.1",
+    b"OPTIONS  * HTTP/1.1",
+], ids=["after-method", "after-target", "shifted-onto-an-H", "absolute-form", "asterisk"])
+@pytest.mark.parametrize("how", ["one-read", "bytewise", "every-7"])
+async def test_repeated_spaces_in_the_request_line_are_400(line, how):
+    """RFC 9112 3: ``method SP request-target SP HTTP-version``; llhttp skips the extra spaces itself."""
+    answer = await _answers(_split(line + b"\r\nHost: x\r\n\r\n", how))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"one space" in answer
+
+
+@pytest.mark.parametrize("line", [b"GET /H HTTP/1.1", b"GET http://x/a%20b?q=1 HTTP/1.1", b"OPTIONS * HTTP/1.1"])
+@pytest.mark.parametrize("how", ["one-read", "bytewise"])
+async def test_well_formed_request_lines_pass(line, how):
+    answer = await _answers(_split(line + b"\r\nHost: x\r\n\r\n", how))
+    assert not answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
