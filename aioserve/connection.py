@@ -283,7 +283,7 @@ class Connection(asyncio.Protocol):
         self.write_timer = None
         if self.write_paused and self.transport is not None:
             self._enter(CLOSING)
-            self.transport.abort()
+            self._reset()
 
     def resume_writing(self) -> None:
         self.write_paused = False
