@@ -535,10 +535,9 @@ class Connection(asyncio.Protocol):
         flags = self._flags
         raw_method = parser.get_method()
         line = self._line
-        if line is not None:  # this head began this read: its request line is at its start (inline
-            self._line = None  # headcheck.spaced_request_line, a call being most of its cost)
-            m = len(raw_method)
-            if line[m + 1] == 32 or line[m + len(self._url) + 2] != 72:
+        if line is not None:  # this head began this read: its request line is at its start
+            self._line = None  # (headcheck.spaced_request_line, inline: a call would be most of its cost)
+            if line[len(raw_method) + len(self._url) + 11] != 10:
                 raise ProtocolError(400, MALFORMED_LINE)
         keep_alive = parser.should_keep_alive()
         if keep_alive and not flags & CONNECTION_SEEN:

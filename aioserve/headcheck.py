@@ -107,11 +107,12 @@ def allow_all(routes: list) -> str:  # type: ignore[type-arg]
 
 def spaced_request_line(line: bytes, method: bytes, target: bytes) -> bool:
     """Whether the request line at the start of ``line`` has more than one SP between its parts
-    (RFC 9112 3), given the method and target llhttp read from it: llhttp skips repeated spaces, so
-    on a well-formed line the target follows the method's one SP and ``HTTP/`` the target's. Two
-    byte lookups, done once per head instead of searching the read."""
-    m = len(method)
-    return line[m + 1] == 32 or line[m + len(target) + 2] != 72  # 72: the H of "HTTP/"
+    (RFC 9112 3), given the method and target llhttp read from it. llhttp skips repeated spaces, so
+    the line is checked by its length: ``method SP target SP HTTP/x.y CRLF`` has its LF at len(method)
+    + len(target) + 11, and any extra space moves it later (the byte there is then part of the version
+    or CR, or of the method or target, never an LF). One byte lookup per head instead of searching
+    the read; ``Connection.on_headers_complete`` does it inline."""
+    return line[len(method) + len(target) + 11] != 10
 
 
 SIZE_LINE_ALLOWANCE = 20  # the chunk size itself (16 hex digits at most), BWS and CR
