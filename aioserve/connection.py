@@ -535,8 +535,11 @@ class Connection(asyncio.Protocol):
         flags = self._flags
         raw_method = parser.get_method()
         line = self._line
-        if line is not None:  # this head began this read: its request line is at its start
-            self._line = None  # (headcheck.spaced_request_line, inline: a call would be most of its cost)
+        if line is not None:  # this head began this read (or its gathered reads): its line is at the start.
+            # llhttp skips repeated SP (RFC 9112 3 allows one): "method SP target SP HTTP/x.y CRLF" has its LF
+            # at len(method) + len(target) + 11, and an extra space moves it later (the byte there is then
+            # part of the version, CR, method or target, never an LF). One lookup, not a search of the read.
+            self._line = None
             if line[len(raw_method) + len(self._url) + 11] != 10:
                 raise ProtocolError(400, MALFORMED_LINE)
         keep_alive = parser.should_keep_alive()

@@ -88,8 +88,9 @@ def as_http11(data: bytes) -> bytes | None:
 
 def malformed_request_line(data: bytes) -> bool:
     """RFC 9112 3: one SP between method, target and version; RFC 9112 2.2: only empty lines (CRLF)
-    before it. llhttp skips repeated spaces and a lone CR or LF, so the first line of a read that begins a
-    head is looked at: two finds, bounded by the line."""
+    before it. llhttp skips repeated spaces and a lone CR or LF; this search is for the uncommon reads
+    (one that begins with CR or LF, a request line gathered from several reads): a well-formed line
+    that begins a read is checked by one lookup in ``Connection.on_headers_complete``."""
     first = data[0]
     if first == 10 or (first == 13 and data[1:2] not in (b"\n", b"")):  # a bare LF or CR
         return True
@@ -103,16 +104,6 @@ def allow_all(routes: list) -> str:  # type: ignore[type-arg]
     for route in routes:
         methods.update(route.methods)
     return ", ".join(sorted(methods))
-
-
-def spaced_request_line(line: bytes, method: bytes, target: bytes) -> bool:
-    """Whether the request line at the start of ``line`` has more than one SP between its parts
-    (RFC 9112 3), given the method and target llhttp read from it. llhttp skips repeated spaces, so
-    the line is checked by its length: ``method SP target SP HTTP/x.y CRLF`` has its LF at len(method)
-    + len(target) + 11, and any extra space moves it later (the byte there is then part of the version
-    or CR, or of the method or target, never an LF). One byte lookup per head instead of searching
-    the read; ``Connection.on_headers_complete`` does it inline."""
-    return line[len(method) + len(target) + 11] != 10
 
 
 SIZE_LINE_ALLOWANCE = 20  # the chunk size itself (16 hex digits at most), BWS and CR
