@@ -323,8 +323,8 @@ class Connection(asyncio.Protocol):
                     self._line = line + data
         elif stage == CLOSING:
             return
-        elif self._chunk_lines is not None:
-            self._chunk_lines.begin_read(data, self.current.received)  # type: ignore[union-attr]
+        elif self._chunk_lines is not None and self.current is not None:  # a chunked body: follow its lines
+            self._chunk_lines.begin_read(data, self.current.received)
         retry = None
         self.in_feed = True
         try:
@@ -390,8 +390,8 @@ class Connection(asyncio.Protocol):
                 return
         elif self.stage == IDLE:  # keep-alive timeout from the end of this read
             self._expire_at(self.loop.time() + self.config.timeout_keep_alive)
-        elif self._chunk_lines is not None and self.stage == BODY:  # bound the size line left unfinished
-            refused = self._chunk_lines.end_read(data, self.current.received)  # type: ignore[union-attr]
+        elif self._chunk_lines is not None and self.stage == BODY and self.current is not None:
+            refused = self._chunk_lines.end_read(data, self.current.received)  # the line left unfinished
             if refused is not None:
                 self._reject(refused.status, refused.reason)
                 return
