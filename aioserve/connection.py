@@ -538,9 +538,11 @@ class Connection(asyncio.Protocol):
         if line is not None:  # this head began this read (or its gathered reads): its line is at the start.
             # llhttp skips repeated SP (RFC 9112 3 allows one): "method SP target SP HTTP/x.y CRLF" has its LF
             # at len(method) + len(target) + 11, and an extra space moves it later (the byte there is then
-            # part of the version, CR, method or target, never an LF). One lookup, not a search of the read.
+            # part of the version, CR, method or target, never an LF). One lookup, not a search of the read;
+            # only then is it asked whether the read did begin with this method (not with the rest of one
+            # whose first letters ended the previous read, behind a pipelined request).
             self._line = None
-            if line[len(raw_method) + len(self._url) + 11] != 10:
+            if line[len(raw_method) + len(self._url) + 11] != 10 and line.startswith(raw_method):
                 raise ProtocolError(400, MALFORMED_LINE)
         keep_alive = parser.should_keep_alive()
         if keep_alive and not flags & CONNECTION_SEEN:

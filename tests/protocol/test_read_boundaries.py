@@ -172,3 +172,12 @@ async def test_well_formed_request_lines_pass(line, how):
     answer = await _answers(_split(line + b"\r\nHost: x\r\n\r\n", how))
     assert not answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5])
+async def test_a_method_split_behind_a_pipelined_request_is_not_taken_for_a_line(cut):
+    """The previous read ended with the first letters of the next method: the next read does not begin a
+    request line, and a well-formed one must not be refused for where its LF seems to be."""
+    second = b"OPTIONS /ab HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await _answers([GOOD_LINE + second[:cut], second[cut:]])
+    assert answer.count(b"HTTP/1.1 ") == 2 and b" 400 " not in answer, answer
