@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
+import struct
 import sys
 from time import perf_counter
 from types import CoroutineType
@@ -44,6 +46,7 @@ from .exchange import Exchange
 from .headcheck import (
     CHECKED_HEADERS,
     CHUNKED_BODY,
+    ChunkLines,
     CONNECTION_SEEN,
     EXPECT_CONTINUE,
     HAS_LENGTH,
@@ -100,6 +103,8 @@ _NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended 
 # without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
 EAGER_TASKS = sys.version_info >= (3, 12)
 _copy_context = contextvars.copy_context
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and frees the send buffer
+MALFORMED_LINE = "Malformed request line: one space between its parts (RFC 9112 3)"
 _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
 
 
@@ -113,7 +118,7 @@ class Connection(asyncio.Protocol):
         "draining", "in_feed", "wbuf", "body_view", "body_offset",
         # the request head being parsed
         "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
-        "_partial_line",
+        "_partial_line", "_line", "_chunk_lines",
         # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over
         "upgrade_to", "upgraded",
         # minimum data rates (rates.py), made on first use: the body being read, the client reading
@@ -157,6 +162,8 @@ class Connection(asyncio.Protocol):
         self._head_started = False  # a request head has begun and is not complete (408, not a quiet close)
         self._head_size = 0
         self._partial_line = 0
+        self._line: bytes | None = None  # the read that began the head being parsed (request-line check)
+        self._chunk_lines: ChunkLines | None = None  # a chunked body being read: its size lines' bound
         self.upgrade_to: Exchange | None = None
         self.upgraded: WebSocketSession | None = None
         self.body_rate: MinRate | None = None
@@ -260,12 +267,23 @@ class Connection(asyncio.Protocol):
         if self.write_timer is None and self.config.timeout_write:
             self.write_timer = self.loop.call_later(self.config.timeout_write, self._on_write_timeout)
 
+    def _reset(self) -> None:
+        """Drop a client that does not read, with a TCP reset: a plain close would leave the kernel
+        sending what the socket holds (megabytes) to it for as long as it keeps reading slowly."""
+        sock = self.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        self.transport.abort()  # type: ignore[union-attr]
+
     def _on_write_timeout(self) -> None:
         """The client has not read for ``timeout_write`` seconds: drop it, freeing what it holds."""
         self.write_timer = None
         if self.write_paused and self.transport is not None:
             self._enter(CLOSING)
-            self.transport.abort()
+            self._reset()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -284,16 +302,29 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stage = self.stage
         if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
-            # llhttp skips repeated SP and a lone CR/LF before the line: look at the first line (inline,
-            # the common case costs two bounded finds; malformed_request_line decides)
-            if not self._head_started and (data[0] < 14 or data.find(b"  ", 0, data.find(b"\n", 0, 16384)) >= 0) \
-                    and malformed_request_line(data):
+            # llhttp skips repeated SP and a lone CR/LF before the line. A lone CR/LF is looked for here;
+            # repeated SP by on_headers_complete, in this read kept as _line (two byte lookups)
+            if not self._head_started:
                 self._head_started = True
-                self._reject(400, "Malformed request line: one space between its parts (RFC 9112 3)")
-                return
-            self._head_started = True
+                if data[0] < 14:
+                    if malformed_request_line(data):
+                        self._reject(400, MALFORMED_LINE)
+                        return
+                else:
+                    self._line = data
+            elif self._line is not None:  # the head is split across reads: gather its line, then search it
+                line = self._line
+                if b"\n" in line:
+                    self._line = None
+                    if malformed_request_line(line):
+                        self._reject(400, MALFORMED_LINE)
+                        return
+                else:  # bounded by limit_request_line (414); on_headers_complete may still look at it
+                    self._line = line + data
         elif stage == CLOSING:
             return
+        elif self._chunk_lines is not None and self.current is not None:  # a chunked body: follow its lines
+            self._chunk_lines.begin_read(data, self.current.received)
         retry = None
         self.in_feed = True
         try:
@@ -339,6 +370,7 @@ class Connection(asyncio.Protocol):
             self._headers = _NO_HEADERS
             self._head_started = False
             self._partial_line = 0
+            self._line = None
             self.data_received(retry)
             return
         if self._head_started:  # a request head has begun and is not complete
@@ -358,6 +390,11 @@ class Connection(asyncio.Protocol):
                 return
         elif self.stage == IDLE:  # keep-alive timeout from the end of this read
             self._expire_at(self.loop.time() + self.config.timeout_keep_alive)
+        elif self._chunk_lines is not None and self.stage == BODY and self.current is not None:
+            refused = self._chunk_lines.end_read(data, self.current.received)  # the line left unfinished
+            if refused is not None:
+                self._reject(refused.status, refused.reason)
+                return
         if len(self.pipeline) > self.config.limit_pipeline:
             self._block(PIPELINE_FULL)
 
@@ -406,7 +443,7 @@ class Connection(asyncio.Protocol):
             drained = self.write_base - self.transport.get_write_buffer_size()  # type: ignore[union-attr]
             if rate.missed(now, drained):  # the client reads too slowly: drop it (a stream's generator
                 self._enter(CLOSING)  # is closed by connection_lost)
-                self.transport.abort()  # type: ignore[union-attr]
+                self._reset()
                 return False
             self._wake_at(rate.due(now, drained) + 0.001)
         rate = self.body_rate
@@ -496,6 +533,17 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         flags = self._flags
+        raw_method = parser.get_method()
+        line = self._line
+        if line is not None:  # this head began this read (or its gathered reads): its line is at the start.
+            # llhttp skips repeated SP (RFC 9112 3 allows one): "method SP target SP HTTP/x.y CRLF" has its LF
+            # at len(method) + len(target) + 11, and an extra space moves it later (the byte there is then
+            # part of the version, CR, method or target, never an LF). One lookup, not a search of the read;
+            # only then is it asked whether the read did begin with this method (not with the rest of one
+            # whose first letters ended the previous read, behind a pipelined request).
+            self._line = None
+            if line[len(raw_method) + len(self._url) + 11] != 10 and line.startswith(raw_method):
+                raise ProtocolError(400, MALFORMED_LINE)
         keep_alive = parser.should_keep_alive()
         if keep_alive and not flags & CONNECTION_SEEN:
             # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it closes
@@ -512,7 +560,6 @@ class Connection(asyncio.Protocol):
         headers = self._headers
         if len(headers) > self.config.limit_request_fields:  # memory is bounded by the size check
             raise ProtocolError(431, "Too many request header fields")
-        raw_method = parser.get_method()
         method = METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
         if url[0] != 47:  # not "/..."
@@ -579,6 +626,10 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
             if flags & EXPECT_CONTINUE and version == "1.1":
                 ex.expect_continue = True
+            if flags & CHUNKED_BODY:  # its size lines are bounded (the head's end is where they start)
+                self._chunk_lines = ChunkLines(self.config.limit_chunk_extension,
+                                               self.config.limit_request_header_size, line or b"",
+                                               line.find(b"\r\n\r\n") + 4 if line is not None else -1, 0)
             if flags & CHUNKED_BODY or self._content_length > 0:
                 self._enter(BODY)
                 if self.config.min_request_body_rate:
@@ -621,6 +672,16 @@ class Connection(asyncio.Protocol):
         if self.buffered > BODY_BUFFER_HIGH:
             self._block(BODY_BUFFER_FULL)
         ex.wake()
+
+    def on_chunk_header(self) -> None:
+        lines = self._chunk_lines
+        if lines is not None and self.current is not None:
+            lines.header(self.current.received)
+
+    def on_chunk_complete(self) -> None:
+        lines = self._chunk_lines
+        if lines is not None and self.current is not None and lines.complete(self.current.received):
+            self._chunk_lines = None  # the last chunk: the body is over
 
     def on_message_complete(self) -> None:
         ex = self.current

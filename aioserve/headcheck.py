@@ -88,8 +88,9 @@ def as_http11(data: bytes) -> bytes | None:
 
 def malformed_request_line(data: bytes) -> bool:
     """RFC 9112 3: one SP between method, target and version; RFC 9112 2.2: only empty lines (CRLF)
-    before it. llhttp skips repeated spaces and a lone CR or LF, so the first line of a read that begins a
-    head is looked at: two finds, bounded by the line."""
+    before it. llhttp skips repeated spaces and a lone CR or LF; this search is for the uncommon reads
+    (one that begins with CR or LF, a request line gathered from several reads): a well-formed line
+    that begins a read is checked by one lookup in ``Connection.on_headers_complete``."""
     first = data[0]
     if first == 10 or (first == 13 and data[1:2] not in (b"\n", b"")):  # a bare LF or CR
         return True
@@ -103,3 +104,75 @@ def allow_all(routes: list) -> str:  # type: ignore[type-arg]
     for route in routes:
         methods.update(route.methods)
     return ", ".join(sorted(methods))
+
+
+SIZE_LINE_ALLOWANCE = 20  # the chunk size itself (16 hex digits at most), BWS and CR
+
+
+class ChunkLines:
+    """Bounds the chunk-size lines of one chunked request body: size plus chunk extensions (RFC 9112
+    7.1.1) at most ``limit_chunk_extension`` + ``SIZE_LINE_ALLOWANCE`` bytes per chunk, else 400.
+
+    httptools calls ``on_chunk_header`` (a size line has ended) and ``on_chunk_complete`` (its data and
+    CRLF have) but gives no positions, so the lines are measured from outside, on the read being
+    parsed: a cursor follows the parser through it. A size line ends at the first LF after the cursor;
+    the chunk's data that follows is as long as the body count grew meanwhile, and the CRLF after it
+    ends at the next LF. The part of a size line (or, after the last chunk, of a trailer line) left
+    unfinished at the end of a read is the bytes after its last LF, carried into the next read, as
+    ``Connection._partial_line`` bounds header lines. Two short ``find`` calls per chunk; nothing of
+    this runs for a request that is not chunked.
+
+    Where the cursor's start is unknown (the head was pipelined behind another in the same read, or
+    split across reads), the size lines wholly inside that one read are not measured; the unfinished
+    line at its end still is, so what escapes is bounded by the size of one read.
+    """
+    __slots__ = ("limit", "trailer_limit", "data", "pos", "mark", "started", "carry", "in_line")
+
+    def __init__(self, limit: int, trailer_limit: int, data: bytes, pos: int, received: int) -> None:
+        self.limit = limit + SIZE_LINE_ALLOWANCE
+        self.trailer_limit = trailer_limit
+        self.data = data  # the read being parsed (b"" between reads)
+        self.pos = pos  # where the parser is in ``data``: a size line's start; -1 when unknown
+        self.mark = received  # body bytes counted when the cursor last moved
+        self.started = received  # body bytes counted when the current chunk's size line ended
+        self.carry = 0  # bytes of an unfinished line from earlier reads
+        self.in_line = True  # a size line comes next (else a chunk's data, or the trailer section)
+
+    def begin_read(self, data: bytes, received: int) -> None:
+        self.data = data
+        self.pos = 0
+        self.mark = received
+
+    def header(self, received: int) -> None:
+        """A size line has ended: measure it (``ProtocolError`` 400 past the limit)."""
+        pos = self.pos
+        if pos >= 0:
+            end = self.data.find(b"\n", pos)
+            if self.carry + end - pos > self.limit:
+                raise ProtocolError(400, "Chunk extensions too long")
+            self.pos = end + 1
+        self.carry = 0
+        self.in_line = False
+        self.mark = self.started = received
+
+    def complete(self, received: int) -> bool:
+        """A chunk (data and CRLF) is done; True for the last chunk (no data), which ends the body."""
+        if received == self.started:  # only the last chunk has no data (RFC 9112 7.1)
+            return True
+        if self.pos >= 0:
+            self.pos = self.data.find(b"\n", self.pos + received - self.mark) + 1
+        self.in_line = True
+        return False
+
+    def end_read(self, data: bytes, received: int) -> ProtocolError | None:
+        """The read is parsed: bound the line it leaves unfinished; the error to answer, if any."""
+        self.data = b""
+        if not self.in_line and received != self.started:
+            return None  # inside a chunk's data: bounded by the body size limit
+        last = data.rfind(b"\n")
+        carry = self.carry = self.carry + len(data) if last < 0 else len(data) - last - 1
+        if self.in_line:
+            return ProtocolError(400, "Chunk extensions too long") if carry > self.limit else None
+        # after a size line with no data since: the last chunk's trailer section (a chunk with data
+        # would have produced body bytes), bounded as header fields are
+        return ProtocolError(431, "Request trailer fields too large") if carry > self.trailer_limit else None

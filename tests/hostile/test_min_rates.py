@@ -5,8 +5,12 @@ time the server is not waiting on the client does not count. Real sockets, small
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 
-from aioserve import App, StreamResponse
+import pytest
+
+from aioserve import App, Response, StreamResponse
 from tests.support import HostileClient, Timed, running, wait_until
 
 
@@ -121,4 +125,27 @@ async def test_a_client_reading_fast_enough_is_not_dropped():
         client.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         await wait_until(lambda: len(client.sink.data) > 4_000_000, timeout=10)
         assert not client.is_closed
+        client.transport.abort()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the client's TCP state (TCP_INFO)")
+async def test_a_slow_reader_is_reset_so_the_kernel_stops_sending_to_it():
+    """A plain close would leave megabytes in the server's socket, sent on by the kernel to a client
+    that reads a little at a time for as long as it likes; a reset frees them at once."""
+    app = App()
+    body = b"r" * (8 * 1024 * 1024)
+
+    @app.get("/big")
+    async def big(request):
+        return Response(body)
+
+    async with running(app, min_response_rate=100_000, min_rate_grace_period=0.3) as server:
+        client = await HostileClient.open(server.port, rcvbuf=4096)
+        client.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: len(client.sink.data) > 0, timeout=5)
+        client.pause_reading()  # its receive buffer stays full: the server's send buffer cannot drain
+        sock = client.transport.get_extra_info("socket")
+        tcp_close = 7  # tcpi_state after a reset (linux/tcp_states.h); a FIN would queue behind the data
+        await wait_until(lambda: sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == tcp_close,
+                         timeout=5, message="the slow reader was not reset")
         client.transport.abort()

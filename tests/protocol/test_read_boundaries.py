@@ -1,0 +1,183 @@
+"""Checks that httptools gives no positions for, made from outside wherever the client's reads split
+the bytes: RFC 9112 7.1.1, chunk extensions bounded per chunk (``limit_chunk_extension``, 400 past it)
+and a trailer line left unfinished (431); RFC 9112 3, one SP between the request line's parts (400).
+
+The connection is driven in this process with a recording transport, so each case controls exactly
+where one read ends and the next begins (over TCP the kernel may merge writes).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aioserve import App
+from aioserve.config import Config
+from aioserve.connection import Connection
+from aioserve.headcheck import SIZE_LINE_ALLOWANCE
+from aioserve.shared import ServerState
+from tests.support import wait_until
+
+HEAD = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+LIMIT = 4096
+
+
+def _app() -> App:
+    app = App()
+
+    @app.post("/echo")
+    async def echo(request):
+        return {"size": len(await request.body())}
+
+    @app.get("/")
+    async def index(request):
+        return "ok"
+
+    return app
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _body(chunks: list[tuple[bytes, bytes]], trailer: bytes = b"") -> bytes:
+    """(extension, data) per chunk, then the last chunk and an optional trailer section."""
+    return b"".join(b"%x%s\r\n%s\r\n" % (len(data), ext, data) for ext, data in chunks) + b"0\r\n" + trailer + b"\r\n"
+
+
+def _split(payload: bytes, how: str) -> list[bytes]:
+    if how == "one-read":
+        return [payload]
+    step = {"bytewise": 1, "every-7": 7, "every-1000": 1000}[how]
+    return [payload[i:i + step] for i in range(0, len(payload), step)]
+
+
+def _complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole response (these answers always carry Content-Length)."""
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = head.lower().split(b"content-length: ")[1].split(b"\r\n")[0] if b"content-length: " in head.lower() else b"0"
+    return len(body) >= int(length)
+
+
+async def _answers(reads: list[bytes]) -> bytes:
+    """Feed ``reads`` one ``data_received`` each; the bytes written once an answer (or a close) came."""
+    state = ServerState(_app(), Config(access_log=False), asyncio.get_running_loop())
+    connection = Connection(state)
+    transport = _Transport()
+    connection.connection_made(transport)
+    try:
+        for data in reads:
+            connection.data_received(data)
+            if transport.closing:
+                break
+            await asyncio.sleep(0)  # let a handler run between reads, as the loop would
+        await wait_until(lambda: transport.closing or _complete(transport.data), 5, "no answer")
+        return transport.data
+    finally:
+        connection.connection_lost(None)
+        state.timers.close()
+
+
+SPLITS = ["one-read", "bytewise", "every-7", "every-1000"]
+
+
+@pytest.mark.parametrize("how", SPLITS)
+async def test_extensions_up_to_the_limit_are_accepted(how):
+    chunks = [(b";n=" + b"v" * (LIMIT - 3), b"hello"), (b";a=b;c", b"x" * 300), (b"", b"yz")]
+    answer = await _answers(_split(HEAD + _body(chunks), how))
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"size":307}'), answer[-300:]
+
+
+@pytest.mark.parametrize("how", SPLITS)
+@pytest.mark.parametrize("where", [0, 40])
+async def test_one_extension_past_the_limit_is_400(how, where):
+    chunks = [(b";k=v", b"d" * 3)] * 80
+    chunks[where] = (b";n=" + b"v" * (LIMIT + SIZE_LINE_ALLOWANCE), b"abc")  # just past the bound
+    answer = await _answers(_split(HEAD + _body(chunks), how))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"Chunk extensions too long" in answer
+
+
+@pytest.mark.parametrize("how", ["one-read", "every-1000"])
+async def test_many_chunks_each_at_the_limit_are_accepted(how):
+    chunks = [(b";" + b"e" * (LIMIT - 1), b"%d" % (i % 10)) for i in range(200)]
+    answer = await _answers(_split(HEAD + _body(chunks), how))
+    assert answer.endswith(b'{"size":200}'), answer[-300:]
+
+
+@pytest.mark.parametrize("how", ["bytewise", "every-1000"])
+async def test_an_endless_extension_is_cut_before_it_ends(how):
+    """The size line never ends: refused once its unfinished part passes the bound (no LF ever comes)."""
+    payload = HEAD + b"5;n=" + b"v" * (10 * LIMIT)
+    answer = await _answers(_split(payload, how))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+
+
+async def test_an_unfinished_trailer_line_past_the_header_limit_is_431():
+    payload = HEAD + b"5\r\nhello\r\n0\r\nX-T: " + b"t" * (Config().limit_request_header_size + 1000)
+    answer = await _answers(_split(payload, "every-1000"))
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+async def test_a_pipelined_chunked_request_is_bounded_from_its_next_read():
+    """Behind another request in the same read the cursor's start is unknown: the size line that is
+    unfinished when that read ends is still measured."""
+    long_line = b"5;n=" + b"v" * (2 * LIMIT) + b"\r\nhello\r\n0\r\n\r\n"
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + HEAD + long_line[:LIMIT + 100]
+    answer = await _answers([first, long_line[LIMIT + 100:]])
+    assert b"HTTP/1.1 400 " in answer, answer[-300:]
+
+
+GOOD_LINE = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("line", [
+    b"GET  / HTTP/1.1", b"GET /  HTTP/1.1", b"GET   /xH HTTP/1.1", b"GET http://x/  HTTP/1.1",
+    b"OPTIONS  * HTTP/1.1",
+], ids=["after-method", "after-target", "shifted-onto-an-H", "absolute-form", "asterisk"])
+@pytest.mark.parametrize("how", ["one-read", "bytewise", "every-7"])
+async def test_repeated_spaces_in_the_request_line_are_400(line, how):
+    """RFC 9112 3: ``method SP request-target SP HTTP-version``; llhttp skips the extra spaces itself."""
+    answer = await _answers(_split(line + b"\r\nHost: x\r\n\r\n", how))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"one space" in answer
+
+
+@pytest.mark.parametrize("line", [b"GET /H HTTP/1.1", b"GET http://x/a%20b?q=1 HTTP/1.1", b"OPTIONS * HTTP/1.1"])
+@pytest.mark.parametrize("how", ["one-read", "bytewise"])
+async def test_well_formed_request_lines_pass(line, how):
+    answer = await _answers(_split(line + b"\r\nHost: x\r\n\r\n", how))
+    assert not answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5])
+async def test_a_method_split_behind_a_pipelined_request_is_not_taken_for_a_line(cut):
+    """The previous read ended with the first letters of the next method: the next read does not begin a
+    request line, and a well-formed one must not be refused for where its LF seems to be."""
+    second = b"OPTIONS /ab HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = await _answers([GOOD_LINE + second[:cut], second[cut:]])
+    assert answer.count(b"HTTP/1.1 ") == 2 and b" 400 " not in answer, answer
