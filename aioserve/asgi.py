@@ -143,7 +143,7 @@ class _Cycle:
     """One HTTP request's ASGI conversation: the receive side, the send side, and the body queue."""
 
     __slots__ = ("request", "name", "started", "status", "headers", "length", "body", "queue", "ended",
-                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener")
+                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener", "task")
 
     def __init__(self, request: Request, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -164,6 +164,7 @@ class _Cycle:
         self.body_done = False
         self.path: str | None = None  # http.response.pathsend
         self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+        self.task: asyncio.Task[None] | None = None  # the app's task, once its response streams
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         try:
@@ -172,6 +173,9 @@ class _Cycle:
             self._fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
             raise
         except Exception as exc:
+            if self.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
+                self._fail(_AppFailed("the client went away", log=False))
+                return
             failed = _AppFailed(f"ASGI app {self.name} raised {type(exc).__name__} for "
                                 f"{self.request.method} {self.request.path}")
             failed.__cause__ = exc
@@ -287,6 +291,7 @@ class _Cycle:
             return response
         self.reader = asyncio.get_running_loop().create_future()  # marks the stream as started
         self.reader.set_result(None)
+        self.task = task
         return StreamResponse(self._chunks(), self.status, self.headers, content_length=self.length)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
@@ -321,6 +326,10 @@ class _Cycle:
                 waiting = self.listener
                 if waiting is not None and not waiting.done():
                     waiting.cancel()  # the app's receive() hears http.disconnect
+                elif self.error is None and self.task is not None:
+                    # The app is producing (a StreamingResponse's generator between chunks, say): cancel it
+                    # so its ``finally`` runs now, not whenever the garbage collector finds the generator.
+                    self.task.cancel()
 
     def _wake_reader(self) -> None:
         reader = self.reader

@@ -180,8 +180,6 @@ async def test_client_disconnect_reaches_the_app(tmp_path):
         assert events["disconnect"] == "http.disconnect"
 
 
-@pytest.mark.xfail(reason="mid-stream disconnect of a Starlette StreamingResponse: its generator is not closed "
-                          "within 5 s yet (open item)", strict=False)
 async def test_client_disconnect_mid_stream_closes_the_generator(tmp_path):
     events = fresh_events(tmp_path)
     async with running(starlette_app(events)) as server:
