@@ -351,6 +351,12 @@ async def _read_file(path: str) -> AsyncIterator[bytes]:
             yield piece
 
 
+def _last_line(message: str) -> str:
+    """The line that names the error: Starlette sends a whole traceback as the failure message."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 class _Lifespan:
     """The ``lifespan`` scope: one task for the app's whole life, spoken to through two queues."""
 
@@ -385,7 +391,7 @@ class _Lifespan:
         if kind == "lifespan.startup.complete":
             return None
         if kind == "lifespan.startup.failed":
-            return reply.get("message", "") or "lifespan.startup.failed"
+            return _last_line(reply.get("message", "")) or "lifespan.startup.failed"
         self.unsupported = True  # raised or returned before completing startup
         error = reply.get("error")
         return f"{type(error).__name__}: {error}" if error is not None else "the app returned during startup"
