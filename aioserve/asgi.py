@@ -26,6 +26,8 @@ from .app import App
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .request import Request
 from .response import Response, StreamResponse
+from .router import WebSocketRoute
+from .websocket import WebSocket, WebSocketDisconnect
 from .wire import TEXT_TYPE
 
 Scope = MutableMapping[str, Any]
@@ -61,8 +63,12 @@ def asgi_app(app: ASGIApp, *, root_path: str = "", lifespan: str = "auto", **opt
     adapter = ASGIAdapter(app, root_path, lifespan)
     wrapper = App(**options)
     wrapper.asgi = app  # type: ignore[attr-defined]  # what is served, for logs and tests
-    wrapper.route("/", METHODS, name=adapter.name)(adapter.handle)
-    wrapper.route("/{asgi_path:path}", METHODS, name=adapter.name)(adapter.handle)
+    # GET and the WebSocket handshake share the catch-all: one WebSocketRoute whose plain HTTP answer
+    # is the app's, instead of 426; the other methods are an ordinary route on the same patterns.
+    others = [method for method in METHODS if method != "GET"]
+    for pattern in ("/", "/{asgi_path:path}"):
+        wrapper.route(pattern, others, name=adapter.name)(adapter.handle)
+        wrapper._add(WebSocketRoute(pattern, adapter.websocket, adapter.name, http=adapter.handle))
     wrapper.on_startup(adapter.startup)
     wrapper.on_shutdown(adapter.shutdown)
     return wrapper
@@ -131,6 +137,77 @@ class ASGIAdapter:
                 error_logger.error("%s", failed, exc_info=failed.__cause__)
             return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
         return cycle.response(task)
+
+
+    # -- WebSocket -------------------------------------------------------------------------------------
+    async def websocket(self, ws: WebSocket, asgi_path: str = "") -> None:
+        """A ``websocket`` scope, spoken through the WebSocket session (wsconn.py): it owns the framing,
+        limits, pings and close handshake; an app that raises is logged and closed with 1011 (or
+        refused with 500 before accept), one that closes before accept is refused with 403."""
+        request = ws.request
+        root = self.root_path
+        scope = {
+            "type": "websocket",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "scheme": "wss" if request.scheme == "https" else "ws",
+            "path": root + request.path if root else request.path,
+            "raw_path": root.encode("latin-1") + request.raw_path if root else request.raw_path,
+            "query_string": request.query_string,
+            "root_path": root,
+            "headers": request.raw_headers,
+            "client": request.client,
+            "server": None,
+            "subprotocols": ws.subprotocols,
+            "extensions": {},
+        }
+        if self.state:
+            scope["state"] = self.state.copy()
+        cycle = _WebSocketCycle(ws)
+        await self.app(scope, cycle.receive, cycle.send)
+
+
+class _WebSocketCycle:
+    """ASGI ``websocket.*`` events over an aioserve ``WebSocket``."""
+
+    __slots__ = ("ws", "connected")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.connected = False
+
+    async def receive(self) -> Message:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        try:
+            data = await self.ws.receive()
+        except WebSocketDisconnect as exc:
+            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        if type(data) is str:
+            return {"type": "websocket.receive", "text": data}
+        return {"type": "websocket.receive", "bytes": data}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        ws = self.ws
+        if kind == "websocket.send":
+            text = message.get("text")
+            try:
+                await ws.send(text if text is not None else message.get("bytes") or b"")
+            except WebSocketDisconnect as exc:
+                raise ClientGone(f"the WebSocket is closed ({exc.code})") from None
+        elif kind == "websocket.accept":
+            headers = [(_text(name), _text(value)) for name, value in message.get("headers", ())]
+            await ws.accept(message.get("subprotocol"), headers)
+        elif kind == "websocket.close":
+            await ws.close(message.get("code", 1000), message.get("reason") or "")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
 
 
 class _AppFailed(Exception):
