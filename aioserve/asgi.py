@@ -220,7 +220,7 @@ class _Cycle:
     """One HTTP request's ASGI conversation: the receive side, the send side, and the body queue."""
 
     __slots__ = ("request", "name", "started", "status", "headers", "length", "body", "queue", "ended",
-                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener", "task")
+                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener", "task", "discard")
 
     def __init__(self, request: Request, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -242,6 +242,7 @@ class _Cycle:
         self.path: str | None = None  # http.response.pathsend
         self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
         self.task: asyncio.Task[None] | None = None  # the app's task, once its response streams
+        self.discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         try:
@@ -313,6 +314,8 @@ class _Cycle:
             more = message.get("more_body", False)
             if not more:
                 self.ended = True
+            if self.discard:
+                return
             if self.reader is None and not self.queue and not more:
                 self.body = bytes(body)  # the whole body in one message: a plain Response
                 return
@@ -369,6 +372,12 @@ class _Cycle:
         self.reader = asyncio.get_running_loop().create_future()  # marks the stream as started
         self.reader.set_result(None)
         self.task = task
+        if self.request.method == "HEAD":  # the connection will not read the stream: let the app finish
+            self.discard = True
+            self.queue.clear()
+            writer = self.writer
+            if writer is not None and not writer.done():
+                writer.set_result(None)
         return StreamResponse(self._chunks(), self.status, self.headers, content_length=self.length)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
