@@ -76,11 +76,11 @@ def check(port: int) -> list[str]:
     """Every endpoint answers as the others' do (the same app, so the same bodies)."""
     problems = []
     for method, path, body, want in (("GET", "/plaintext", None, b"Hello, World!"),
-                                     ("GET", "/json", None, b'{"message":"Hello, World!"}'),
+                                     ("GET", "/json", None, b'{"message":"Hello,World!"}'),
                                      ("GET", "/users/4242", None, b'{"id":4242}'),
                                      ("POST", "/echo", ECHO_BODY, ECHO_BODY)):
         status, _, got = http_request(port, method, path, body=body, headers={"Content-Type": "application/json"})
-        if status != 200 or got.replace(b" ", b"") != want:
+        if status != 200 or (got if path == "/plaintext" else got.replace(b" ", b"")) != want:
             problems.append(f"{method} {path}: {status} {got[:60]!r}")
     return problems
 
