@@ -10,7 +10,9 @@ metrics, graceful shutdown) applies without a second code path in the connection
 - the app runs in a task of its own; the route's handler waits for ``http.response.start`` and returns
   a ``Response`` when the whole body came with it, else a ``StreamResponse`` fed by a bounded queue,
   so ``send()`` waits while the client is slow;
-- lifespan runs in the app's startup and shutdown hooks, and its ``state`` is copied into each scope.
+- lifespan runs in the app's startup and shutdown hooks, and its ``state`` is copied into each scope;
+- ``websocket`` scopes: GET on the catch-all is a ``WebSocketRoute`` whose plain HTTP answer is the
+  app's; an upgrade goes to the WebSocket session (wsconn.py) and its events become ``websocket.*``.
 
 A misbehaving app (raises, returns without a response, sends body before start, starts twice) gets
 one log line naming it and a 500 when nothing was sent yet; after that the connection is closed.
@@ -137,7 +139,6 @@ class ASGIAdapter:
                 error_logger.error("%s", failed, exc_info=failed.__cause__)
             return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
         return cycle.response(task)
-
 
     # -- WebSocket -------------------------------------------------------------------------------------
     async def websocket(self, ws: WebSocket, asgi_path: str = "") -> None:
