@@ -10,7 +10,9 @@ metrics, graceful shutdown) applies without a second code path in the connection
 - the app runs in a task of its own; the route's handler waits for ``http.response.start`` and returns
   a ``Response`` when the whole body came with it, else a ``StreamResponse`` fed by a bounded queue,
   so ``send()`` waits while the client is slow;
-- lifespan runs in the app's startup and shutdown hooks, and its ``state`` is copied into each scope.
+- lifespan runs in the app's startup and shutdown hooks, and its ``state`` is copied into each scope;
+- ``websocket`` scopes: GET on the catch-all is a ``WebSocketRoute`` whose plain HTTP answer is the
+  app's; an upgrade goes to the WebSocket session (wsconn.py) and its events become ``websocket.*``.
 
 A misbehaving app (raises, returns without a response, sends body before start, starts twice) gets
 one log line naming it and a 500 when nothing was sent yet; after that the connection is closed.
@@ -26,6 +28,8 @@ from .app import App
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .request import Request
 from .response import Response, StreamResponse
+from .router import WebSocketRoute
+from .websocket import WebSocket, WebSocketDisconnect
 from .wire import TEXT_TYPE
 
 Scope = MutableMapping[str, Any]
@@ -61,8 +65,12 @@ def asgi_app(app: ASGIApp, *, root_path: str = "", lifespan: str = "auto", **opt
     adapter = ASGIAdapter(app, root_path, lifespan)
     wrapper = App(**options)
     wrapper.asgi = app  # type: ignore[attr-defined]  # what is served, for logs and tests
-    wrapper.route("/", METHODS, name=adapter.name)(adapter.handle)
-    wrapper.route("/{asgi_path:path}", METHODS, name=adapter.name)(adapter.handle)
+    # GET and the WebSocket handshake share the catch-all: one WebSocketRoute whose plain HTTP answer
+    # is the app's, instead of 426; the other methods are an ordinary route on the same patterns.
+    others = [method for method in METHODS if method != "GET"]
+    for pattern in ("/", "/{asgi_path:path}"):
+        wrapper.route(pattern, others, name=adapter.name)(adapter.handle)
+        wrapper._add(WebSocketRoute(pattern, adapter.websocket, adapter.name, http=adapter.handle))
     wrapper.on_startup(adapter.startup)
     wrapper.on_shutdown(adapter.shutdown)
     return wrapper
@@ -132,6 +140,76 @@ class ASGIAdapter:
             return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
         return cycle.response(task)
 
+    # -- WebSocket -------------------------------------------------------------------------------------
+    async def websocket(self, ws: WebSocket, asgi_path: str = "") -> None:
+        """A ``websocket`` scope, spoken through the WebSocket session (wsconn.py): it owns the framing,
+        limits, pings and close handshake; an app that raises is logged and closed with 1011 (or
+        refused with 500 before accept), one that closes before accept is refused with 403."""
+        request = ws.request
+        root = self.root_path
+        scope = {
+            "type": "websocket",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "scheme": "wss" if request.scheme == "https" else "ws",
+            "path": root + request.path if root else request.path,
+            "raw_path": root.encode("latin-1") + request.raw_path if root else request.raw_path,
+            "query_string": request.query_string,
+            "root_path": root,
+            "headers": request.raw_headers,
+            "client": request.client,
+            "server": None,
+            "subprotocols": ws.subprotocols,
+            "extensions": {},
+        }
+        if self.state:
+            scope["state"] = self.state.copy()
+        cycle = _WebSocketCycle(ws)
+        await self.app(scope, cycle.receive, cycle.send)
+
+
+class _WebSocketCycle:
+    """ASGI ``websocket.*`` events over an aioserve ``WebSocket``."""
+
+    __slots__ = ("ws", "connected")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.connected = False
+
+    async def receive(self) -> Message:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        try:
+            data = await self.ws.receive()
+        except WebSocketDisconnect as exc:
+            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        if type(data) is str:
+            return {"type": "websocket.receive", "text": data}
+        return {"type": "websocket.receive", "bytes": data}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        ws = self.ws
+        if kind == "websocket.send":
+            text = message.get("text")
+            try:
+                await ws.send(text if text is not None else message.get("bytes") or b"")
+            except WebSocketDisconnect as exc:
+                raise ClientGone(f"the WebSocket is closed ({exc.code})") from None
+        elif kind == "websocket.accept":
+            headers = [(_text(name), _text(value)) for name, value in message.get("headers", ())]
+            await ws.accept(message.get("subprotocol"), headers)
+        elif kind == "websocket.close":
+            await ws.close(message.get("code", 1000), message.get("reason") or "")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
+
 
 class _AppFailed(Exception):
     def __init__(self, message: str, log: bool = True) -> None:
@@ -143,7 +221,7 @@ class _Cycle:
     """One HTTP request's ASGI conversation: the receive side, the send side, and the body queue."""
 
     __slots__ = ("request", "name", "started", "status", "headers", "length", "body", "queue", "ended",
-                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener")
+                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener", "task", "discard")
 
     def __init__(self, request: Request, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -164,6 +242,8 @@ class _Cycle:
         self.body_done = False
         self.path: str | None = None  # http.response.pathsend
         self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+        self.task: asyncio.Task[None] | None = None  # the app's task, once its response streams
+        self.discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         try:
@@ -172,6 +252,9 @@ class _Cycle:
             self._fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
             raise
         except Exception as exc:
+            if self.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
+                self._fail(_AppFailed("the client went away", log=False))
+                return
             failed = _AppFailed(f"ASGI app {self.name} raised {type(exc).__name__} for "
                                 f"{self.request.method} {self.request.path}")
             failed.__cause__ = exc
@@ -232,6 +315,8 @@ class _Cycle:
             more = message.get("more_body", False)
             if not more:
                 self.ended = True
+            if self.discard:
+                return
             if self.reader is None and not self.queue and not more:
                 self.body = bytes(body)  # the whole body in one message: a plain Response
                 return
@@ -287,6 +372,13 @@ class _Cycle:
             return response
         self.reader = asyncio.get_running_loop().create_future()  # marks the stream as started
         self.reader.set_result(None)
+        self.task = task
+        if self.request.method == "HEAD":  # the connection will not read the stream: let the app finish
+            self.discard = True
+            self.queue.clear()
+            writer = self.writer
+            if writer is not None and not writer.done():
+                writer.set_result(None)
         return StreamResponse(self._chunks(), self.status, self.headers, content_length=self.length)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
@@ -321,6 +413,10 @@ class _Cycle:
                 waiting = self.listener
                 if waiting is not None and not waiting.done():
                     waiting.cancel()  # the app's receive() hears http.disconnect
+                elif self.error is None and self.task is not None:
+                    # The app is producing (a StreamingResponse's generator between chunks, say): cancel it
+                    # so its ``finally`` runs now, not whenever the garbage collector finds the generator.
+                    self.task.cancel()
 
     def _wake_reader(self) -> None:
         reader = self.reader
@@ -340,6 +436,12 @@ async def _read_file(path: str) -> AsyncIterator[bytes]:
             if not piece:
                 return
             yield piece
+
+
+def _last_line(message: str) -> str:
+    """The line that names the error: Starlette sends a whole traceback as the failure message."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 class _Lifespan:
@@ -376,7 +478,7 @@ class _Lifespan:
         if kind == "lifespan.startup.complete":
             return None
         if kind == "lifespan.startup.failed":
-            return reply.get("message", "") or "lifespan.startup.failed"
+            return _last_line(reply.get("message", "")) or "lifespan.startup.failed"
         self.unsupported = True  # raised or returned before completing startup
         error = reply.get("error")
         return f"{type(error).__name__}: {error}" if error is not None else "the app returned during startup"

@@ -5,19 +5,22 @@ enforces the route's ``max_body_size`` as it reads: 413); the app runs its route
 handling and finishers as under aioserve's own server, and the answer is sent as ASGI messages
 (a ``StreamResponse`` chunk by chunk, each ``send()`` waiting as that server makes it wait).
 
-What needs aioserve's server is not here: the connection's fast path, accept batching, admission
+WebSocket scopes run the app's ``@app.websocket`` handlers on an ``ASGIWebSocketSession``: the host
+server does the framing, limits and pings. What needs aioserve's server is not here: the connection's fast path, accept batching, admission
 before the body (deadlines and shedding), the access log and the server's limits and timeouts.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, MutableMapping, Protocol
+import contextlib
+from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Protocol
 
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .forms import DEFAULT_LIMITS, FormLimits
 from .request import Request
 from .response import MANAGED_HEADERS, Response, StreamResponse
 from .results import to_response
-from .router import UNSET
+from .router import UNSET, WebSocketRoute
+from .websocket import WebSocket, WebSocketDisconnect
 from .wire import NO_BODY_STATUSES
 
 Message = MutableMapping[str, Any]
@@ -102,8 +105,8 @@ async def serve_asgi(app: Servable, scope: MutableMapping[str, Any], receive: Re
         await _http(app, scope, receive, send)
     elif kind == "lifespan":
         await _lifespan(app, receive, send)
-    elif kind == "websocket":  # not served outside aioserve's own server yet: refuse the handshake
-        await send({"type": "websocket.close", "code": 1000})
+    elif kind == "websocket":
+        await _websocket(app, scope, receive, send)
     else:
         raise RuntimeError(f"aioserve App cannot serve ASGI scope type {kind!r}")
 
@@ -127,13 +130,7 @@ async def _lifespan(app: Servable, receive: Receive, send: Send) -> None:
 
 async def _http(app: Servable, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
     method = scope["method"]
-    path = scope["path"]
-    root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):] or "/"
-    raw_path = scope.get("raw_path") or path.encode("utf-8")
-    if root and raw_path.startswith(root.encode("latin-1")):
-        raw_path = raw_path[len(root):] or b"/"
+    path, raw_path = _app_path(scope)
     route, values, error = app.resolve(method, path)
     limit = DEFAULT_MAX_BODY if route is None or route.max_body_size is UNSET else route.max_body_size
     headers = [(bytes(k).lower(), bytes(v)) for k, v in scope.get("headers", ())]
@@ -169,6 +166,18 @@ async def _http(app: Servable, scope: MutableMapping[str, Any], receive: Receive
             await request.aclose()
 
 
+def _app_path(scope: MutableMapping[str, Any]) -> tuple[str, bytes]:
+    """The path below ``root_path``, decoded and raw: what the app's routes match."""
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    raw_path = scope.get("raw_path") or path.encode("utf-8")
+    if root and raw_path.startswith(root.encode("latin-1")):
+        raw_path = raw_path[len(root):] or b"/"
+    return path, raw_path
+
+
 async def _send_response(response: Response, method: str, send: Send) -> None:
     status = response.status
     head = [(name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -196,3 +205,126 @@ async def _send_response(response: Response, method: str, send: Send) -> None:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+# -- WebSocket --------------------------------------------------------------------------------------
+class ASGIWebSocketSession:
+    """The ``WebSocket``'s session (``websocket.WebSocketSession``) spoken as ASGI ``websocket.*`` events.
+
+    Accepting and closing are sends, so they are awaited by ``ASGIWebSocket`` rather than called."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.accepted = False
+        self.finished = False  # closed by either side, or refused
+        self.info = (1006, "")
+
+    @property
+    def closed(self) -> bool:
+        return self.finished
+
+    def accept(self, subprotocol: str | None, headers: Any) -> None:  # the protocol's; see ASGIWebSocket
+        raise RuntimeError("ASGIWebSocketSession is accepted with open()")
+
+    async def open(self, subprotocol: str | None, headers: Any) -> None:
+        if self.accepted or self.finished:
+            raise RuntimeError("accept() called twice, or after the WebSocket was closed")
+        items = headers.items() if hasattr(headers, "items") else headers or ()
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol,
+                          "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items]})
+        self.accepted = True
+
+    async def receive(self) -> str | bytes:
+        if not self.accepted and not self.finished:
+            raise RuntimeError("receive() before accept()")
+        if self.finished:
+            raise WebSocketDisconnect(*self.info)
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        self.finished = True  # websocket.disconnect
+        self.info = (message.get("code", 1005), message.get("reason") or "")
+        raise WebSocketDisconnect(*self.info)
+
+    async def send(self, data: str | bytes, as_text: bool = False) -> None:
+        if not self.accepted and not self.finished:
+            raise RuntimeError("send() before accept()")
+        if self.finished:
+            raise WebSocketDisconnect(*self.info)
+        if isinstance(data, str) or as_text:
+            message = {"type": "websocket.send", "text": data if isinstance(data, str) else bytes(data).decode("utf-8")}
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            message = {"type": "websocket.send", "bytes": bytes(data)}
+        else:
+            raise TypeError(f"send() takes str or bytes, not {type(data).__name__}")
+        try:
+            await self._send(message)
+        except OSError:  # the server says the client is gone
+            self.finished = True
+            raise WebSocketDisconnect(*self.info) from None
+
+    def close(self, code: int = 1000, reason: str = "") -> None:  # the protocol's; see ASGIWebSocket
+        raise RuntimeError("ASGIWebSocketSession is closed with shut()")
+
+    async def shut(self, code: int = 1000, reason: str = "") -> None:
+        """Close (before accept: the host server refuses the handshake with 403)."""
+        if self.finished:
+            return
+        self.finished = True
+        self.info = (code, reason)
+        with contextlib.suppress(OSError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def close_info(self) -> tuple[int, str]:
+        return self.info
+
+
+class ASGIWebSocket(WebSocket):
+    """The handler's ``WebSocket`` under an ASGI server: accept and close are awaited sends."""
+
+    __slots__ = ()
+    _session: ASGIWebSocketSession
+
+    async def accept(self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client "
+                             f"(offered: {', '.join(self.subprotocols) or 'none'})")
+        await self._session.open(subprotocol, headers)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._session.shut(code, reason)
+
+
+async def _websocket(app: Servable, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    path, raw_path = _app_path(scope)
+    route, values, _ = app.resolve("GET", path)
+    if (await receive())["type"] != "websocket.connect":
+        return
+    session = ASGIWebSocketSession(receive, send)
+    if type(route) is not WebSocketRoute:
+        await session.shut()  # no WebSocket here: the handshake is refused (403)
+        return
+    headers = [(bytes(k).lower(), bytes(v)) for k, v in scope.get("headers", ())]
+    client = scope.get("client")
+    channel = ASGIChannel(receive, 0, tuple(client) if client else None)  # type: ignore[arg-type]
+    channel.complete = True  # a handshake has no body
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    request = Request(channel, "GET", raw_path, scope.get("query_string", b""), path, headers,
+                      scope.get("http_version", "1.1"), True, None, scheme, route, values)
+    ws = ASGIWebSocket(session, request, dict(zip(route.param_names, values)) if values else {})
+    code = 1000
+    try:
+        if not values:
+            await route.websocket(ws)
+        elif route.positional:
+            await route.websocket(ws, *values)
+        else:
+            await route.websocket(ws, **ws.path_params)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        error_logger.exception("Exception in WebSocket handler %s", path)
+        code = 1011
+    await session.shut(code)

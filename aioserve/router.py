@@ -101,23 +101,26 @@ class WebSocketRoute(Route):
     """A WebSocket endpoint: ``websocket`` is the handler the connection hands an upgraded socket to.
 
     To plain HTTP it is a GET route whose handler answers 426 (``Upgrade: websocket``), so a request
-    without the upgrade needs nothing special from the connection.
+    without the upgrade needs nothing special from the connection. ``http`` replaces that answer (the
+    ASGI adapter's catch-all serves GET and the WebSocket handshake on the same paths); it must take
+    the path parameters the way ``handler`` does.
     """
 
     __slots__ = ("websocket",)
 
     def __init__(self, pattern: str, handler: Handler, name: str | None = None, access_log: bool = True,
-                 deadline: float | None = UNSET) -> None:
+                 deadline: float | None = UNSET, http: Handler | None = None) -> None:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"WebSocket handler {getattr(handler, '__qualname__', handler)!r} for {pattern} must be an 'async def' function")
-        super().__init__(pattern, ("GET",), _upgrade_required, name or getattr(handler, "__name__", pattern),
+        super().__init__(pattern, ("GET",), http or _upgrade_required, name or getattr(handler, "__name__", pattern),
                          access_log=access_log, deadline=deadline, shed=True)  # the deadline covers the handshake only
         _check_signature(handler, pattern, self.param_names)
         self.websocket = handler
         self.positional = _takes_positionally(handler, self.param_names)
 
     def with_prefix(self, prefix: str) -> Route:
-        return WebSocketRoute(_join(prefix, self.pattern), self.websocket, self.name, self.access_log, self.deadline)
+        http = None if self.handler is _upgrade_required else self.handler
+        return WebSocketRoute(_join(prefix, self.pattern), self.websocket, self.name, self.access_log, self.deadline, http)
 
     def __repr__(self) -> str:
         return f"WebSocketRoute({self.pattern} -> {self.name})"

@@ -74,6 +74,11 @@ class WebSocket:
         return self._request.path
 
     @property
+    def request(self) -> Request:
+        """The handshake request as parsed (raw path and headers): what the ASGI adapter builds its scope from."""
+        return self._request
+
+    @property
     def subprotocols(self) -> list[str]:
         """The subprotocols the client offered (``Sec-WebSocket-Protocol``), in its order."""
         offered: list[str] = []

@@ -5,6 +5,7 @@
     python benchmarks/overload.py load --port P --rate R --duration S                 # one load run
     python benchmarks/overload.py run --servers aioserve-deadline,aioserve-vary,aioserve-mixed  # issue 15
     python benchmarks/overload.py sim [--duration 10]    # the same table from a simulated server
+    python benchmarks/overload.py run --servers aioserve-asgi,uvicorn-starlette          # issue 12: Starlette on both
 
 Issue 15 (admission control) scenarios, all with only ``App(deadline=...)``, no limit, no flag:
 ``aioserve-deadline`` (1 ms route, 50 ms), ``aioserve-vary`` (service uniform 0.5-3 ms, 50 ms) and
@@ -102,16 +103,16 @@ def serve(kind: str, port: int) -> None:
                 accept_batch=int(os.environ.get("OVERLOAD_ACCEPT_BATCH", "64")))
     elif kind == "uvicorn-starlette":
         import uvicorn
-        from starlette.applications import Starlette
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
 
-        async def work(request):
-            burn()
-            return JSONResponse({"ok": True})
-
-        uvicorn.run(Starlette(routes=[Route("/work", work)]), host="127.0.0.1", port=port, loop="uvloop",
+        uvicorn.run(starlette_work_app(), host="127.0.0.1", port=port, loop="uvloop",
                     http="httptools", log_level="warning", access_log=False)
+    elif kind == "aioserve-asgi":  # the same Starlette app on aioserve: `--deadline 0.05 --limit-in-flight 16`
+        sys.path.insert(0, str(ROOT))
+        from aioserve import run
+
+        run(starlette_work_app(), host="127.0.0.1", port=port, access_log=False, log_level="warning", loop="uvloop",
+            deadline=DEADLINE, limit_in_flight=LIMIT_IN_FLIGHT,
+            accept_batch=int(os.environ.get("OVERLOAD_ACCEPT_BATCH", "64")))
     elif kind == "sanic":
         from sanic import Sanic
         from sanic.response import json as sjson
@@ -127,6 +128,19 @@ def serve(kind: str, port: int) -> None:
                 motd=False)
     else:
         raise SystemExit(f"unknown server {kind}")
+
+
+def starlette_work_app():
+    """The Starlette app of the uvicorn and aioserve-asgi rows: one route that burns CPU_MS."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def work(request):
+        burn()
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/work", work)])
 
 
 # -- load generator -------------------------------------------------------------------------------
