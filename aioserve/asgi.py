@@ -28,7 +28,6 @@ from .app import App
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .request import Request
 from .response import Response, StreamResponse
-from .router import WebSocketRoute
 from .websocket import WebSocket, WebSocketDisconnect
 from .wire import TEXT_TYPE
 
@@ -64,13 +63,12 @@ def asgi_app(app: ASGIApp, *, root_path: str = "", lifespan: str = "auto", **opt
         raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
     adapter = ASGIAdapter(app, root_path, lifespan)
     wrapper = App(**options)
-    wrapper.asgi = app  # type: ignore[attr-defined]  # what is served, for logs and tests
     # GET and the WebSocket handshake share the catch-all: one WebSocketRoute whose plain HTTP answer
     # is the app's, instead of 426; the other methods are an ordinary route on the same patterns.
     others = [method for method in METHODS if method != "GET"]
     for pattern in ("/", "/{asgi_path:path}"):
         wrapper.route(pattern, others, name=adapter.name)(adapter.handle)
-        wrapper._add(WebSocketRoute(pattern, adapter.websocket, adapter.name, http=adapter.handle))
+        wrapper.websocket(pattern, name=adapter.name, http=adapter.handle)(adapter.websocket)
     wrapper.on_startup(adapter.startup)
     wrapper.on_shutdown(adapter.shutdown)
     return wrapper

@@ -208,12 +208,13 @@ class Router:
         return decorator
 
     def websocket(self, path: str, *, name: str | None = None, access_log: bool = True,
-                  deadline: float | None = UNSET) -> Callable[[H], H]:
+                  deadline: float | None = UNSET, http: Handler | None = None) -> Callable[[H], H]:
         """``@app.websocket("/ws/{room}")`` on ``async def handler(ws, room)`` (see ``websocket.py``).
         ``deadline`` (default: the app's) is the handshake's budget: accept() or refuse within it, or
-        the client gets 503; an open WebSocket has no deadline."""
+        the client gets 503; an open WebSocket has no deadline. ``http`` answers a plain GET on the
+        same path (default: 426 Upgrade Required)."""
         def decorator(handler: H) -> H:
-            self._add(WebSocketRoute(path, handler, name, access_log, deadline))
+            self._add(WebSocketRoute(path, handler, name, access_log, deadline, http))
             return handler
 
         return decorator
