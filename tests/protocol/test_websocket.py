@@ -206,8 +206,8 @@ async def read_frame(conn) -> tuple[int, bool, bytes]:
     return b0 & 0x0F, bool(b0 & 0x80), payload
 
 
-async def open_raw(server, path: str = "/echo"):
-    ctx = raw_connection(server)
+async def open_raw(server, path: str = "/echo", rcvbuf: int | None = None):
+    ctx = raw_connection(server, rcvbuf=rcvbuf)
     conn = await ctx.__aenter__()
     await conn.send(handshake(path))
     response = await conn.read_response()
@@ -837,12 +837,12 @@ async def burst(ws: WebSocket):
 async def test_small_sends_in_a_tight_loop_wait_for_a_client_that_does_not_read(server):
     from aioserve.wsconn import FLUSH_AT
 
-    ctx, conn = await open_raw(server, "/burst")
+    ctx, conn = await open_raw(server, "/burst", rcvbuf=16384)  # small: the server stalls after a few MiB at most
 
     def session():
         return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
 
-    await wait_until(lambda: session() is not None and session().write_paused, timeout=5)
+    await wait_until(lambda: session() is not None and session().write_paused, timeout=15)
     stalled_at = seen["burst"]
     assert stalled_at < BURST  # type: ignore[operator]
     assert session().unsent < FLUSH_AT  # what is not yet handed to the transport stays under the bound

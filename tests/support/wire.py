@@ -273,8 +273,16 @@ class RawConnection:
         self._eof = False
 
     @classmethod
-    async def open(cls, port: int, host: str = HOST) -> "RawConnection":
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**20), READ_TIMEOUT)
+    async def open(cls, port: int, host: str = HOST, rcvbuf: int | None = None) -> "RawConnection":
+        """``rcvbuf``: a small socket receive buffer, so a client that does not read stalls the server soon."""
+        if rcvbuf is None:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**20), READ_TIMEOUT)
+            return cls(reader, writer)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), READ_TIMEOUT)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
         return cls(reader, writer)
 
     @property
@@ -418,9 +426,9 @@ class RawConnection:
 
 
 @contextlib.asynccontextmanager
-async def raw_connection(server_or_port) -> AsyncIterator[RawConnection]:
+async def raw_connection(server_or_port, rcvbuf: int | None = None) -> AsyncIterator[RawConnection]:
     port = server_or_port if isinstance(server_or_port, int) else server_or_port.port
-    conn = await RawConnection.open(port)
+    conn = await RawConnection.open(port, rcvbuf=rcvbuf)
     try:
         yield conn
     finally:
