@@ -1,8 +1,7 @@
 """RFC 9110 / 9112 conformance points of issue 16, each over a raw socket against a real server.
 
-Tests marked ``xfail(strict=True)`` describe what the connection being rewritten must do; they fail
-on today's parser path, and once it is fixed they pass, the strict mark turns that into a failure, and
-the mark comes off.
+Each test names the RFC section it checks. A point found broken gets a test first, marked
+``xfail(strict=True)`` until the fix lands, so the fix makes the strict mark fail and the mark comes off.
 """
 
 from __future__ import annotations
