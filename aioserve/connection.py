@@ -51,6 +51,7 @@ from .headcheck import (
     EXPECT_CONTINUE,
     HAS_LENGTH,
     HOST_SEEN,
+    MALFORMED_LINE,
     METHODS,
     UPGRADE,
     allow_all,
@@ -58,7 +59,7 @@ from .headcheck import (
     check_header,
     check_host,
     origin_form,
-    malformed_request_line,
+    after_empty_lines,
     parser_reason,
     unknown_method,
 )
@@ -104,7 +105,6 @@ _NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended 
 EAGER_TASKS = sys.version_info >= (3, 12)
 _copy_context = contextvars.copy_context
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and frees the send buffer
-MALFORMED_LINE = "Malformed request line: one space between its parts (RFC 9112 3)"
 _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
 
 
@@ -118,7 +118,7 @@ class Connection(asyncio.Protocol):
         "draining", "in_feed", "wbuf", "body_view", "body_offset",
         # the request head being parsed
         "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
-        "_partial_line", "_line", "_chunk_lines",
+        "_partial_line", "_line", "_line_at", "_after", "_after_at", "_after_body", "_chunk_lines",
         # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over
         "upgrade_to", "upgraded",
         # minimum data rates (rates.py), made on first use: the body being read, the client reading
@@ -162,7 +162,16 @@ class Connection(asyncio.Protocol):
         self._head_started = False  # a request head has begun and is not complete (408, not a quiet close)
         self._head_size = 0
         self._partial_line = 0
-        self._line: bytes | None = None  # the read that began the head being parsed (request-line check)
+        # Where the request line being parsed begins (its check, RFC 9112 3): ``_line[_line_at:]``, the read
+        # that holds it, or the head's bytes gathered over several reads; None when the start is unknown.
+        self._line: bytes | bytearray | None = None
+        self._line_at = 0
+        # Where the last head of this read ended, to find a request pipelined behind it (_locate_head):
+        # its head begins at _after[_after_at:] and its body is _after_body bytes (-1: chunked, unknown);
+        # _after_at -1: the message ends at _after[_after_body]. None between reads.
+        self._after: bytes | bytearray | None = None
+        self._after_at = 0
+        self._after_body = 0
         self._chunk_lines: ChunkLines | None = None  # a chunked body being read: its size lines' bound
         self.upgrade_to: Exchange | None = None
         self.upgraded: WebSocketSession | None = None
@@ -301,30 +310,27 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         stage = self.stage
-        if stage <= HEAD:  # IDLE or HEAD: these bytes begin a request head
-            # llhttp skips repeated SP and a lone CR/LF before the line. A lone CR/LF is looked for here;
-            # repeated SP by on_headers_complete, in this read kept as _line (two byte lookups)
-            if not self._head_started:
+        if stage <= HEAD or stage == HANDLING:  # these bytes begin or continue a request head
+            line = self._line
+            if line is not None:  # a head begun in an earlier read: gather it, bounded by the head limits
+                if type(line) is not bytearray:
+                    line = self._line = bytearray(line)
+                line += data
+            elif not self._head_started:  # a head begins this read
                 self._head_started = True
-                if data[0] < 14:
-                    if malformed_request_line(data):
-                        self._reject(400, MALFORMED_LINE)
-                        return
-                else:
-                    self._line = data
-            elif self._line is not None:  # the head is split across reads: gather its line, then search it
-                line = self._line
-                if b"\n" in line:
-                    self._line = None
-                    if malformed_request_line(line):
-                        self._reject(400, MALFORMED_LINE)
-                        return
-                else:  # bounded by limit_request_line (414); on_headers_complete may still look at it
-                    self._line = line + data
+                self._line = data
+                self._line_at = 0
         elif stage == CLOSING:
             return
-        elif self._chunk_lines is not None and self.current is not None:  # a chunked body: follow its lines
-            self._chunk_lines.begin_read(data, self.current.received)
+        else:  # BODY
+            ex = self.current
+            if ex is not None:
+                if self._chunk_lines is not None:  # a chunked body: follow its lines
+                    self._chunk_lines.begin_read(data, ex.received)
+                else:  # a body of known length: where it ends in this read, for a head behind it
+                    self._after = data
+                    self._after_at = -1
+                    self._after_body = self._content_length - ex.received
         retry = None
         self.in_feed = True
         try:
@@ -342,23 +348,33 @@ class Connection(asyncio.Protocol):
             else:
                 self._on_upgrade(data, exc.args[0] if exc.args else len(data))
         except httptools.HttpParserInvalidMethodError:
-            # A token llhttp does not know is an unknown method (RFC 9110 9.1), when this read holds
-            # its request line from the start (nothing answered or pending from this read before it).
-            if not self.wbuf and not self.pipeline and unknown_method(data):
+            # A token llhttp does not know is an unknown method (RFC 9110 9.1), when the line's start is known
+            if self._line is None and self._after is not None:  # behind another request in this read
+                self._locate_head()
+            if self._line is not None and unknown_method(self._line, self._line_at):
                 self._reject(501, "Method not implemented")
             else:
                 self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
             if self.stage != CLOSING:
                 if str(exc) == "Invalid HTTP version":
-                    # RFC 9110 6.2: HTTP/1.2..1.9 is processed as 1.1, when this read begins with its line
-                    retry = as_http11(data) if not self.wbuf and not self.pipeline else None
+                    # RFC 9110 6.2: HTTP/1.2..1.9 is processed as 1.1, when the line's start is known
+                    retry = as_http11(self._line, self._line_at) if self._line is not None else None
                     if retry is None:
                         self._reject(505, "HTTP version not supported; use HTTP/1.1")
                 else:
                     self._reject(400, parser_reason(exc))
         finally:
             self.in_feed = False
+            after = self._after
+            if after is not None:  # its offsets are of this read: used now or never
+                if self._line is None and (self._after_body or after[-1] != 10):
+                    self._locate_head()  # the first letters of a method may follow the last request
+                else:
+                    self._after = None
+            if self._line is not None and self._line_at:  # an unfinished head behind another: keep it alone
+                self._line = self._line[self._line_at:]
+                self._line_at = 0
             wbuf = self.wbuf
             if wbuf:  # the answers to this read, in one write (the list is shared: always empty it)
                 if not self.transport.is_closing():  # type: ignore[union-attr]
@@ -371,6 +387,7 @@ class Connection(asyncio.Protocol):
             self._head_started = False
             self._partial_line = 0
             self._line = None
+            self._line_at = 0
             self.data_received(retry)
             return
         if self._head_started:  # a request head has begun and is not complete
@@ -379,6 +396,7 @@ class Connection(asyncio.Protocol):
                     return
                 if not self._url and not data.strip(b"\r\n"):  # stray CRLF between requests (RFC 9112 2.2)
                     self._head_started = False
+                    self._line = None if data[-1] == 10 else b"\r"  # a CR that the next read's LF ends
                     return
                 self._enter(HEAD)  # timeout_header runs from the head's first byte
             # httptools holds an unfinished header line internally; bound it from the outside.
@@ -490,6 +508,8 @@ class Connection(asyncio.Protocol):
         else:  # a new request head (perhaps behind another in the same read)
             self._headers = []
             self._head_started = True
+            if self._line is None and self._after is not None:  # behind another: where its line begins
+                self._locate_head()
         if len(url) > self.config.limit_request_line:
             raise ProtocolError(414, "Request URI too long")
         self._url = url
@@ -535,15 +555,19 @@ class Connection(asyncio.Protocol):
         flags = self._flags
         raw_method = parser.get_method()
         line = self._line
-        if line is not None:  # this head began this read (or its gathered reads): its line is at the start.
+        if line is not None:  # where this head's line begins is known: check it (RFC 9112 3)
             # llhttp skips repeated SP (RFC 9112 3 allows one): "method SP target SP HTTP/x.y CRLF" has its LF
             # at len(method) + len(target) + 11, and an extra space moves it later (the byte there is then
             # part of the version, CR, method or target, never an LF). One lookup, not a search of the read;
-            # only then is it asked whether the read did begin with this method (not with the rest of one
-            # whose first letters ended the previous read, behind a pipelined request).
+            # only then is it asked whether the line does begin with this method (a guard, never expected).
             self._line = None
-            if line[len(raw_method) + len(self._url) + 11] != 10 and line.startswith(raw_method):
+            at = self._line_at
+            if line[at] < 14:  # CR or LF first: empty lines before the line (RFC 9112 2.2), or a bare one
+                at = after_empty_lines(line, at)
+            if line[at + len(raw_method) + len(self._url) + 11] != 10 and line.startswith(raw_method, at):
                 raise ProtocolError(400, MALFORMED_LINE)
+            self._after = line  # a request pipelined behind this one is found from here (_locate_head)
+            self._after_at = at
         keep_alive = parser.should_keep_alive()
         if keep_alive and not flags & CONNECTION_SEEN:
             # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it closes
@@ -622,6 +646,8 @@ class Connection(asyncio.Protocol):
         if flags & (HAS_LENGTH | CHUNKED_BODY):
             limit = self.config.max_body_size if route is None or route.max_body_size is UNSET else route.max_body_size
             ex.max_body_size = limit
+            if line is not None:  # its wire bytes after the head, for _locate_head
+                self._after_body = -1 if flags & CHUNKED_BODY else self._content_length
             if limit is not None and flags & HAS_LENGTH and self._content_length > limit:
                 raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
             if flags & EXPECT_CONTINUE and version == "1.1":
@@ -629,7 +655,7 @@ class Connection(asyncio.Protocol):
             if flags & CHUNKED_BODY:  # its size lines are bounded (the head's end is where they start)
                 self._chunk_lines = ChunkLines(self.config.limit_chunk_extension,
                                                self.config.limit_request_header_size, line or b"",
-                                               line.find(b"\r\n\r\n") + 4 if line is not None else -1, 0)
+                                               line.find(b"\r\n\r\n", at) + 4 if line is not None else -1, 0)
             if flags & CHUNKED_BODY or self._content_length > 0:
                 self._enter(BODY)
                 if self.config.min_request_body_rate:
@@ -681,7 +707,36 @@ class Connection(asyncio.Protocol):
     def on_chunk_complete(self) -> None:
         lines = self._chunk_lines
         if lines is not None and self.current is not None and lines.complete(self.current.received):
-            self._chunk_lines = None  # the last chunk: the body is over
+            self._chunk_lines = None  # the last chunk and its trailer section: the body is over
+            end = lines.message_end()
+            if end >= 0:  # for a request pipelined behind this one in the same read
+                self._after = lines.data
+                self._after_at = -1
+                self._after_body = end
+            else:
+                self._after = None
+                self._after_body = 0
+
+    def _locate_head(self) -> None:
+        """A head begins behind a finished request in this read: set ``_line`` where its line begins,
+        from where that request's head began (``_after``), the end of its head and its body's length."""
+        after = self._after
+        body = self._after_body
+        self._after = None
+        self._after_body = 0  # set again only by a request with a body
+        at = self._after_at
+        if at < 0:  # its end was found while reading its body
+            at = body
+        elif body < 0:  # chunked, and its end not followed: the line stays unchecked
+            return
+        else:
+            end = after.find(b"\r\n\r\n", at)  # llhttp ends a head only at CRLF CRLF (no bare LF)
+            if end < 0:
+                return
+            at = end + 4 + body
+        if at < len(after):
+            self._line = after
+            self._line_at = at
 
     def on_message_complete(self) -> None:
         ex = self.current

@@ -66,36 +66,37 @@ def parser_reason(exc: Exception) -> str:
 # -- the request line, examined only where llhttp is lenient or refuses (never on the common path) ----
 # RFC 9110 5.6.2: a method is a token; llhttp refuses methods it does not know, so a valid token it
 # refused is an unknown method (501), anything else a malformed request line (400).
-_TOKEN_METHOD = re.compile(rb"[\r\n]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+_TOKEN_METHOD = re.compile(rb"[\r\n]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |\Z)")  # \Z: the read ended in it
 # RFC 9110 6.2: HTTP/1.x with x > 1 is processed as HTTP/1.1 (llhttp refuses it).
-_HIGHER_MINOR = re.compile(rb"[\r\n]*[A-Z]+ [^ ]+ HTTP/1\.([2-9])\r\n")
+_HIGHER_MINOR = re.compile(rb"[\r\n]*[A-Z]+ [^ ]+ HTTP/1\.([2-9])(?:\r|\Z)")  # llhttp stops at the digit
 
 
-def unknown_method(data: bytes) -> bool:
-    """Whether the request line starting ``data`` (llhttp refused its method) begins with a token."""
-    return _TOKEN_METHOD.match(data) is not None
+def unknown_method(data: bytes | bytearray, at: int) -> bool:
+    """Whether the request line at ``data[at:]`` (llhttp refused its method) begins with a token."""
+    return _TOKEN_METHOD.match(data, at) is not None
 
 
-def as_http11(data: bytes) -> bytes | None:
-    """``data`` with the version of its first request line, HTTP/1.2 to 1.9, rewritten as HTTP/1.1;
-    None when the line says something else."""
-    found = _HIGHER_MINOR.match(data)
+def as_http11(data: bytes | bytearray, at: int) -> bytes | None:
+    """``data[at:]`` with the version of its first request line, HTTP/1.2 to 1.9, rewritten as
+    HTTP/1.1; None when the line says something else."""
+    found = _HIGHER_MINOR.match(data, at)
     if found is None:
         return None
     digit = found.start(1)
-    return data[:digit] + b"1" + data[digit + 1:]
+    return bytes(data[at:digit]) + b"1" + bytes(data[digit + 1:])
 
 
-def malformed_request_line(data: bytes) -> bool:
-    """RFC 9112 3: one SP between method, target and version; RFC 9112 2.2: only empty lines (CRLF)
-    before it. llhttp skips repeated spaces and a lone CR or LF; this search is for the uncommon reads
-    (one that begins with CR or LF, a request line gathered from several reads): a well-formed line
-    that begins a read is checked by one lookup in ``Connection.on_headers_complete``."""
-    first = data[0]
-    if first == 10 or (first == 13 and data[1:2] not in (b"\n", b"")):  # a bare LF or CR
-        return True
-    end = data.find(b"\n", 0, 16384)
-    return data.find(b"  ", 0, end if end >= 0 else 16384) >= 0
+MALFORMED_LINE = "Malformed request line: one space between its parts (RFC 9112 3)"
+
+
+def after_empty_lines(line: bytes | bytearray, at: int) -> int:
+    """Where the request line at ``line[at:]`` really begins: past empty lines (CRLF), which RFC 9112
+    2.2 lets a server ignore; llhttp also skips a bare CR or LF there, which is refused (400)."""
+    while line.startswith(b"\r\n", at):
+        at += 2
+    if line[at] < 14:
+        raise ProtocolError(400, MALFORMED_LINE)
+    return at
 
 
 def allow_all(routes: list) -> str:  # type: ignore[type-arg]
@@ -122,9 +123,9 @@ class ChunkLines:
     ``Connection._partial_line`` bounds header lines. Two short ``find`` calls per chunk; nothing of
     this runs for a request that is not chunked.
 
-    Where the cursor's start is unknown (the head was pipelined behind another in the same read, or
-    split across reads), the size lines wholly inside that one read are not measured; the unfinished
-    line at its end still is, so what escapes is bounded by the size of one read.
+    Where the cursor's start is unknown (the head's own start was lost: behind a chunked body whose
+    end could not be followed), the size lines wholly inside that one read are not measured; the
+    unfinished line at its end still is, so what escapes is bounded by the size of one read.
     """
     __slots__ = ("limit", "trailer_limit", "data", "pos", "mark", "started", "carry", "in_line")
 
@@ -163,6 +164,22 @@ class ChunkLines:
             self.pos = self.data.find(b"\n", self.pos + received - self.mark) + 1
         self.in_line = True
         return False
+
+    def message_end(self) -> int:
+        """After the last chunk and its trailer section (llhttp reports that chunk complete only then):
+        where the message ends in this read, or -1 when the cursor lost its place. The section ends with
+        the first empty line; the line at the cursor may have begun in an earlier read (``carry``)."""
+        pos = self.pos
+        if pos < 0:
+            return -1
+        data = self.data
+        first = data.find(b"\n", pos)
+        if first < 0:
+            return -1
+        if self.carry + first - pos == 1:  # that line is a lone CR: the empty line, no trailer fields
+            return first + 1
+        end = data.find(b"\n\r\n", first)  # the trailer fields' lines end here; then the empty line
+        return end + 3 if end >= 0 else -1
 
     def end_read(self, data: bytes, received: int) -> ProtocolError | None:
         """The read is parsed: bound the line it leaves unfinished; the error to answer, if any."""

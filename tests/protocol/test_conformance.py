@@ -198,3 +198,37 @@ def test_many_tiny_chunks_are_processed_within_a_cpu_budget(loop):
         assert data.startswith(b"HTTP/1.1 200 "), data[:200]
         assert data.endswith(b'{"size":%d}' % TINY_CHUNKS), data[-200:]
         assert used < TINY_CHUNKS_CPU_BUDGET, f"{used:.2f} s of CPU for {TINY_CHUNKS} chunks"
+
+
+# --- the same points for requests pipelined behind others ----------------------------------------------
+
+AHEAD_OF_IT = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+               b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")
+
+
+@pytest.mark.parametrize("line, status", [
+    (b"GET  / HTTP/1.1", 400),  # RFC 9112 3
+    (b"FOOBAR / HTTP/1.1", 501),  # RFC 9110 9.1
+    (b"GET / HTTP/2.0", 505),  # RFC 9110 6.2
+], ids=["two-spaces", "unknown-method", "http-2.0"])
+async def test_a_request_line_behind_pipelined_requests_gets_the_same_answer(line, status):
+    """Behind a Content-Length body and a chunked body with a trailer, in one write: the two before it
+    are answered, then ``status``, then the connection closes."""
+    app, seen = conformance_app()
+    async with running(app) as server, raw_connection(server) as conn:
+        await conn.send(AHEAD_OF_IT + line + b"\r\nHost: x\r\n\r\n" + FOLLOW_UP)
+        statuses = [(await conn.read_final_response(method="POST")).status for _ in range(2)]
+        final = await conn.read_final_response()
+        assert statuses + [final.status] == [200, 200, status], (statuses, final.status, final.body)
+        assert await conn.is_closed_by_peer()
+    assert seen == ["POST 1.1", "POST 1.1"]
+
+
+async def test_http_1_2_behind_pipelined_requests_is_processed_as_1_1():
+    """RFC 9110 6.2 for a request that does not begin a read."""
+    app, seen = conformance_app()
+    async with running(app) as server, raw_connection(server) as conn:
+        await conn.send(AHEAD_OF_IT + b"GET / HTTP/1.2\r\nHost: x\r\n\r\n" + FOLLOW_UP)
+        statuses = [(await conn.read_final_response(method=m)).status for m in ("POST", "POST", "GET", "GET")]
+        assert statuses == [200, 200, 200, 200]
+    assert seen == ["POST 1.1", "POST 1.1", "GET 1.1", "GET 1.1"]

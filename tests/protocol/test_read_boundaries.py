@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aioserve import App
 from aioserve.config import Config
@@ -181,3 +183,139 @@ async def test_a_method_split_behind_a_pipelined_request_is_not_taken_for_a_line
     second = b"OPTIONS /ab HTTP/1.1\r\nHost: x\r\n\r\n"
     answer = await _answers([GOOD_LINE + second[:cut], second[cut:]])
     assert answer.count(b"HTTP/1.1 ") == 2 and b" 400 " not in answer, answer
+
+
+# --- requests pipelined behind others: where each line begins is followed through the read ----------
+
+def _statuses(data: bytes) -> list[int]:
+    """The status of every complete response in ``data`` (these answers always carry Content-Length)."""
+    statuses = []
+    while True:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        if not found:
+            return statuses
+        lower = head.lower()
+        length = int(lower.split(b"content-length: ")[1].split(b"\r\n")[0]) if b"content-length: " in lower else 0
+        if len(rest) < length:
+            return statuses
+        statuses.append(int(head[9:12]))
+        data = rest[length:]
+
+
+async def _all_answers(reads: list[bytes], count: int, app: App | None = None) -> list[int]:
+    """Feed ``reads`` one ``data_received`` each; the statuses once ``count`` answers (or a close) came."""
+    state = ServerState(app or _app(), Config(access_log=False), asyncio.get_running_loop())
+    connection = Connection(state)
+    transport = _Transport()
+    connection.connection_made(transport)
+    try:
+        for data in reads:
+            connection.data_received(data)
+            if transport.closing:
+                break
+            await asyncio.sleep(0)
+        await wait_until(lambda: transport.closing or len(_statuses(transport.data)) >= count, 5, "no answers")
+        return _statuses(transport.data)
+    finally:
+        connection.connection_lost(None)
+        state.timers.close()
+
+
+# Every way a request can end before the next one's line: no body, a Content-Length body, a chunked
+# body with and without trailer fields, and a chunked body whose last chunk has an extension.
+AHEAD = [
+    GOOD_LINE,
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    HEAD + _body([(b";a=b", b"hello"), (b"", b"x" * 30)], b"X-T: 1\r\nX-U: 2\r\n"),
+    b"\r\n" + GOOD_LINE,  # an empty line before a request line (RFC 9112 2.2)
+    HEAD + _body([(b"", b"abc")]),
+    b"GET /?q=1 HTTP/1.1\r\nHost:x\r\nAccept:  */*  \r\n\r\n",  # no OWS after a colon, OWS around a value
+]
+
+
+@pytest.mark.parametrize("how", SPLITS)
+@pytest.mark.parametrize("bad", [b"GET  / HTTP/1.1", b"GET /  HTTP/1.1", b"\r\nGET  / HTTP/1.1"],
+                         ids=["after-method", "after-target", "after-an-empty-line"])
+async def test_repeated_spaces_behind_pipelined_requests_are_400(bad, how):
+    """RFC 9112 3 for a request that does not begin a read: behind each kind of request in the same read,
+    or in a read of its own while the answers before it are pending, however the reads split."""
+    payload = b"".join(AHEAD) + bad + b"\r\nHost: x\r\n\r\n"
+    statuses = await _all_answers(_split(payload, how), len(AHEAD) + 1)
+    assert statuses == [200] * len(AHEAD) + [400], statuses
+
+
+@pytest.mark.parametrize("how", SPLITS)
+async def test_well_formed_requests_behind_pipelined_requests_pass(how):
+    """No request is refused for where its line was thought to begin: every split of the same stream."""
+    payload = b"".join(AHEAD) + b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" + GOOD_LINE
+    statuses = await _all_answers(_split(payload, how), len(AHEAD) + 2)
+    assert statuses == [200] * (len(AHEAD) + 2), statuses
+
+
+@pytest.mark.parametrize("cut", [10, 40, 57, 58, 59, 60, 61, 63])
+async def test_a_head_split_across_reads_is_followed_to_the_request_behind_it(cut):
+    """The head of the first request ends in a later read than it began (a client that chose the split):
+    the request behind it in that later read is still checked."""
+    payload = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n"
+    statuses = await _all_answers([payload[:cut], payload[cut:]], 2)
+    assert statuses == [200, 400], statuses
+
+
+@pytest.mark.parametrize("how", ["one-read", "every-7"])
+async def test_an_unknown_method_behind_pipelined_requests_is_501(how):
+    """RFC 9110 9.1 for a request that does not begin a read."""
+    payload = b"".join(AHEAD) + b"FOOBAR / HTTP/1.1\r\nHost: x\r\n\r\n"
+    statuses = await _all_answers(_split(payload, how), len(AHEAD) + 1)
+    assert statuses == [200] * len(AHEAD) + [501], statuses
+
+
+@pytest.mark.parametrize("how", ["one-read", "every-7"])
+async def test_http_1_2_behind_pipelined_requests_is_processed_as_1_1(how):
+    """RFC 9110 6.2 for a request that does not begin a read: answered, and the one after it too."""
+    payload = b"".join(AHEAD) + b"GET / HTTP/1.2\r\nHost: x\r\n\r\n" + GOOD_LINE
+    statuses = await _all_answers(_split(payload, how), len(AHEAD) + 2)
+    assert statuses == [200] * (len(AHEAD) + 2), statuses
+
+
+async def test_a_line_read_while_an_answer_is_pending_is_checked():
+    """The first handler is still waiting when the next request arrives in a read of its own."""
+    release = asyncio.Event()
+    app = _app()
+
+    @app.get("/wait")
+    async def wait(request):
+        await release.wait()
+        return "waited"
+
+    async def drive() -> list[int]:
+        return await _all_answers([b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n", b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n"],
+                                  2, app)
+
+    run = asyncio.ensure_future(drive())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    release.set()
+    assert await run == [200, 400]
+
+
+LAST = {  # what ends the stream, and the answers it gets after those ahead of it
+    b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n": [400],
+    b"\r\nGET /  HTTP/1.1\r\nHost: x\r\n\r\n": [400],
+    b"FOOBAR / HTTP/1.1\r\nHost: x\r\n\r\n": [501],
+    b"GET / HTTP/1.2\r\nHost: x\r\n\r\n" + GOOD_LINE: [200, 200],
+    b"\r\n" + GOOD_LINE: [200],
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_any_split_of_a_pipelined_stream_gets_the_same_answers(data):
+    """Requests of every kind pipelined, then one the line check decides, cut into reads anywhere: the
+    answers are those of the stream sent in one read."""
+    ahead = data.draw(st.lists(st.sampled_from(AHEAD), min_size=1, max_size=5))
+    last = data.draw(st.sampled_from(sorted(LAST)))
+    payload = b"".join(ahead) + last
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(payload) - 1), max_size=12)))
+    reads = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)])]
+    want = [200] * len(ahead) + LAST[last]
+    assert await _all_answers(reads, len(want)) == want, reads
