@@ -137,9 +137,10 @@ class Exchange:
 
     def answer_now(self, result: Any) -> asyncio.Task[None] | None:
         """``Request.answer_now``: the connection's one answer path, from inside the handler."""
+        handler = self.task
         self.conn.answer(self, result)
         task = self.task
-        return task if task is not None and task is not asyncio.current_task() else None
+        return task if task is not handler else None  # a stream's (or an error answer's) task
 
     # -- the time budget -------------------------------------------------------------------------------
     def arm(self, when: float, on_expiry: Callable[[Any, Exchange], None], conn: Any) -> None:
