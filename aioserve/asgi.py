@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import current_task
 from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
@@ -126,8 +127,7 @@ class ASGIAdapter:
         }
         if self.state:
             scope["state"] = self.state.copy()
-        cycle = _Cycle(request, self.name)
-        cycle.task = asyncio.current_task()  # cancelled when the client leaves a streamed answer
+        cycle = _Cycle(request, self.name, current_task())
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except asyncio.CancelledError:  # a deadline, shutdown, or the client left mid-stream
@@ -270,28 +270,30 @@ class _Cycle:
     starts a streamed answer (a task of the connection's) fed by a bounded queue.
     """
 
-    __slots__ = ("request", "name", "status", "headers", "length", "queue", "ended", "error", "gone",
-                 "reader", "writer", "body_done", "path", "listener", "task", "discard", "stream", "answered")
+    # What every request sets is in slots; what only a streamed answer or a failure needs starts as a
+    # class default and is stored only when set (as in ``Exchange``).
+    __slots__ = ("request", "name", "status", "headers", "ended", "answered", "body_done", "task", "__dict__")
 
-    def __init__(self, request: Request, name: str) -> None:
+    length: int | None = None  # Content-Length the app announced (a streamed answer)
+    queue: deque[bytes] | tuple[()] = ()  # a streamed answer's body messages, not yet written
+    error: BaseException | None = None  # the app failed after start: cut the message
+    gone = False  # the client went away (the stream was closed)
+    reader: asyncio.Future[None] | None = None  # the stream waiting for body
+    writer: asyncio.Future[None] | None = None  # the app waiting for room
+    path: str | None = None  # http.response.pathsend
+    listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+    discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
+    stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
+
+    def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None) -> None:
         self.request = request
         self.name = name
         self.status = 0
         self.headers: Any = ()  # as the app sent them, until the first body message
-        self.length: int | None = None  # Content-Length the app announced
-        self.queue: deque[bytes] = deque()
         self.ended = False  # more_body=False seen: the response is complete
-        self.error: BaseException | None = None  # the app failed after start: cut the message
-        self.gone = False  # the client went away (the stream was closed)
-        self.reader: asyncio.Future[None] | None = None  # the stream waiting for body
-        self.writer: asyncio.Future[None] | None = None  # the app waiting for room
-        self.body_done = False
-        self.path: str | None = None  # http.response.pathsend
-        self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
-        self.task: asyncio.Task[Any] | None = None  # the app's task (the request's own)
-        self.discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
-        self.stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
         self.answered = False  # the answer (whole, or its stream) went to the connection
+        self.body_done = False
+        self.task = task  # the app's task (the request's own): cancelled when the client leaves a stream
 
     def fail(self, failed: _AppFailed) -> None:
         self.error = failed
@@ -421,6 +423,7 @@ class _Cycle:
         request = self.request
         headers = self._str_headers()
         self.answered = True
+        self.queue = deque()
         if request.method == "HEAD":  # the connection will not read the stream: let the app finish
             self.discard = True
         self.stream = request.answer_now(StreamResponse(self._chunks(), self.status, headers,
