@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import current_task
 from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
 from .app import App
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .request import Request
-from .response import Response, StreamResponse
+from .response import RawResponse, Response, StreamResponse
 from .websocket import WebSocket, WebSocketDisconnect
-from .wire import TEXT_TYPE
+from .wire import TEXT_TYPE, check_header
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -106,7 +107,8 @@ class ASGIAdapter:
                 error_logger.error("ASGI lifespan shutdown of %s failed: %s", self.name, error)
 
     # -- HTTP ----------------------------------------------------------------------------------------
-    async def handle(self, request: Request, asgi_path: str = "") -> Response:
+    async def handle(self, request: Request, asgi_path: str = "") -> Response | None:
+        """Run the app in the request's own task; ``send()`` answers through the connection."""
         root = self.root_path
         scope = {
             "type": "http",
@@ -125,18 +127,36 @@ class ASGIAdapter:
         }
         if self.state:
             scope["state"] = self.state.copy()
-        cycle = _Cycle(request, self.name)
-        task = asyncio.get_running_loop().create_task(cycle.run(self.app, scope))
+        cycle = _Cycle(request, self.name, current_task())
         try:
-            await cycle.started
-        except asyncio.CancelledError:  # a deadline or shutdown: the app's work is no longer wanted
-            task.cancel()
+            await self.app(scope, cycle.receive, cycle.send)
+        except asyncio.CancelledError:  # a deadline, shutdown, or the client left mid-stream
+            cycle.fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
             raise
-        except _AppFailed as failed:
-            if failed.log:
-                error_logger.error("%s", failed, exc_info=failed.__cause__)
-            return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
-        return cycle.response(task)
+        except Exception as exc:
+            if cycle.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
+                cycle.fail(_AppFailed("the client went away", log=False))
+            elif not cycle.status:  # nothing started: a 500 says so
+                error_logger.error("ASGI app %s raised %s for %s %s", self.name, type(exc).__name__,
+                                   request.method, request.path, exc_info=exc)
+                return _error_500()
+            else:
+                error_logger.error("ASGI app %s raised %s for %s %s after starting its response", self.name,
+                                   type(exc).__name__, request.method, request.path, exc_info=exc)
+                cycle.cut()
+        else:
+            if not cycle.status:
+                error_logger.error("ASGI app %s returned without sending a response to %s %s",
+                                   self.name, request.method, request.path)
+                return _error_500()
+            if not cycle.ended:
+                error_logger.error("ASGI app %s returned without completing its response to %s %s",
+                                   self.name, request.method, request.path)
+                cycle.cut()
+        stream = cycle.stream
+        if stream is not None and not stream.done():  # its answer is still being written: wait for it
+            await asyncio.wait((stream,))
+        return None
 
     # -- WebSocket -------------------------------------------------------------------------------------
     async def websocket(self, ws: WebSocket, asgi_path: str = "") -> None:
@@ -215,81 +235,90 @@ class _AppFailed(Exception):
         self.log = log
 
 
+def _error_500() -> Response:
+    return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
+
+
+# Response header lines already rendered, by the (name, value) pair the app sent: apps send a handful.
+# An int is a Content-Length value, b"" a header the server writes itself, _CLOSE "Connection: close".
+_LINES: dict[tuple[bytes, bytes], bytes | int] = {}
+_LINES_MAX = 1024
+_CLOSE = -1
+_DROPPED = frozenset({b"transfer-encoding", b"server", b"date", b"connection", b"keep-alive"})
+
+
+def _line(name: bytes | str, value: bytes | str) -> bytes | int:
+    """One response header from the app, checked and rendered (or what it means to the server)."""
+    name = name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else name
+    value = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
+    check_header(name, value)
+    lower = name.lower().encode("latin-1")
+    if lower == b"content-length":
+        return int(value)
+    if lower == b"connection" and "close" in value.lower():
+        return _CLOSE
+    if lower in _DROPPED:
+        return b""
+    return b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+
+
 class _Cycle:
-    """One HTTP request's ASGI conversation: the receive side, the send side, and the body queue."""
+    """One HTTP request's ASGI conversation: the receive side, the send side, and the body queue.
 
-    __slots__ = ("request", "name", "started", "status", "headers", "length", "body", "queue", "ended",
-                 "error", "gone", "reader", "writer", "body_iter", "body_done", "path", "listener", "task", "discard")
+    The app runs in the request's own task. A complete body (``more_body`` False on the first body
+    message) is answered from ``send()`` at once, head and body in one write; otherwise ``send()``
+    starts a streamed answer (a task of the connection's) fed by a bounded queue.
+    """
 
-    def __init__(self, request: Request, name: str) -> None:
-        loop = asyncio.get_running_loop()
+    # What every request sets is in slots; what only a streamed answer or a failure needs starts as a
+    # class default and is stored only when set (as in ``Exchange``).
+    __slots__ = ("request", "name", "status", "headers", "ended", "answered", "body_done", "task", "__dict__")
+
+    length: int | None = None  # Content-Length the app announced (a streamed answer)
+    queue: deque[bytes] | tuple[()] = ()  # a streamed answer's body messages, not yet written
+    error: BaseException | None = None  # the app failed after start: cut the message
+    gone = False  # the client went away (the stream was closed)
+    reader: asyncio.Future[None] | None = None  # the stream waiting for body
+    writer: asyncio.Future[None] | None = None  # the app waiting for room
+    path: str | None = None  # http.response.pathsend
+    listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+    discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
+    stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
+
+    def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None) -> None:
         self.request = request
         self.name = name
-        self.started: asyncio.Future[None] = loop.create_future()  # set at http.response.start
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.length: int | None = None  # Content-Length the app announced
-        self.body: bytes | None = None  # the whole body, when it came in one message after start
-        self.queue: deque[bytes] = deque()
+        self.headers: Any = ()  # as the app sent them, until the first body message
         self.ended = False  # more_body=False seen: the response is complete
-        self.error: BaseException | None = None  # the app failed after start: cut the message
-        self.gone = False  # the client went away (the stream was closed)
-        self.reader: asyncio.Future[None] | None = None  # the stream waiting for body
-        self.writer: asyncio.Future[None] | None = None  # the app waiting for room
-        self.body_iter: AsyncIterator[bytes] | None = None
+        self.answered = False  # the answer (whole, or its stream) went to the connection
         self.body_done = False
-        self.path: str | None = None  # http.response.pathsend
-        self.listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
-        self.task: asyncio.Task[None] | None = None  # the app's task, once its response streams
-        self.discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
+        self.task = task  # the app's task (the request's own): cancelled when the client leaves a stream
 
-    async def run(self, app: ASGIApp, scope: Scope) -> None:
-        try:
-            await app(scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self._fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
-            raise
-        except Exception as exc:
-            if self.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
-                self._fail(_AppFailed("the client went away", log=False))
-                return
-            failed = _AppFailed(f"ASGI app {self.name} raised {type(exc).__name__} for "
-                                f"{self.request.method} {self.request.path}")
-            failed.__cause__ = exc
-            if self.status:
-                error_logger.error("%s after starting its response", failed, exc_info=exc)
-            self._fail(failed)
-        else:
-            if not self.status:
-                self._fail(_AppFailed(f"ASGI app {self.name} returned without sending a response to "
-                                      f"{self.request.method} {self.request.path}"))
-            elif not self.ended:
-                error_logger.error("ASGI app %s returned without completing its response to %s %s",
-                                   self.name, self.request.method, self.request.path)
-                self._fail(_AppFailed("incomplete response", log=False))
+    def fail(self, failed: _AppFailed) -> None:
+        self.error = failed
+        self._wake_reader()
 
-    def _fail(self, failed: _AppFailed) -> None:
-        if not self.started.done():
-            self.started.set_exception(failed)
-        else:
-            self.error = failed
-            self._wake_reader()
+    def cut(self) -> None:
+        """The app failed after starting its response: the client sees its head, then the connection close."""
+        if not self.answered:
+            self._start_stream()
+        self.fail(_AppFailed("the app failed", log=False))
 
     # -- receive ---------------------------------------------------------------------------------------
     async def receive(self) -> Message:
         if not self.body_done:
-            if self.body_iter is None:
-                self.body_iter = self.request.stream().__aiter__()
             try:
-                chunk = await self.body_iter.__anext__()
-            except StopAsyncIteration:
-                self.body_done = True
-                return {"type": "http.request", "body": b"", "more_body": False}
+                chunks = await self.request.chunks()
             except (ClientDisconnected, HTTPError):  # gone, or answered already (413)
                 self.body_done = True
                 self.gone = True
                 return {"type": "http.disconnect"}
-            return {"type": "http.request", "body": chunk, "more_body": True}
+            if not chunks:
+                self.body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                    "more_body": True}
         if not self.gone and not self.ended:
             waiter = asyncio.ensure_future(self.request.wait_disconnected())
             self.listener = waiter
@@ -315,9 +344,11 @@ class _Cycle:
                 self.ended = True
             if self.discard:
                 return
-            if self.reader is None and not self.queue and not more:
-                self.body = bytes(body)  # the whole body in one message: a plain Response
-                return
+            if not self.answered:
+                if not more:  # the whole body in one message: answered now, head and body in one write
+                    self._answer(body if type(body) is bytes else bytes(body))
+                    return
+                self._start_stream()
             if body:
                 self.queue.append(bytes(body))
             self._wake_reader()
@@ -329,27 +360,15 @@ class _Cycle:
         elif kind == "http.response.start":
             if self.status:
                 self._misuse("sent http.response.start twice")
-            status = message["status"]
-            headers = []
-            length = None
-            for name, value in message.get("headers", ()):
-                name = name.decode("latin-1") if isinstance(name, bytes) else name
-                value = value.decode("latin-1") if isinstance(value, bytes) else value
-                lower = name.lower()
-                if lower == "content-length":
-                    length = int(value)
-                elif lower != "transfer-encoding" and lower != "server" and lower != "date":
-                    headers.append((name, value))
-            self.status = status
-            self.headers = headers
-            self.length = length
-            if not self.started.done():
-                self.started.set_result(None)
+            self.headers = message.get("headers", ())
+            self.status = message["status"]
         elif kind == "http.response.pathsend":
             if not self.status or self.ended:
                 self._misuse("sent http.response.pathsend out of order")
             self.path = message["path"]
             self.ended = True
+            if not self.answered:
+                self._start_stream()
             self._wake_reader()
         else:
             self._misuse(f"sent an unknown message type {kind!r}")
@@ -358,31 +377,60 @@ class _Cycle:
         raise RuntimeError(f"ASGI app {self.name} {what}")
 
     # -- the response --------------------------------------------------------------------------------------
-    def response(self, task: asyncio.Task[None]) -> Response:
-        """After start: the whole response when it is already here, else a stream of what follows."""
-        if self.body is not None and self.path is None and not self.queue:
-            body = self.body
-            if self.length is not None and self.length != len(body) and self.request.method != "HEAD":
-                error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), self.length)
-                return StreamResponse(_once(body), self.status, self.headers, content_length=self.length)
-            response = Response(b"", self.status, self.headers)  # no content type of ours added
-            response.body = body
-            return response
-        self.reader = asyncio.get_running_loop().create_future()  # marks the stream as started
-        self.reader.set_result(None)
-        self.task = task
-        if self.request.method == "HEAD":  # the connection will not read the stream: let the app finish
+    def _answer(self, body: bytes) -> None:
+        """A complete response: its header lines rendered (from a cache), answered through the connection."""
+        lines = []
+        length = None
+        close = False
+        cache = _LINES
+        for pair in self.headers:
+            try:
+                line = cache[pair]
+            except (KeyError, TypeError):  # a new pair, or one sent as a list (unhashable)
+                line = _line(*pair)
+                if type(pair) is tuple and len(cache) < _LINES_MAX:
+                    cache[pair] = line
+            if type(line) is bytes:
+                lines.append(line)
+            elif line == _CLOSE:
+                close = True
+            else:
+                length = line
+        request = self.request
+        self.answered = True
+        if length is not None and length != len(body) and request.method != "HEAD":
+            error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), length)
+            self.stream = request.answer_now(StreamResponse(_once(body), self.status, self._str_headers(),
+                                                            content_length=length))
+            return
+        self.stream = request.answer_now(RawResponse(body, self.status, b"".join(lines), close))
+
+    def _str_headers(self) -> list[tuple[str, str]]:
+        """The app's headers for a ``StreamResponse`` (the framing ones are the server's)."""
+        headers = []
+        for name, value in self.headers:
+            name = name.decode("latin-1") if isinstance(name, bytes) else name
+            value = value.decode("latin-1") if isinstance(value, bytes) else value
+            lower = name.lower()
+            if lower == "content-length":
+                self.length = int(value)
+            elif lower != "transfer-encoding" and lower != "server" and lower != "date":
+                headers.append((name, value))
+        return headers
+
+    def _start_stream(self) -> None:
+        """The body comes in pieces (or from a file): a ``StreamResponse`` the connection writes as it comes."""
+        request = self.request
+        headers = self._str_headers()
+        self.answered = True
+        self.queue = deque()
+        if request.method == "HEAD":  # the connection will not read the stream: let the app finish
             self.discard = True
-            self.queue.clear()
-            writer = self.writer
-            if writer is not None and not writer.done():
-                writer.set_result(None)
-        return StreamResponse(self._chunks(), self.status, self.headers, content_length=self.length)
+        self.stream = request.answer_now(StreamResponse(self._chunks(), self.status, headers,
+                                                        content_length=self.length))
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
-            if self.body is not None:
-                yield self.body
             while True:
                 queue = self.queue
                 if queue:

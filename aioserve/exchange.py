@@ -33,6 +33,8 @@ class Carrier(Protocol):
 
     def peer(self) -> tuple[str, int] | None: ...
 
+    def answer(self, exchange: Exchange, result: Any) -> None: ...
+
 
 class Exchange:
     __slots__ = ("conn", "request", "keep_alive", "status", "complete", "started", "__dict__")
@@ -132,6 +134,13 @@ class Exchange:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def answer_now(self, result: Any) -> asyncio.Task[None] | None:
+        """``Request.answer_now``: the connection's one answer path, from inside the handler."""
+        handler = self.task
+        self.conn.answer(self, result)
+        task = self.task
+        return task if task is not handler else None  # a stream's (or an error answer's) task
 
     # -- the time budget -------------------------------------------------------------------------------
     def arm(self, when: float, on_expiry: Callable[[Any, Exchange], None], conn: Any) -> None:

@@ -37,6 +37,8 @@ class Channel(Protocol):
     @property
     def form_limits(self) -> FormLimits: ...
 
+    def answer_now(self, result: Any) -> asyncio.Task[None] | None: ...
+
 
 class Request:
     # What every request sets lives in slots. Everything else starts as a class-level default and
@@ -207,6 +209,23 @@ class Request:
                 return
             for piece in chunks:
                 yield piece
+
+    def answer_now(self, result: Any) -> asyncio.Task[None] | None:
+        """Answer now, from inside the handler, which keeps running (for adapters: the ASGI app answers
+        from ``send()`` and may then run background work). A streamed answer gets a task of its own, returned
+        (None when the answer was written or queued at once): the handler must not return before it is done,
+        and what it returns is not sent once the answer is written."""
+        if self._channel is None:
+            raise RuntimeError("this request has no connection to answer on")
+        return self._channel.answer_now(result)
+
+    async def chunks(self) -> list[bytes]:
+        """The body pieces that have arrived (waiting for some); ``[]`` once the body is complete.
+        ``stream()`` without the generator, for adapters (the ASGI ``receive()``)."""
+        if self._body is not None or self._channel is None:
+            body, self._body = self._body, b""
+            return [body] if body else []
+        return await self._channel.read_chunks()
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path}>"

@@ -155,6 +155,46 @@ def _content_type_line(content_type: str) -> bytes:
     return line
 
 
+class RawResponse(Response):
+    """A response whose header lines arrive rendered and checked (the ASGI adapter's): ``lines`` is
+    ``b"Name: value\\r\\n"`` lines without the server's framing headers, so the head is one join.
+
+    ``close`` says the application asked to close the connection. Asking for ``headers`` parses the
+    lines back (a finisher, say); the response is then an ordinary one.
+    """
+
+    __slots__ = ("close",)
+
+    def __init__(self, body: bytes, status: int, lines: bytes, close: bool = False) -> None:
+        self.body = body
+        self.status = status
+        self._headers = None
+        self._type_line = lines  # encode_head joins it as it would a lone Content-Type line
+        self.close = close
+
+    @property  # type: ignore[override]
+    def headers(self) -> MutableHeaders:
+        headers = self._headers
+        if headers is None:
+            pairs = []
+            for line in self._type_line.split(b"\r\n")[:-1]:
+                name, _, value = line.partition(b": ")
+                pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+            if self.close:
+                pairs.append(("Connection", "close"))
+            headers = self._headers = MutableHeaders(pairs)
+            self._type_line = b""
+        return headers
+
+    @headers.setter
+    def headers(self, headers: HeadersInit) -> None:
+        self._headers = headers if isinstance(headers, MutableHeaders) else MutableHeaders(headers)
+        self._type_line = b""
+
+    def wants_close(self) -> bool:
+        return self.close if self._headers is None else super().wants_close()
+
+
 class StreamResponse(Response):
     """A response whose body comes from an async iterable of ``str`` or ``bytes`` chunks.
 

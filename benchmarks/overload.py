@@ -6,6 +6,7 @@
     python benchmarks/overload.py run --servers aioserve-deadline,aioserve-vary,aioserve-mixed  # issue 15
     python benchmarks/overload.py sim [--duration 10]    # the same table from a simulated server
     python benchmarks/overload.py run --servers aioserve-asgi,uvicorn-starlette          # issue 12: Starlette on both
+    python benchmarks/overload.py run --servers aioserve-asgi-cli,uvicorn-starlette      # ... aioserve from its CLI
 
 Issue 15 (admission control) scenarios, all with only ``App(deadline=...)``, no limit, no flag:
 ``aioserve-deadline`` (1 ms route, 50 ms), ``aioserve-vary`` (service uniform 0.5-3 ms, 50 ms) and
@@ -113,6 +114,12 @@ def serve(kind: str, port: int) -> None:
         run(starlette_work_app(), host="127.0.0.1", port=port, access_log=False, log_level="warning", loop="uvloop",
             deadline=DEADLINE, limit_in_flight=LIMIT_IN_FLIGHT,
             accept_batch=int(os.environ.get("OVERLOAD_ACCEPT_BATCH", "64")))
+    elif kind == "aioserve-asgi-cli":  # the same, through the command line a user would type
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "aioserve", "benchmarks.overload:starlette_work_app",
+                                  "--factory", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                                  "--log-level", "warning", "--loop", "uvloop", "--deadline", str(DEADLINE),
+                                  "--limit-in-flight", str(LIMIT_IN_FLIGHT)])
     elif kind == "sanic":
         from sanic import Sanic
         from sanic.response import json as sjson
