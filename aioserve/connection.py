@@ -84,6 +84,7 @@ from .wire import (
     TEXT_200,
     chunk,
     content_length,
+    END_OF_HEADS,
     end_of_head,
     status_line,
 )
@@ -104,6 +105,7 @@ _NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended 
 # without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
 EAGER_TASKS = sys.version_info >= (3, 12)
 _copy_context = contextvars.copy_context
+_send = CoroutineType.send  # context.run(_send, coro, None): no bound method made per request
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and frees the send buffer
 _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
 
@@ -407,7 +409,10 @@ class Connection(asyncio.Protocol):
                 self._reject(431, "Request header fields too large")
                 return
         elif self.stage == IDLE:  # keep-alive timeout from the end of this read
-            self._expire_at(self.loop.time() + self.config.timeout_keep_alive)
+            when = self.expires_at = self.loop.time() + self.config.timeout_keep_alive  # _expire_at, inline
+            if when < self.timer_at:
+                self.timer_at = when
+                self.state.timers.schedule(self, when)
         elif self._chunk_lines is not None and self.stage == BODY and self.current is not None:
             refused = self._chunk_lines.end_read(data, self.current.received)  # the line left unfinished
             if refused is not None:
@@ -790,7 +795,7 @@ class Connection(asyncio.Protocol):
                 else:
                     coro = route.handler(request, **request.path_params)
                 try:
-                    context.run(coro.send, None)
+                    context.run(_send, coro, None)
                 except StopIteration as done:
                     result = done.value
                 else:  # unreachable for a coroutine without await; fail loudly rather than hang
@@ -941,7 +946,10 @@ class Connection(asyncio.Protocol):
                     data = (data, body) if len(body) >= LARGE_BODY else data + body
             self._emit(ex, data, close, status, len(body))
             return None
-        tail = self._tail(ex, close)
+        if close or self.observer is not None:
+            tail = self._tail(ex, close)
+        else:  # _tail's common case, inline: kept alive, no Server-Timing
+            tail = self.clock.keep_alive if ex.request.http_version == "1.1" else self.clock.keep_alive_10
         size = len(body)
         if status == 204:
             data = b"".join((head, tail, b"\r\n"))
@@ -950,7 +958,7 @@ class Connection(asyncio.Protocol):
         elif size >= LARGE_BODY:
             data = (b"".join((head, tail, end_of_head(size))), body)
         else:
-            data = b"".join((head, tail, end_of_head(size), body))
+            data = b"".join((head, tail, END_OF_HEADS[size] if size < 1024 else end_of_head(size), body))
         self._emit(ex, data, close, status, size)
         return None
 

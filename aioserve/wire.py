@@ -52,12 +52,12 @@ def content_length(n: int) -> bytes:
 
 # "Content-Length: N" and the blank line ending the head, ready-made for the small bodies most
 # answers have (a list index instead of formatting an int per response; about 40 KB).
-_END_OF_HEADS = [b"Content-Length: %d\r\n\r\n" % n for n in range(1024)]
+END_OF_HEADS = [b"Content-Length: %d\r\n\r\n" % n for n in range(1024)]
 
 
 def end_of_head(size: int) -> bytes:
     """The Content-Length line for a body of ``size`` bytes and the blank line after it."""
-    return _END_OF_HEADS[size] if size < 1024 else b"Content-Length: %d\r\n\r\n" % size
+    return END_OF_HEADS[size] if size < 1024 else b"Content-Length: %d\r\n\r\n" % size
 
 
 def chunk(data: bytes) -> bytes:

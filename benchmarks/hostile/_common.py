@@ -23,10 +23,11 @@ LISTEN = re.compile(r"Listening on http://127\.0\.0\.1:(\d+)")
 class Server:
     """``python -m aioserve benchmarks.hostile.app:app --port 0 ...``; stopped (by pid) on exit."""
 
-    def __init__(self, loop: str, extra: list[str]) -> None:
+    def __init__(self, loop: str, extra: list[str], cpu: int | None = None) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        self.argv = [sys.executable, "-m", "aioserve", "benchmarks.hostile.app:app", "--port", "0",
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []  # the server on a core of its own
+        self.argv = [*pin, sys.executable, "-m", "aioserve", "benchmarks.hostile.app:app", "--port", "0",
                      "--loop", loop, "--no-access-log", *extra]
         self.proc = subprocess.Popen(self.argv, cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -2,6 +2,7 @@
 client keeps its latency.
 
     python benchmarks/hostile/min_rates.py [--loop uvloop|asyncio] [--clients 200] [--grace 2] [--rate 240]
+                                           [--repeat 3] [--no-pin]
 
 The server runs with ``--min-request-body-rate RATE --min-response-rate RATE --min-rate-grace-period
 GRACE``. First an ordinary client sends ``GET /`` on one keep-alive connection every 20 ms for
@@ -11,11 +12,16 @@ GRACE``. First an ordinary client sends ``GET /`` on one keep-alive connection e
 attacker records the time from its first byte until the server cut it (408 or close). The bound to
 meet is grace + body / rate seconds (the worst case for a client just under the rate); the script
 prints the cut-off times, the answers seen and the ordinary client's p50/p99 with and without attack.
+With two or more CPUs the server runs pinned to CPU 0 (``taskset``) and this script to CPU 1, so the
+attack's own cost does not land on the server's core; ``--repeat N`` runs the whole measurement N times,
+each against a fresh server, and ends with one summary line per run.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import socket
 import statistics
 import time
@@ -100,7 +106,7 @@ def _percentiles(values: list[float]) -> str:
     return f"n={len(values)} p50={statistics.median(values):.2f}ms p99={p99:.2f}ms"
 
 
-async def run(port: int, args: argparse.Namespace) -> None:
+async def run(port: int, args: argparse.Namespace) -> str:
     bound = args.grace + args.body / args.rate
     budget = bound + 10
     stop = asyncio.Event()
@@ -118,6 +124,7 @@ async def run(port: int, args: argparse.Namespace) -> None:
     reader_results = await asyncio.gather(*readers)
     stop.set()
     await task
+    summary = []
     for name, results in (("slow-body", body_results), ("slow-reader", reader_results)):
         times = sorted(r[0] for r in results)
         answers: dict[str, int] = {}
@@ -126,8 +133,11 @@ async def run(port: int, args: argparse.Namespace) -> None:
             answers[key] = answers.get(key, 0) + 1
         print(f"{name}: clients={len(results)} cut min={times[0]:.2f}s median={statistics.median(times):.2f}s "
               f"max={times[-1]:.2f}s bound={bound:.1f}s within_bound={sum(t <= bound for t in times)} answers={answers}")
+        summary.append(f"{name} max {times[-1]:.2f}s ({sum(t <= bound for t in times)}/{len(times)} within {bound:.1f}s)")
     print(f"ordinary client without attack: {_percentiles(base)}")
     print(f"ordinary client under attack:   {_percentiles(attacked)}")
+    summary.append(f"ordinary {_percentiles(base)} -> {_percentiles(attacked)}")
+    return "; ".join(summary)
 
 
 def main() -> None:
@@ -138,12 +148,22 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=2.0, help="min_rate_grace_period, s")
     p.add_argument("--body", type=int, default=2400, help="announced body size, bytes")
     p.add_argument("--baseline", type=float, default=5.0, help="seconds of ordinary traffic before the attack")
+    p.add_argument("--repeat", type=int, default=1, help="run the whole measurement this many times")
+    p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server and clients to CPUs")
     args = p.parse_args()
     extra = ["--min-request-body-rate", str(args.rate), "--min-response-rate", str(args.rate),
              "--min-rate-grace-period", str(args.grace)]
-    with Server(args.loop, extra) as server:
-        print(f"min_rates loop={args.loop} rate={args.rate}B/s grace={args.grace}s body={args.body}B")
-        asyncio.run(run(server.port, args))
+    pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    if pin:
+        os.sched_setaffinity(0, {1})
+    runs = []
+    for number in range(1, args.repeat + 1):
+        with Server(args.loop, extra, cpu=0 if pin else None) as server:
+            print(f"min_rates run {number}/{args.repeat} loop={args.loop} rate={args.rate}B/s grace={args.grace}s "
+                  f"body={args.body}B pinned={pin} load={os.getloadavg()[0]:.2f}")
+            runs.append(asyncio.run(run(server.port, args)))
+    for number, line in enumerate(runs, 1):
+        print(f"run {number}: {line}")
 
 
 if __name__ == "__main__":
