@@ -5,7 +5,7 @@ limits and timers lives there; this module is the API contract (API.md, "WebSock
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Mapping, Protocol
+from typing import Any, Awaitable, Mapping, Protocol
 
 import orjson
 
@@ -116,9 +116,12 @@ class WebSocket:
     async def receive_json(self) -> Any:
         return orjson.loads(await self._session.receive())
 
-    async def send(self, data: str | bytes) -> None:
-        """Send a text (str) or binary (bytes) message; waits while the client is not reading."""
-        await self._session.send(data)
+    def send(self, data: str | bytes) -> Awaitable[None]:
+        """Send a text (str) or binary (bytes) message; waits while the client is not reading.
+
+        A plain function returning the session's coroutine, awaited by the caller: one coroutine
+        frame less per message than an ``async def`` wrapper (the echo path's hottest call)."""
+        return self._session.send(data)
 
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as JSON in a text frame."""
@@ -128,17 +131,18 @@ class WebSocket:
         """Close with ``code``; before ``accept()`` this refuses the handshake with 403."""
         self._session.close(code, reason)
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._messages()
+    def __aiter__(self) -> WebSocket:
+        return self
 
-    async def _messages(self) -> AsyncIterator[str | bytes]:
-        """Every message until the connection closes, however it closes (never raises for a close)."""
-        while True:
-            try:
-                message = await self._session.receive()
-            except WebSocketDisconnect:
-                return
-            yield message
+    async def __anext__(self) -> str | bytes:
+        """Every message until the connection closes, however it closes (never raises for a close).
+
+        The WebSocket is its own iterator rather than an async generator: one coroutine per message,
+        not an async generator's ``asend`` wrapper plus its frame."""
+        try:
+            return await self._session.receive()
+        except WebSocketDisconnect:
+            raise StopAsyncIteration from None
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._request.path}>"
