@@ -9,11 +9,29 @@ again as soon as its echo comes back. Throughput is echoed messages per second o
 Idle: open N WebSockets, send one message on each and read its echo, wait 2 s, and read the server's
 RSS again: (after - before) / N in KiB.
 
-The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1. The load generator is the
-sans-IO ``websockets.client.ClientProtocol`` on an asyncio protocol (uvloop): framing and masking are
-websockets', no compression offered (the figures are the servers', not zlib's). Rounds alternate the
-server order; the table gives the median of the rounds (one disturbed round moves a mean a lot on a
-shared machine; every round is in the .json). RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
+The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1, and the table shows both
+CPU shares over the measured window (server: its process tree's CPU time; client: this process's), so
+a reader sees who was the bottleneck: the server should be near 100%, the client well below.
+
+The load generator is made cheap so that it is not the ceiling (websockets' full client protocol on
+every echo cost 90-96% of its core). Each connection:
+
+- opens with websockets' sans-IO ``ClientProtocol`` (handshake checked: 101, Sec-WebSocket-Accept);
+  no compression offered (the figures are the servers', not zlib's);
+- sends 16 text frames serialized once by websockets (``Frame.serialize(mask=True)``, a random
+  masking key each, distinct payloads), reused round-robin: n frames are one slice of one buffer and
+  one write; the masking keys repeat, which a benchmark may do;
+- parses its first 32 echoes with the same ``ClientProtocol`` (each must be a whole text frame with the
+  payload sent, in order), then only counts bytes: every echo is an unmasked frame of known size
+  (2 + 32 or 4 + 4096 bytes) in order, so ``bytes // size`` echoes have arrived and each pops its send
+  time from a deque (the round trip);
+- at the end stops sending, waits (bounded) for what is in flight, and checks the stream: every
+  message echoed, bytes received exactly a multiple of the echo size (no close frame, nothing else),
+  the connection still up. A failed check is printed as ERRORS and kept in the .json.
+
+Rounds alternate the server order; the table gives the median of the rounds (one disturbed round
+moves a mean a lot on a shared machine; every round is in the .json, with the load average at its
+end). RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
 aioserve as at git ``REF`` (its package extracted with ``git archive``) as one more server, so a change
 is quoted before/after in the same rounds, under the same noise.
 Writes benchmarks/results/websocket.{md,json}.
