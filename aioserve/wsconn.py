@@ -123,7 +123,7 @@ class WebSocketSession(asyncio.Protocol):
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
         "close_handle", "draining", "lost", "_close_info", "exchange", "server", "stats", "opened_at",
-        "unsent", "flush_handle", "out",
+        "unsent", "flush_handle", "out", "is_open",
     )
 
     def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
@@ -150,6 +150,7 @@ class WebSocketSession(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.unsent = 0  # bytes sent by the handler and not yet written (send(), _write_out())
         self.out: list[bytes] = []  # the frames send() serialized, not yet written (_write_out())
+        self.is_open = False  # ws.state is OPEN, as of the last _write_out()
         self.flush_handle: asyncio.Handle | None = None
         self.decoder: Any = None  # the incremental UTF-8 decoder of the text message being received
         self.pieces: list[Any] = []  # fragments of the message being received
@@ -392,7 +393,7 @@ class WebSocketSession(asyncio.Protocol):
     async def send(self, data: str | bytes, as_text: bool = False) -> None:
         """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
         ws = self.ws
-        if self.write_paused or self.lost or ws.state is not OPEN:
+        if self.write_paused or self.lost or not self.is_open:
             await self._wait_writable()
         # websockets' own Frame and serializer (extensions included: permessage-deflate), without the
         # send_text() -> send_frame() layers, whose only other work is the state check above and the
@@ -586,6 +587,9 @@ class WebSocketSession(asyncio.Protocol):
     # -- output ------------------------------------------------------------------------------------
     def _write_out(self) -> None:
         """Write every frame the sans-IO layer holds, in one call; its end of stream closes the TCP connection."""
+        # Every call that can change the sans-IO state (receive_data, fail, send_close, send_response,
+        # receive_eof) is followed by this method, so send() reads this flag, not the state property.
+        self.is_open = self.ws.state is OPEN
         writes = self.ws.data_to_send()
         if self.out:  # send()'s frames come first: whatever the sans-IO layer holds was queued after them
             writes = self.out + writes
