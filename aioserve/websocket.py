@@ -21,7 +21,9 @@ class WebSocketSession(Protocol):
 
     def accept(self, subprotocol: str | None, headers: Any) -> None: ...
 
-    async def receive(self) -> str | bytes: ...
+    async def receive(self, end: bool = False) -> str | bytes:
+        """The next message; once closed, WebSocketDisconnect (StopAsyncIteration with ``end``)."""
+        ...
 
     async def send(self, data: str | bytes, as_text: bool = False) -> None: ...
 
@@ -97,9 +99,11 @@ class WebSocket:
         """Answer the handshake with 101; ``subprotocol`` must be one the client offered (else ValueError)."""
         self._session.accept(subprotocol, headers)
 
-    async def receive(self) -> str | bytes:
-        """The next message (str for text, bytes for binary); raises WebSocketDisconnect once closed."""
-        return await self._session.receive()
+    def receive(self) -> Awaitable[str | bytes]:
+        """The next message (str for text, bytes for binary); raises WebSocketDisconnect once closed.
+
+        Like ``send()``, a plain function returning the session's coroutine, for the caller to await."""
+        return self._session.receive()
 
     async def receive_text(self) -> str:
         message = await self._session.receive()
@@ -134,15 +138,13 @@ class WebSocket:
     def __aiter__(self) -> WebSocket:
         return self
 
-    async def __anext__(self) -> str | bytes:
+    def __anext__(self) -> Awaitable[str | bytes]:
         """Every message until the connection closes, however it closes (never raises for a close).
 
-        The WebSocket is its own iterator rather than an async generator: one coroutine per message,
-        not an async generator's ``asend`` wrapper plus its frame."""
-        try:
-            return await self._session.receive()
-        except WebSocketDisconnect:
-            raise StopAsyncIteration from None
+        The WebSocket is its own iterator, handing out the session's ``receive(end=True)`` coroutine
+        (StopAsyncIteration at the close): one coroutine per message, not an async generator's
+        ``asend`` wrapper and frame around a second coroutine."""
+        return self._session.receive(True)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._request.path}>"

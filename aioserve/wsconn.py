@@ -370,8 +370,9 @@ class WebSocketSession(asyncio.Protocol):
                 self.transport.resume_reading()
 
     # -- what the WebSocket object calls -------------------------------------------------------------
-    async def receive(self) -> str | bytes:
-        """The next message; raises WebSocketDisconnect once the connection is closing and the inbox empty."""
+    async def receive(self, end: bool = False) -> str | bytes:
+        """The next message; raises WebSocketDisconnect once the connection is closing and the inbox empty
+        (StopAsyncIteration with ``end``: what ``async for message in ws`` stops on)."""
         while True:
             if self.inbox:
                 message = self.inbox.popleft()
@@ -382,6 +383,8 @@ class WebSocketSession(asyncio.Protocol):
             if self.ws.state is CONNECTING and not self.lost:
                 raise RuntimeError("receive() before accept()")
             if self.ws.state is not OPEN or self.lost:
+                if end:
+                    raise StopAsyncIteration
                 code, reason = self.close_info()
                 raise WebSocketDisconnect(code, reason)
             waiter = self.waiter = self.loop.create_future()
