@@ -447,6 +447,15 @@ def table(results: dict, idle_count: int) -> str:
             idle = results[key].get(name)
             cells.append(f"{idle['kib_per_socket']:.1f} ({idle['opened']} open)" if idle and idle["opened"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    loads = [r["loadavg"] for sizes in results["echo"].values() for runs in sizes.values() for r in runs
+             if "loadavg" in r]
+    if loads:
+        lines.append(f"\nMedians of {max(len(runs) for sizes in results['echo'].values() for runs in sizes.values())} "
+                     f"rounds; 1-minute load average at the end of each run: {min(loads):.1f} to {max(loads):.1f} "
+                     f"(2 CPUs). CPU: server (CPU 0) / load generator (CPU 1) over the measured window.")
+        errors = sorted({e for sizes in results["echo"].values() for runs in sizes.values() for r in runs
+                         for e in r.get("errors", [])})
+        lines.append(f"Stream checks: {'all passed' if not errors else 'FAILED: ' + '; '.join(errors[:5])}.")
     for name, why in results["skipped"].items():
         lines.append(f"\n{name}: skipped ({why})")
     return "\n".join(lines) + "\n"
