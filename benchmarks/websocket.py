@@ -256,6 +256,10 @@ class Frames:
         self.reply_size = len(Frame(Opcode.TEXT, self.payloads[0]).serialize(mask=False))  # 2+32, 4+4096
 
 
+class EchoFailed(Exception):
+    """A run whose connections could not open or failed the first checks."""
+
+
 @dataclass
 class Bench:
     running: bool = True
@@ -281,7 +285,14 @@ async def echo_run(port: int, size: int, seconds: float, server_pids: list[int] 
     bench = Bench()
     frames = Frames(size)
     sem = asyncio.Semaphore(CONNECTIONS)
-    clients = await asyncio.gather(*(_open(loop, port, frames, IN_FLIGHT, bench, sem) for _ in range(CONNECTIONS)))
+    opened = await asyncio.gather(*(_open(loop, port, frames, IN_FLIGHT, bench, sem) for _ in range(CONNECTIONS)),
+                                  return_exceptions=True)
+    clients = [c for c in opened if isinstance(c, EchoClient)]
+    if len(clients) < CONNECTIONS:  # e.g. a close frame instead of the first echoes: no figures
+        for c in clients:
+            c.transport.abort()
+        failed = [r for r in opened if not isinstance(r, EchoClient)]
+        raise EchoFailed(f"{len(failed)} of {CONNECTIONS} connections failed the opening checks: {failed[0]!r}")
     await asyncio.sleep(WARMUP)
     server_pids = server_pids or []
     server_cpu0 = procstats.tree_cpu_seconds(server_pids)
@@ -393,7 +404,12 @@ def main() -> None:
             try:
                 if not args.skip_echo:
                     for size in SIZES:
-                        figures = asyncio.run(echo_run(server.port, size, args.seconds, server.pids(refresh=True)))
+                        try:
+                            figures = asyncio.run(echo_run(server.port, size, args.seconds, server.pids(refresh=True)))
+                        except EchoFailed as exc:
+                            results["skipped"][f"{spec.name} {size} B, round {r}"] = str(exc)[:300]
+                            print(f"round {r} {spec.name} {size}B: FAILED {exc}", flush=True)
+                            continue
                         results["echo"].setdefault(spec.name, {}).setdefault(str(size), []).append(figures)
                         print(f"round {r} {spec.name} {size}B: {figures['messages_per_s']:.0f} msg/s "
                               f"p50 {figures['p50_ms']:.2f} ms p99 {figures['p99_ms']:.2f} ms "
