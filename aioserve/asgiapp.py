@@ -235,17 +235,18 @@ class ASGIWebSocketSession:
                           "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items]})
         self.accepted = True
 
-    async def receive(self) -> str | bytes:
+    async def receive(self, end: bool = False) -> str | bytes:
         if not self.accepted and not self.finished:
             raise RuntimeError("receive() before accept()")
-        if self.finished:
-            raise WebSocketDisconnect(*self.info)
-        message = await self._receive()
-        if message["type"] == "websocket.receive":
-            text = message.get("text")
-            return text if text is not None else message.get("bytes") or b""
-        self.finished = True  # websocket.disconnect
-        self.info = (message.get("code", 1005), message.get("reason") or "")
+        if not self.finished:
+            message = await self._receive()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                return text if text is not None else message.get("bytes") or b""
+            self.finished = True  # websocket.disconnect
+            self.info = (message.get("code", 1005), message.get("reason") or "")
+        if end:  # async for: the close ends the messages
+            raise StopAsyncIteration
         raise WebSocketDisconnect(*self.info)
 
     async def send(self, data: str | bytes, as_text: bool = False) -> None:

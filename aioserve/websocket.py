@@ -5,7 +5,7 @@ limits and timers lives there; this module is the API contract (API.md, "WebSock
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Mapping, Protocol
+from typing import Any, Awaitable, Mapping, Protocol
 
 import orjson
 
@@ -21,7 +21,9 @@ class WebSocketSession(Protocol):
 
     def accept(self, subprotocol: str | None, headers: Any) -> None: ...
 
-    async def receive(self) -> str | bytes: ...
+    async def receive(self, end: bool = False) -> str | bytes:
+        """The next message; once closed, WebSocketDisconnect (StopAsyncIteration with ``end``)."""
+        ...
 
     async def send(self, data: str | bytes, as_text: bool = False) -> None: ...
 
@@ -97,9 +99,11 @@ class WebSocket:
         """Answer the handshake with 101; ``subprotocol`` must be one the client offered (else ValueError)."""
         self._session.accept(subprotocol, headers)
 
-    async def receive(self) -> str | bytes:
-        """The next message (str for text, bytes for binary); raises WebSocketDisconnect once closed."""
-        return await self._session.receive()
+    def receive(self) -> Awaitable[str | bytes]:
+        """The next message (str for text, bytes for binary); raises WebSocketDisconnect once closed.
+
+        Like ``send()``, a plain function returning the session's coroutine, for the caller to await."""
+        return self._session.receive()
 
     async def receive_text(self) -> str:
         message = await self._session.receive()
@@ -116,9 +120,12 @@ class WebSocket:
     async def receive_json(self) -> Any:
         return orjson.loads(await self._session.receive())
 
-    async def send(self, data: str | bytes) -> None:
-        """Send a text (str) or binary (bytes) message; waits while the client is not reading."""
-        await self._session.send(data)
+    def send(self, data: str | bytes) -> Awaitable[None]:
+        """Send a text (str) or binary (bytes) message; waits while the client is not reading.
+
+        A plain function returning the session's coroutine, awaited by the caller: one coroutine
+        frame less per message than an ``async def`` wrapper (the echo path's hottest call)."""
+        return self._session.send(data)
 
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as JSON in a text frame."""
@@ -128,17 +135,16 @@ class WebSocket:
         """Close with ``code``; before ``accept()`` this refuses the handshake with 403."""
         self._session.close(code, reason)
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._messages()
+    def __aiter__(self) -> WebSocket:
+        return self
 
-    async def _messages(self) -> AsyncIterator[str | bytes]:
-        """Every message until the connection closes, however it closes (never raises for a close)."""
-        while True:
-            try:
-                message = await self._session.receive()
-            except WebSocketDisconnect:
-                return
-            yield message
+    def __anext__(self) -> Awaitable[str | bytes]:
+        """Every message until the connection closes, however it closes (never raises for a close).
+
+        The WebSocket is its own iterator, handing out the session's ``receive(end=True)`` coroutine
+        (StopAsyncIteration at the close): one coroutine per message, not an async generator's
+        ``asend`` wrapper and frame around a second coroutine."""
+        return self._session.receive(True)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._request.path}>"

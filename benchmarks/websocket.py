@@ -9,11 +9,29 @@ again as soon as its echo comes back. Throughput is echoed messages per second o
 Idle: open N WebSockets, send one message on each and read its echo, wait 2 s, and read the server's
 RSS again: (after - before) / N in KiB.
 
-The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1. The load generator is the
-sans-IO ``websockets.client.ClientProtocol`` on an asyncio protocol (uvloop): framing and masking are
-websockets', no compression offered (the figures are the servers', not zlib's). Rounds alternate the
-server order; the table gives the median of the rounds (one disturbed round moves a mean a lot on a
-shared machine; every round is in the .json). RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
+The server runs pinned to CPU 0 (``taskset``), this load generator to CPU 1, and the table shows both
+CPU shares over the measured window (server: its process tree's CPU time; client: this process's), so
+a reader sees who was the bottleneck: the server should be near 100%, the client well below.
+
+The load generator is made cheap so that it is not the ceiling (websockets' full client protocol on
+every echo cost 90-96% of its core). Each connection:
+
+- opens with websockets' sans-IO ``ClientProtocol`` (handshake checked: 101, Sec-WebSocket-Accept);
+  no compression offered (the figures are the servers', not zlib's);
+- sends 16 text frames serialized once by websockets (``Frame.serialize(mask=True)``, a random
+  masking key each, distinct payloads), reused round-robin: n frames are one slice of one buffer and
+  one write; the masking keys repeat, which a benchmark may do;
+- parses its first 32 echoes with the same ``ClientProtocol`` (each must be a whole text frame with the
+  payload sent, in order), then only counts bytes: every echo is an unmasked frame of known size
+  (2 + 32 or 4 + 4096 bytes) in order, so ``bytes // size`` echoes have arrived and each pops its send
+  time from a deque (the round trip);
+- at the end stops sending, waits (bounded) for what is in flight, and checks the stream: every
+  message echoed, bytes received exactly a multiple of the echo size (no close frame, nothing else),
+  the connection still up. A failed check is printed as ERRORS and kept in the .json.
+
+Rounds alternate the server order; the table gives the median of the rounds (one disturbed round
+moves a mean a lot on a shared machine; every round is in the .json, with the load average at its
+end). RLIMIT_NOFILE is raised to its hard limit (the servers inherit it). ``--baseline REF`` adds
 aioserve as at git ``REF`` (its package extracted with ``git archive``) as one more server, so a change
 is quoted before/after in the same rounds, under the same noise.
 Writes benchmarks/results/websocket.{md,json}.
@@ -34,11 +52,12 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
@@ -93,15 +112,32 @@ def baseline_spec(ref: str) -> ServerSpec:
 
 
 class EchoClient(asyncio.Protocol):
-    """One WebSocket keeping ``in_flight`` messages out; records the round trip of each echo."""
+    """One WebSocket keeping ``in_flight`` messages out; records the round trip of each echo.
 
-    def __init__(self, uri: str, payload: str, in_flight: int, bench: "Bench", deflate: bool = False) -> None:
+    The handshake and the first ``check`` echoes go through websockets' ``ClientProtocol`` (status 101,
+    every echo parsed and compared with the payload sent, in order). Past that the client only counts
+    bytes: each echo is one unmasked server frame of ``frames.reply_size`` bytes, so ``received //
+    reply_size`` is the number of echoes so far, and each one pops its send time from ``sent``. What it
+    sends is ``frames``' pre-masked frames, round-robin, as one slice of one buffer per batch.
+    """
+
+    def __init__(self, uri: str, frames: "Frames", in_flight: int, bench: "Bench", deflate: bool = False,
+                 check: int | None = None) -> None:
         extensions = [ClientPerMessageDeflateFactory()] if deflate else None  # websockets' default offer
         self.ws = ClientProtocol(parse_uri(uri), extensions=extensions, max_size=None)
-        self.payload = payload
+        self.frames = frames
         self.in_flight = in_flight
         self.bench = bench
+        # a compressed echo has no known size: with deflate every echo is parsed, none counted by size
+        self.check = None if deflate else (2 * in_flight if check is None else check)
+        self.counting = False  # past the checked echoes: count bytes only
         self.sent: deque[float] = deque()
+        self.next = 0  # index of the next frame to send in frames.ring
+        self.sent_total = 0
+        self.received = 0  # bytes received after the handshake
+        self.echoed = 0  # echoes received
+        self.checked = 0  # echoes parsed and compared by websockets
+        self.error: str | None = None
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.first_echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -117,15 +153,42 @@ class EchoClient(asyncio.Protocol):
             self.transport.write(b"".join(data))
 
     def _send(self, n: int) -> None:
+        start, frames = self.next, self.frames
+        size = frames.frame_size
+        self.transport.write(frames.ring[start * size:(start + n) * size])
+        self.next = (start + n) % frames.count
+        self.sent.extend(repeat(time.perf_counter(), n))
+        self.sent_total += n
+
+    def _echoes(self, n: int) -> None:
         now = time.perf_counter()
-        for _ in range(n):
-            self.ws.send_text(self.payload.encode())
-            self.sent.append(now)
+        sent = self.sent
+        if self.bench.measuring:
+            rtts = self.bench.rtts
+            for _ in range(n):
+                rtts.append(now - sent.popleft())
+        else:
+            for _ in range(n):
+                sent.popleft()
+        if self.bench.running:
+            self._send(n)
 
     def data_received(self, data: bytes) -> None:
+        if self.counting:  # the measured path: no parsing
+            self.received += len(data)
+            done = self.received // self.frames.reply_size
+            n = done - self.echoed
+            if n:
+                if n > len(self.sent):
+                    self._fail(f"{n} echoes for {len(self.sent)} messages in flight")
+                    return
+                self.echoed = done
+                self._echoes(n)
+            return
+        if self.opened.done():
+            self.received += len(data)
         self.ws.receive_data(data)
-        bench = self.bench
-        again = 0
+        n = 0
         for event in self.ws.events_received():
             if isinstance(event, Response):
                 if self.opened.done():  # the opener gave up waiting (timed out): drop this one
@@ -136,24 +199,65 @@ class EchoClient(asyncio.Protocol):
                     return
                 self.opened.set_result(None)
                 self._send(self.in_flight)
-            elif event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-                now = time.perf_counter()
-                started = self.sent.popleft()
-                if bench.measuring:
-                    bench.rtts.append(now - started)
-                if not self.first_echo.done():
-                    self.first_echo.set_result(None)
-                if bench.running:
-                    again += 1
-        if again:
-            self._send(again)
-        self._flush()
+            elif event.opcode is Opcode.TEXT and event.fin:
+                expected = self.frames.payloads[(self.echoed + n) % self.frames.count]
+                if event.data != expected:
+                    self._fail(f"echo {self.echoed + n} differs from the message sent")
+                    return
+                n += 1
+            elif event.opcode is not Opcode.PING and event.opcode is not Opcode.PONG:
+                self._fail(f"unexpected frame {event.opcode.name} {bytes(event.data[:40])!r}")
+                return
+        self._flush()  # websockets' own answers (pongs), whole frames between ours
+        if n:
+            if n > len(self.sent):
+                self._fail(f"{n} echoes for {len(self.sent)} messages in flight")
+                return
+            self.checked += n
+            self.echoed += n
+            if not self.first_echo.done():
+                self.first_echo.set_result(None)
+            self._echoes(n)
+            if self.check is not None and self.checked >= self.check:
+                # the bytes of a frame in progress are in websockets' buffer and in self.received alike
+                if self.received - self.echoed * self.frames.reply_size >= self.frames.reply_size:
+                    self._fail("byte count and parsed echoes disagree")
+                    return
+                self.counting = True
+
+    def _fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = why
+        self.transport.abort()
 
     def connection_lost(self, exc) -> None:
+        if self.bench.running and self.error is None and self.opened.done():
+            self.error = f"connection lost while running ({exc!r})"
         for fut in (self.opened, self.first_echo):
             if not fut.done():
-                fut.set_exception(ConnectionError("connection lost"))
+                fut.set_exception(ConnectionError(self.error or "connection lost"))
                 fut.exception()  # retrieved here: the opener may have stopped waiting already
+
+
+@dataclass
+class Frames:
+    """``count`` pre-masked text frames of one payload size, serialized once by websockets, in a ring."""
+
+    size: int
+    count: int = IN_FLIGHT
+
+    def __post_init__(self) -> None:
+        # distinct payloads, so an echo out of order or from the wrong message fails the check
+        self.payloads = [(f"{i:02d}" + "x" * self.size)[:self.size].encode() for i in range(self.count)]
+        frames = [Frame(Opcode.TEXT, p).serialize(mask=True) for p in self.payloads]  # a random key each
+        self.frame_size = len(frames[0])
+        assert all(len(f) == self.frame_size for f in frames)
+        self.ring = b"".join(frames) * 2  # n <= count frames from any start are one slice
+        self.reply_size = len(Frame(Opcode.TEXT, self.payloads[0]).serialize(mask=False))  # 2+32, 4+4096
+
+
+class EchoFailed(Exception):
+    """A run whose connections could not open or failed the first checks."""
 
 
 @dataclass
@@ -165,23 +269,33 @@ class Bench:
         self.rtts: list[float] = []
 
 
-async def _open(loop, port: int, payload: str, in_flight: int, bench: Bench, sem: asyncio.Semaphore,
+async def _open(loop, port: int, frames: Frames, in_flight: int, bench: Bench, sem: asyncio.Semaphore,
                 deflate: bool = False) -> EchoClient:
     async with sem:
         _, client = await loop.create_connection(
-            lambda: EchoClient(f"ws://{HOST}:{port}/ws", payload, in_flight, bench, deflate), HOST, port)
+            lambda: EchoClient(f"ws://{HOST}:{port}/ws", frames, in_flight, bench, deflate), HOST, port)
         await asyncio.wait_for(client.opened, 10)
         await asyncio.wait_for(client.first_echo, 10)
         return client
 
 
-async def echo_run(port: int, size: int, seconds: float) -> dict:
+async def echo_run(port: int, size: int, seconds: float, server_pids: list[int] | None = None) -> dict:
+    """One measured window; also checks every connection's stream (see ``EchoClient``) once it drains."""
     loop = asyncio.get_running_loop()
     bench = Bench()
-    payload = "x" * size
+    frames = Frames(size)
     sem = asyncio.Semaphore(CONNECTIONS)
-    clients = await asyncio.gather(*(_open(loop, port, payload, IN_FLIGHT, bench, sem) for _ in range(CONNECTIONS)))
+    opened = await asyncio.gather(*(_open(loop, port, frames, IN_FLIGHT, bench, sem) for _ in range(CONNECTIONS)),
+                                  return_exceptions=True)
+    clients = [c for c in opened if isinstance(c, EchoClient)]
+    if len(clients) < CONNECTIONS:  # e.g. a close frame instead of the first echoes: no figures
+        for c in clients:
+            c.transport.abort()
+        failed = [r for r in opened if not isinstance(r, EchoClient)]
+        raise EchoFailed(f"{len(failed)} of {CONNECTIONS} connections failed the opening checks: {failed[0]!r}")
     await asyncio.sleep(WARMUP)
+    server_pids = server_pids or []
+    server_cpu0 = procstats.tree_cpu_seconds(server_pids)
     cpu0 = time.process_time()
     bench.measuring = True
     t0 = time.perf_counter()
@@ -189,8 +303,23 @@ async def echo_run(port: int, size: int, seconds: float) -> dict:
     bench.measuring = False
     elapsed = time.perf_counter() - t0
     client_cpu = (time.process_time() - cpu0) / elapsed
+    server_cpu = (procstats.tree_cpu_seconds(server_pids) - server_cpu0) / elapsed
     bench.running = False
+    # let what is in flight come back (bounded), then check each stream: every echo counted, whole
+    # frames only (no close frame, no stray bytes), the first ones parsed by websockets
+    deadline = time.perf_counter() + 5.0
+    while time.perf_counter() < deadline and any(c.sent and c.error is None for c in clients):
+        await asyncio.sleep(0.02)
+    errors = []
     for c in clients:
+        if c.error is None and c.sent:
+            c.error = f"{len(c.sent)} echoes missing"
+        if c.error is None and c.received != c.echoed * frames.reply_size:
+            c.error = f"{c.received} bytes is not {c.echoed} echoes of {frames.reply_size} bytes"
+        if c.error is None and c.checked < min(c.check or 0, c.echoed):
+            c.error = f"only {c.checked} echoes checked"
+        if c.error is not None:
+            errors.append(c.error)
         c.transport.abort()
     rtts = sorted(bench.rtts)
     n = len(rtts)
@@ -200,6 +329,11 @@ async def echo_run(port: int, size: int, seconds: float) -> dict:
         "p99_ms": rtts[min(n - 1, int(n * 0.99))] * 1000 if n else None,
         "messages": n,
         "client_cpu": client_cpu,
+        "server_cpu": server_cpu,
+        "checked": sum(c.checked for c in clients),
+        "echoed": sum(c.echoed for c in clients),
+        "errors": sorted(set(errors))[:3],
+        "loadavg": procstats.loadavg()[0],
     }
 
 
@@ -209,8 +343,9 @@ async def idle_run(server: ServerProcess, count: int, deflate: bool = False) -> 
     await asyncio.sleep(0.5)
     before = procstats.tree_kb(pids, "VmRSS")
     bench = Bench(running=False)
+    frames = Frames(5)
     sem = asyncio.Semaphore(256)
-    results = await asyncio.gather(*(_open(loop, server.port, "hello", 1, bench, sem, deflate) for _ in range(count)),
+    results = await asyncio.gather(*(_open(loop, server.port, frames, 1, bench, sem, deflate) for _ in range(count)),
                                    return_exceptions=True)
     clients = [r for r in results if isinstance(r, EchoClient)]
     await asyncio.sleep(2.0)
@@ -269,11 +404,18 @@ def main() -> None:
             try:
                 if not args.skip_echo:
                     for size in SIZES:
-                        figures = asyncio.run(echo_run(server.port, size, args.seconds))
+                        try:
+                            figures = asyncio.run(echo_run(server.port, size, args.seconds, server.pids(refresh=True)))
+                        except EchoFailed as exc:
+                            results["skipped"][f"{spec.name} {size} B, round {r}"] = str(exc)[:300]
+                            print(f"round {r} {spec.name} {size}B: FAILED {exc}", flush=True)
+                            continue
                         results["echo"].setdefault(spec.name, {}).setdefault(str(size), []).append(figures)
                         print(f"round {r} {spec.name} {size}B: {figures['messages_per_s']:.0f} msg/s "
                               f"p50 {figures['p50_ms']:.2f} ms p99 {figures['p99_ms']:.2f} ms "
-                              f"(client CPU {figures['client_cpu']:.0%})", flush=True)
+                              f"(client CPU {figures['client_cpu']:.0%}, server CPU {figures['server_cpu']:.0%}, "
+                              f"{figures['checked']} echoes parsed, load {figures['loadavg']:.1f})"
+                              + (f" ERRORS {figures['errors']}" if figures["errors"] else ""), flush=True)
                 if not args.skip_idle and r == 0:
                     server.stop()
                     server = ServerProcess(spec)  # a fresh process: memory from the echo runs is not counted
@@ -301,8 +443,9 @@ def main() -> None:
 
 
 def table(results: dict, idle_count: int) -> str:
-    lines = ["| server | 32 B msg/s | p50 / p99 ms | 4 KiB msg/s | p50 / p99 ms | KiB per idle WebSocket "
-             "| same, deflate offered |", "|---|---|---|---|---|---|---|"]
+    lines = ["| server | 32 B msg/s | p50 / p99 ms | CPU server / client | 4 KiB msg/s | p50 / p99 ms "
+             "| CPU server / client | KiB per idle WebSocket | same, deflate offered |",
+             "|---|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(list(results["echo"]) + list(results["idle"])))
     for name in names:
         cells = [name]
@@ -312,12 +455,23 @@ def table(results: dict, idle_count: int) -> str:
                 cells.append(f"{statistics.median(r['messages_per_s'] for r in runs):,.0f}")
                 cells.append(f"{statistics.median(r['p50_ms'] for r in runs):.2f} / "
                              f"{statistics.median(r['p99_ms'] for r in runs):.2f}")
+                cells.append(f"{statistics.median(r.get('server_cpu', 0) for r in runs):.0%} / "
+                             f"{statistics.median(r['client_cpu'] for r in runs):.0%}")
             else:
-                cells += ["-", "-"]
+                cells += ["-", "-", "-"]
         for key in ("idle", "idle_deflate"):
             idle = results[key].get(name)
             cells.append(f"{idle['kib_per_socket']:.1f} ({idle['opened']} open)" if idle and idle["opened"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    loads = [r["loadavg"] for sizes in results["echo"].values() for runs in sizes.values() for r in runs
+             if "loadavg" in r]
+    if loads:
+        lines.append(f"\nMedians of {max(len(runs) for sizes in results['echo'].values() for runs in sizes.values())} "
+                     f"rounds; 1-minute load average at the end of each run: {min(loads):.1f} to {max(loads):.1f} "
+                     f"(2 CPUs). CPU: server (CPU 0) / load generator (CPU 1) over the measured window.")
+        errors = sorted({e for sizes in results["echo"].values() for runs in sizes.values() for r in runs
+                         for e in r.get("errors", [])})
+        lines.append(f"Stream checks: {'all passed' if not errors else 'FAILED: ' + '; '.join(errors[:5])}.")
     for name, why in results["skipped"].items():
         lines.append(f"\n{name}: skipped ({why})")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,119 @@
+"""In-process cost of one WebSocket echo: websockets' parser and serializer plus aioserve's session, no sockets.
+
+    python -m benchmarks.ws_inprocess [--messages 40000] [--repeat 7] [--sizes 32,4096] [--loop uvloop|asyncio]
+
+An upgrade request goes through ``Connection`` (which hands the transport to the WebSocket session),
+then batches of 16 pre-masked text frames (the load of ``benchmarks/websocket.py``: 16 in flight) are
+fed straight into the session's ``data_received``, the loop turns until the echo handler has answered
+all 16, and the transport only counts the bytes written. No kernel, no load generator: the figure is
+the Python work per message, stable enough on a noisy machine to compare one change with the next
+(best of ``--repeat``). Under ``valgrind --tool=callgrind`` it gives instruction counts.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+
+from websockets.frames import Frame, Opcode
+
+from aioserve.config import Config
+from aioserve.connection import Connection
+from aioserve.shared import ServerState
+
+from .inprocess import CountingTransport
+from .servers.ws_apps import _aioserve
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+IN_FLIGHT = 16
+
+
+class WsTransport(CountingTransport):
+    """Counts bytes written; holds the protocol the connection hands the transport to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.written += len(data)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol  # type: ignore[return-value]
+
+    def abort(self) -> None:
+        pass
+
+
+async def time_echo(state: ServerState, size: int, messages: int) -> float:
+    """Nanoseconds per echoed message of ``size`` bytes."""
+    transport = WsTransport()
+    connection = Connection(state)
+    connection.connection_made(transport)
+    connection.data_received(UPGRADE)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    session = transport.protocol
+    if session is connection or session is None:
+        raise SystemExit("the upgrade was not handed over")
+    batch = b"".join(Frame(Opcode.TEXT, (f"{i:02d}" + "x" * size)[:size].encode()).serialize(mask=True)
+                     for i in range(IN_FLIGHT))
+    reply = len(Frame(Opcode.TEXT, b"x" * size).serialize(mask=False))
+
+    async def run(batches: int) -> None:
+        for _ in range(batches):
+            target = transport.written + IN_FLIGHT * reply
+            session.data_received(batch)
+            for _ in range(20):  # bounded: the handler answers a batch in a few turns
+                if transport.written >= target:
+                    break
+                await asyncio.sleep(0)
+            else:
+                raise SystemExit("the handler did not answer a batch")
+
+    await run(100)  # warm up
+    gc.collect()
+    gc.disable()
+    try:
+        batches = max(1, messages // IN_FLIGHT)
+        start = time.perf_counter()
+        await run(batches)
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    session.abort()
+    return elapsed / (batches * IN_FLIGHT) * 1e9
+
+
+async def measure(args: argparse.Namespace) -> None:
+    state = ServerState(_aioserve(), Config(access_log=False), asyncio.get_running_loop())
+    for size in args.sizes:
+        best = min([await time_echo(state, size, args.messages) for _ in range(args.repeat)])
+        print(f"{size:>6} B echo: {best:8,.0f} ns per message", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ws_inprocess", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=40_000, help="messages per timed run")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per size; the best is reported")
+    p.add_argument("--sizes", type=lambda text: [int(s) for s in text.split(",")], default=[32, 4096])
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    args = p.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(measure(args))
+    else:
+        asyncio.run(measure(args))
+
+
+if __name__ == "__main__":
+    main()
