@@ -34,7 +34,7 @@ import socket
 import struct
 import sys
 from time import perf_counter
-from types import CoroutineType
+from types import CoroutineType, GeneratorType
 from typing import Any
 from urllib.parse import unquote
 
@@ -69,7 +69,7 @@ from .response import Response, StreamResponse
 from .results import to_response
 from .router import UNSET, WebSocketRoute
 from .sendfile import send_plan, use_sendfile
-from .shared import ServerState
+from .shared import ServerState, one_step_driver
 from .staticfiles import INLINE_READ, FileResponse
 from .timers import INF
 from .wire import (
@@ -105,7 +105,7 @@ _NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended 
 # without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
 EAGER_TASKS = sys.version_info >= (3, 12)
 _copy_context = contextvars.copy_context
-_send = CoroutineType.send  # context.run(_send, coro, None): no bound method made per request
+_send = GeneratorType.send  # context.run(_send, driver, coro): no bound method made per request
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and frees the send buffer
 _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
 
@@ -795,12 +795,10 @@ class Connection(asyncio.Protocol):
                 else:
                     coro = route.handler(request, **request.path_params)
                 try:
-                    context.run(_send, coro, None)
-                except StopIteration as done:
-                    result = done.value
-                else:  # unreachable for a coroutine without await; fail loudly rather than hang
-                    coro.close()
-                    raise RuntimeError(f"inline handler {route.name} suspended")
+                    result = context.run(_send, self.state.driver, coro)  # shared.one_step_driver
+                except BaseException:
+                    self.state.driver = one_step_driver()  # the handler's exception ended the driver
+                    raise
             else:
                 if not values:
                     result = context.run(route.handler, request)

@@ -8,7 +8,8 @@ connection's public methods only.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable, Protocol
+import types
+from typing import TYPE_CHECKING, Any, Callable, Generator, Protocol
 
 from .accesslog import AccessLog
 from .app import App
@@ -76,12 +77,34 @@ class WebSocketStats:
         self.messages_out = 0
 
 
+@types.coroutine
+def _drive() -> Generator[Any, Any, None]:
+    coro = yield
+    while True:
+        coro = yield (yield from coro)
+
+
+def one_step_driver() -> Generator[Any, Any, None]:
+    """A started driver: ``driver.send(coro)`` returns what ``coro``, a coroutine that cannot suspend
+    (an ``async def`` without ``await``), returns.
+
+    ``yield from`` receives a finished coroutine's value from the interpreter as a plain value, where
+    ``coro.send(None)`` would raise it inside a ``StopIteration`` (an exception object, a traceback
+    entry and a handler per request). A server's connections share one driver: such a coroutine
+    finishes inside one ``send``, so two never interleave. A handler's exception ends the driver, and
+    the connection starts a new one.
+    """
+    driver = _drive()
+    driver.send(None)
+    return driver
+
+
 class ServerState:
     """What every connection of one server shares."""
 
     __slots__ = ("app", "config", "loop", "clock", "connections", "all_closed", "last_host", "proxy",
                  "requests_left", "on_request", "observer", "wbuf", "timers", "access", "form_limits",
-                 "websockets")
+                 "websockets", "driver")
 
     def __init__(self, app: App, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
@@ -95,6 +118,7 @@ class ServerState:
         # Answers collected while one connection parses a read, written as one; shared because only
         # one connection is ever inside feed_data, and it leaves the list empty (connection.py).
         self.wbuf: list[bytes] = []
+        self.driver = one_step_driver()  # runs inline coroutines (connection.py); replaced when one raises
         self.observer: Observer | None = None  # the real-time plug-in (realtime.py), when the app uses it
         self.proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
         self.requests_left = 0

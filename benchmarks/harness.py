@@ -37,6 +37,26 @@ _LIVE: dict[int, "subprocess.Popen"] = {}  # pgid -> process, everything we star
 
 # --------------------------------------------------------------------------- process hygiene
 
+def baseline_tree(ref: str, *paths: str) -> str:
+    """``aioserve`` (and ``paths``) as at git ``ref``, extracted into a temporary directory (removed at exit):
+    a change is then measured before/after in the same run, under the same noise."""
+    import io
+    import tarfile
+    root = tempfile.mkdtemp(prefix="aioserve-baseline-")
+    atexit.register(shutil.rmtree, root, True)
+    archive = subprocess.run(["git", "archive", ref, "aioserve", *paths], cwd=REPO_ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root)
+    return root
+
+
+def baseline_boot(root: str) -> list[str]:
+    """The command that runs ``python -m aioserve`` from ``root`` first on ``sys.path``."""
+    return [sys.executable, "-c", f"import runpy, sys; sys.path.insert(0, {root!r}); "
+            "runpy.run_module('aioserve', run_name='__main__', alter_sys=True)"]
+
+
 def kill_all() -> None:
     """Terminate every process group this module started (SIGTERM, then SIGKILL after 3 s)."""
     for pgid, proc in list(_LIVE.items()):

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(harness.RESULTS_DIR), help="results directory")
     p.add_argument("--tag", default="", help="suffix for the result file names")
     p.add_argument("--no-chart", action="store_true", help="do not draw the PNG")
+    p.add_argument("--baseline", metavar="REF", help="add aioserve as at git REF (uvloop) as one more server, "
+                                                     "so a change is quoted before/after in the same rounds")
     a = p.parse_args(argv)
     if a.duration is None:
         a.duration = 1 if a.quick else 5
@@ -72,7 +74,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.server_specs = registry.select(a.servers)
     except ValueError as e:
         p.error(str(e))
+    if a.baseline:
+        a.server_specs.append(baseline_spec(a.baseline))
     return a
+
+
+def baseline_spec(ref: str) -> registry.ServerSpec:
+    """``aioserve-uvloop`` with aioserve's package and the benchmark app as at git ``ref``."""
+    root = harness.baseline_tree(ref, "benchmarks/__init__.py", "benchmarks/servers/__init__.py",
+                                 "benchmarks/servers/aioserve_app.py", "benchmarks/servers/payload.py")
+    boot = harness.baseline_boot(root)
+    current = registry.BY_NAME["aioserve-uvloop"].argv
+    return registry.ServerSpec(f"aioserve@{ref}", 18099, f"aioserve as at {ref}, --loop uvloop",
+                               lambda port: [*boot, *current(port)[3:]], requires=("aioserve", "uvloop"))
 
 
 def build_matrix(args) -> list[tuple[str, str, int]]:

@@ -40,13 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
-import io
 import json
-import shutil
-import subprocess
-import tarfile
-import tempfile
 import statistics
 import sys
 import time
@@ -97,16 +91,9 @@ SERVERS = [
 
 def baseline_spec(ref: str) -> ServerSpec:
     """aioserve's package as at git ``ref``, served like ``aioserve`` (same app, same flags), as ``aioserve@ref``."""
-    root = tempfile.mkdtemp(prefix="aioserve-baseline-")
-    atexit.register(shutil.rmtree, root, True)
-    archive = subprocess.run(["git", "archive", ref, "aioserve"], cwd=harness.REPO_ROOT, check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(root)
-    boot = (f"import runpy, sys; sys.path.insert(0, {root!r}); "
-            "runpy.run_module('aioserve', run_name='__main__', alter_sys=True)")
+    boot = harness.baseline_boot(harness.baseline_tree(ref))
     return ServerSpec(f"aioserve@{ref}", 18100, f"aioserve as at {ref}, --loop uvloop",
-                      lambda port: [PY, "-c", boot, "benchmarks.servers.ws_apps:aioserve_app", "--host", HOST,
+                      lambda port: [*boot, "benchmarks.servers.ws_apps:aioserve_app", "--host", HOST,
                                     "--port", str(port), "--loop", "uvloop", "--no-access-log"],
                       requires=("aioserve", "uvloop"))
 

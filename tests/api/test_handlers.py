@@ -116,6 +116,13 @@ async def test_plain_def_inline_and_task_handlers_answer_alike():
         assert r.content == b"\x00\x01" and r.headers["content-type"] == "application/octet-stream"
         assert (await client.get("/plain-none")).status_code == 204
         assert (await client.get("/plain/8")).json() == {"n": 8, "path": "plain"}  # the connection survived
+        # inline coroutines share one driver per server (shared.one_step_driver); a crash ends it, and the
+        # next inline handler, on this connection or another, still gets its own result
+        for crash in ("/inline-crash", "/inline-cancelled"):
+            assert (await client.get(crash)).status_code == 500
+            assert (await client.get("/inline/9")).json() == {"n": 9, "path": "inline"}
+        async with http_client(server) as other:
+            assert (await other.get("/inline/10")).json() == {"n": 10, "path": "inline"}
 
 
 async def test_a_stopiteration_raised_by_a_handler_is_a_500_naming_it():
