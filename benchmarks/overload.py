@@ -65,7 +65,7 @@ def burn(ms: float = CPU_MS) -> None:
 
 # -- servers ------------------------------------------------------------------------------------------
 def serve(kind: str, port: int) -> None:
-    if kind.startswith("aioserve"):
+    if kind.startswith("aioserve") and not kind.startswith("aioserve-asgi"):  # native apps (the ASGI ones below)
         sys.path.insert(0, str(ROOT))
         from aioserve import App
 
