@@ -127,7 +127,8 @@ class ASGIAdapter:
         }
         if self.state:
             scope["state"] = self.state.copy()
-        cycle = _Cycle(request, self.name, current_task())
+        request.metrics_label = request.method  # until the app's route template is known (_route_label)
+        cycle = _Cycle(request, self.name, current_task(), scope)
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except asyncio.CancelledError:  # a deadline, shutdown, or the client left mid-stream
@@ -137,6 +138,7 @@ class ASGIAdapter:
             if cycle.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
                 cycle.fail(_AppFailed("the client went away", log=False))
             elif not cycle.status:  # nothing started: a 500 says so
+                request.metrics_label = _route_label(scope, request.method)
                 error_logger.error("ASGI app %s raised %s for %s %s", self.name, type(exc).__name__,
                                    request.method, request.path, exc_info=exc)
                 return _error_500()
@@ -146,6 +148,7 @@ class ASGIAdapter:
                 cycle.cut()
         else:
             if not cycle.status:
+                request.metrics_label = _route_label(scope, request.method)
                 error_logger.error("ASGI app %s returned without sending a response to %s %s",
                                    self.name, request.method, request.path)
                 return _error_500()
@@ -235,6 +238,13 @@ class _AppFailed(Exception):
         self.log = log
 
 
+def _route_label(scope: Scope, method: str) -> str:
+    """The metrics label of an ASGI request: the template of the route the framework matched, which
+    Starlette and FastAPI put in ``scope["route"]`` (bounded by the app's routes), else the method."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if type(path) is str else method
+
+
 def _error_500() -> Response:
     return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
 
@@ -272,7 +282,8 @@ class _Cycle:
 
     # What every request sets is in slots; what only a streamed answer or a failure needs starts as a
     # class default and is stored only when set (as in ``Exchange``).
-    __slots__ = ("request", "name", "status", "headers", "ended", "answered", "body_done", "task", "__dict__")
+    __slots__ = ("request", "name", "status", "headers", "ended", "answered", "body_done", "task", "scope",
+                 "__dict__")
 
     length: int | None = None  # Content-Length the app announced (a streamed answer)
     queue: deque[bytes] | tuple[()] = ()  # a streamed answer's body messages, not yet written
@@ -285,8 +296,9 @@ class _Cycle:
     discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
     stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
 
-    def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None, scope: Scope) -> None:
         self.request = request
+        self.scope = scope  # the app's route template is read from it when the answer goes out
         self.name = name
         self.status = 0
         self.headers: Any = ()  # as the app sent them, until the first body message
@@ -398,6 +410,7 @@ class _Cycle:
                 length = line
         request = self.request
         self.answered = True
+        request.metrics_label = _route_label(self.scope, request.method)
         if length is not None and length != len(body) and request.method != "HEAD":
             error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), length)
             self.stream = request.answer_now(StreamResponse(_once(body), self.status, self._str_headers(),
@@ -423,6 +436,7 @@ class _Cycle:
         request = self.request
         headers = self._str_headers()
         self.answered = True
+        request.metrics_label = _route_label(self.scope, request.method)
         self.queue = deque()
         if request.method == "HEAD":  # the connection will not read the stream: let the app finish
             self.discard = True

@@ -159,7 +159,8 @@ class Realtime:
             metrics.counters["deadline_late"] += 1
         route = ex.request.route
         if metrics is not None:
-            metrics.route(route.pattern if route is not None else UNMATCHED).record(status, seconds)
+            label = ex.request.metrics_label or (route.pattern if route is not None else UNMATCHED)
+            metrics.route(label).record(status, seconds)
         if self.adaptive is not None and route is not None and route.budget is not None and status < 500:
             self.adaptive.record(route.pattern, route.budget, seconds)
 

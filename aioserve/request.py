@@ -57,6 +57,9 @@ class Request:
     _cookies: dict[str, str] | None = None
     _state: dict[str, Any] | None = None
     _body: bytes | None = None  # the whole body, once read
+    # What metrics record this request under when not its route's pattern: an ASGI app's own route
+    # template, set by the adapter (asgi.py), since every ASGI request matches the same catch-all route.
+    metrics_label: str | None = None
 
     def __init__(
         self,

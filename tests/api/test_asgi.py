@@ -231,6 +231,31 @@ async def test_deadline_and_metrics_apply_to_asgi_apps():
             assert "aioserve" in (await client.get("/metrics")).text
 
 
+async def test_metrics_label_asgi_requests_by_the_framework_route_template():
+    """``--metrics``: a Starlette or FastAPI request is recorded under the template of the route the
+    framework matched (``scope["route"]``), one series for every ``/users/{id}``; a request no route
+    matched, under its method."""
+    async def user(request):
+        return JSONResponse({"id": request.path_params["id"]})
+
+    async def streamed(request):
+        return StreamingResponse(iter([b"a", b"b"]))
+
+    app = Starlette(routes=[Route("/users/{id}", user), Route("/stream", streamed)])
+    async with running(app, metrics="/metrics") as server:
+        async with http_client(server) as client:
+            for path in ("/users/1", "/users/2", "/users/3", "/stream", "/missing"):
+                await client.get(path)
+            text = (await client.get("/metrics")).text
+    prefix = "aioserve_requests_total{"
+    counts = {line[len(prefix):line.rindex("}")]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line.startswith(prefix)}
+    assert counts['route="/users/{id}",status="2xx"'] == 3, counts
+    assert counts['route="/stream",status="2xx"'] == 1, counts
+    assert counts['route="GET",status="4xx"'] == 1, counts
+    assert not any("asgi_path" in key for key in counts), counts
+
+
 async def test_asgi_app_in_the_test_client(tmp_path):
     events = fresh_events(tmp_path)
     async with AsyncTestClient(asgi_app(starlette_app(events))) as client:
