@@ -172,8 +172,7 @@ class RawResponse(Response):
         self._type_line = lines  # encode_head joins it as it would a lone Content-Type line
         self.close = close
 
-    @property  # type: ignore[override]
-    def headers(self) -> MutableHeaders:
+    def _parsed_headers(self) -> MutableHeaders:
         headers = self._headers
         if headers is None:
             pairs = []
@@ -186,10 +185,7 @@ class RawResponse(Response):
             self._type_line = b""
         return headers
 
-    @headers.setter
-    def headers(self, headers: HeadersInit) -> None:
-        self._headers = headers if isinstance(headers, MutableHeaders) else MutableHeaders(headers)
-        self._type_line = b""
+    headers = property(_parsed_headers, Response.headers.fset)  # type: ignore[assignment]
 
     def wants_close(self) -> bool:
         return self.close if self._headers is None else super().wants_close()

@@ -256,6 +256,29 @@ async def test_metrics_label_asgi_requests_by_the_framework_route_template():
     assert not any("asgi_path" in key for key in counts), counts
 
 
+async def test_a_finisher_sees_an_asgi_apps_headers():
+    """An answer from ``send()`` carries its header lines rendered; a finisher (CORS here) that asks for
+    ``headers`` gets them back parsed, adds its own, and the app's headers and close still go out."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-app", b"1"), (b"content-type", b"text/plain"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": b"hi"})
+
+    wrapped = asgi_app(app)
+    wrapped.add_cors(allow_origins=["https://a.example"])
+    async with running(wrapped) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/", headers={"Origin": "https://a.example"}))
+        response = await conn.read_final_response()
+        assert response.status == 200 and response.body == b"hi"
+        headers = {name.lower(): value for name, value in response.headers}
+        assert headers["x-app"] == "1" and headers["content-type"] == "text/plain"
+        assert headers["access-control-allow-origin"] == "https://a.example"
+        assert "close" in response.connection_tokens()
+        assert await conn.is_closed_by_peer()
+
+
 async def test_asgi_app_in_the_test_client(tmp_path):
     events = fresh_events(tmp_path)
     async with AsyncTestClient(asgi_app(starlette_app(events))) as client:

@@ -84,9 +84,9 @@ def _complete(data: bytes) -> bool:
     return len(body) >= int(length)
 
 
-async def _answers(reads: list[bytes]) -> bytes:
-    """Feed ``reads`` one ``data_received`` each; the bytes written once an answer (or a close) came."""
-    state = ServerState(_app(), Config(access_log=False), asyncio.get_running_loop())
+async def _feed(reads: list[bytes], done, app: App | None = None) -> bytes:
+    """Feed ``reads`` one ``data_received`` each; the bytes written once ``done(written)`` (or a close)."""
+    state = ServerState(app or _app(), Config(access_log=False), asyncio.get_running_loop())
     connection = Connection(state)
     transport = _Transport()
     connection.connection_made(transport)
@@ -96,11 +96,16 @@ async def _answers(reads: list[bytes]) -> bytes:
             if transport.closing:
                 break
             await asyncio.sleep(0)  # let a handler run between reads, as the loop would
-        await wait_until(lambda: transport.closing or _complete(transport.data), 5, "no answer")
+        await wait_until(lambda: transport.closing or done(transport.data), 5, "no answer")
         return transport.data
     finally:
         connection.connection_lost(None)
         state.timers.close()
+
+
+async def _answers(reads: list[bytes]) -> bytes:
+    """The bytes written once the first answer (or a close) came."""
+    return await _feed(reads, _complete)
 
 
 SPLITS = ["one-read", "bytewise", "every-7", "every-1000"]
@@ -203,22 +208,8 @@ def _statuses(data: bytes) -> list[int]:
 
 
 async def _all_answers(reads: list[bytes], count: int, app: App | None = None) -> list[int]:
-    """Feed ``reads`` one ``data_received`` each; the statuses once ``count`` answers (or a close) came."""
-    state = ServerState(app or _app(), Config(access_log=False), asyncio.get_running_loop())
-    connection = Connection(state)
-    transport = _Transport()
-    connection.connection_made(transport)
-    try:
-        for data in reads:
-            connection.data_received(data)
-            if transport.closing:
-                break
-            await asyncio.sleep(0)
-        await wait_until(lambda: transport.closing or len(_statuses(transport.data)) >= count, 5, "no answers")
-        return _statuses(transport.data)
-    finally:
-        connection.connection_lost(None)
-        state.timers.close()
+    """The statuses once ``count`` answers (or a close) came."""
+    return _statuses(await _feed(reads, lambda data: len(_statuses(data)) >= count, app))
 
 
 # Every way a request can end before the next one's line: no body, a Content-Length body, a chunked
