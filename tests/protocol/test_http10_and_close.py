@@ -11,6 +11,7 @@ import aioserve
 from aioserve import App, Response, stream
 from tests.support import (
     RawConnection,
+    RecordingTransport,
     capture_logs,
     raw_connection,
     request_bytes,
@@ -409,31 +410,6 @@ async def test_shutdown_waits_for_in_flight_request():
 # --------------------------------------------------------------------------
 
 
-class _RecordingTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = b""
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def _versions_app() -> App:
     app = App()
 
@@ -474,7 +450,7 @@ async def test_http_version_with_a_connection_header(reads, versions):
 
     state = ServerState(_versions_app(), Config(access_log=False), asyncio.get_running_loop())
     protocol = Connection(state)
-    transport = _RecordingTransport()
+    transport = RecordingTransport()
     protocol.connection_made(transport)
     try:
         for data in reads:

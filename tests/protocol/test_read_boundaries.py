@@ -18,7 +18,7 @@ from aioserve.config import Config
 from aioserve.connection import Connection
 from aioserve.headcheck import SIZE_LINE_ALLOWANCE
 from aioserve.shared import ServerState
-from tests.support import wait_until
+from tests.support import RecordingTransport, wait_until
 
 HEAD = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 LIMIT = 4096
@@ -36,31 +36,6 @@ def _app() -> App:
         return "ok"
 
     return app
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = b""
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def _body(chunks: list[tuple[bytes, bytes]], trailer: bytes = b"") -> bytes:
@@ -88,7 +63,7 @@ async def _feed(reads: list[bytes], done, app: App | None = None) -> bytes:
     """Feed ``reads`` one ``data_received`` each; the bytes written once ``done(written)`` (or a close)."""
     state = ServerState(app or _app(), Config(access_log=False), asyncio.get_running_loop())
     connection = Connection(state)
-    transport = _Transport()
+    transport = RecordingTransport()
     connection.connection_made(transport)
     try:
         for data in reads:

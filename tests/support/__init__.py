@@ -2,7 +2,8 @@
 
 - a server in this process: ``running(app, **settings)`` (``server.py``), with ``http_client`` (httpx2);
 - a server in a subprocess: ``ServerProcess`` (``process.py``), which knows the "Listening on" line;
-- the wire: ``RawConnection`` / ``raw_connection``, ``HostileClient``, ``request_bytes`` and the one
+- the wire: ``RawConnection`` / ``raw_connection``, ``HostileClient``, ``request_bytes``, ``RecordingTransport``
+  (a connection fed by hand, read by read) and the one
   response parser ``parse_response`` (``wire.py``);
 - polling: ``wait_until`` returns once a condition holds, or raises ``NotReached`` (``timing.py``);
 - logs: ``capture_logs``, ``loop_exceptions`` (``logs.py``); memory: ``RssSampler`` (``memory.py``);
@@ -33,6 +34,7 @@ from .wire import (
     ProtocolViolation,
     RawConnection,
     RawResponse,
+    RecordingTransport,
     exchange,
     parse_response,
     parse_responses,
@@ -43,7 +45,7 @@ from .wire import (
 
 __all__ = [
     "HOST", "LISTENING", "READ_TIMEOUT", "REPO_ROOT",
-    "HostileClient", "LogCapture", "NotReached", "ProtocolViolation", "RawConnection", "RawResponse",
+    "HostileClient", "LogCapture", "NotReached", "ProtocolViolation", "RawConnection", "RawResponse", "RecordingTransport",
     "RssSampler", "ServerProcess", "Timed",
     "base_url", "capture_logs", "current_loop_name", "deployment_snippet", "describe_contexts", "exchange",
     "free_port", "http_client", "http_get", "http_get_json", "loop_exceptions", "parse_response",

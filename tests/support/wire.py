@@ -599,3 +599,31 @@ def exchange(port: int, pieces: list[bytes], *, pause: float = 0.0, half_close: 
         return bytes(received), False
     finally:
         sock.close()
+
+
+class RecordingTransport(asyncio.Transport):
+    """A transport for a ``Connection`` fed by hand, read by read (no socket): it keeps what was
+    written and whether the connection closed it, so where each read begins and ends is exact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
