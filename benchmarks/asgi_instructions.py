@@ -15,26 +15,14 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .asgi import APPS, HOST
+from .asgi import APPS, HOST, server_argv
 from .harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def argv(server: str, target: str, port: int) -> list[str]:
-    py = sys.executable
-    if server == "aioserve":
-        return [py, "-m", "aioserve", target, "--host", HOST, "--port", str(port), "--loop", "uvloop",
-                "--no-access-log", "--log-level", "warning"]
-    if server == "uvicorn":
-        return [py, "-m", "uvicorn", target, "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http",
-                "httptools", "--no-access-log", "--log-level", "warning", "--workers", "1"]
-    raise ValueError(server)
 
 
 def _request(path: str) -> bytes:
@@ -63,7 +51,7 @@ def count(server: str, target: str, path: str, n: int) -> int:
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix="aioserve-cg-")) / "callgrind.out"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-           "--compress-strings=no", *argv(server, target, port)]
+           "--compress-strings=no", *server_argv(server, target, port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
