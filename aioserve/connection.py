@@ -1071,14 +1071,20 @@ class Connection(asyncio.Protocol):
             self.buffered = 0
             self._unblock(BODY_BUFFER_FULL)
         pipeline = self.pipeline
-        if len(pipeline) == 1 and pipeline[0] is ex and not close and self.stage < HANDLING and type(data) is not tuple:
-            # The common case: the only request outstanding, answered while its connection stays
-            # open and is still reading (on_message_complete sets the next stage). No bookkeeping.
+        stage = self.stage
+        if len(pipeline) == 1 and pipeline[0] is ex and not close and type(data) is not tuple and (
+                stage < HANDLING or (stage == HANDLING and not self.in_feed and not self.draining)):
+            # The common cases, no bookkeeping: the only request outstanding, its connection staying
+            # open, answered while the connection still reads it (on_message_complete sets the next
+            # stage), or from its task once it was read (the connection goes idle: _flush's end, inline).
             pipeline.clear()
             if self.in_feed:  # more requests may follow in this read: answer them in one write
                 self.wbuf.append(data)  # type: ignore[arg-type]
             else:
                 self.transport.write(data)  # type: ignore[union-attr, arg-type]
+                if stage == HANDLING:
+                    self.stage = IDLE
+                    self._expire_at(self.loop.time() + self.config.timeout_keep_alive)
             if self.read_blockers & PIPELINE_FULL:
                 self._unblock(PIPELINE_FULL)
         else:

@@ -8,6 +8,8 @@ import logging
 
 import pytest
 
+from aioserve import App
+
 from tests.support import (
     HostileClient,
     RawConnection,
@@ -182,6 +184,25 @@ async def test_idle_keep_alive_connection_closed_quietly():
         assert (await conn.read_final_response()).status == 200
         timer = Timed()
         assert await conn.is_closed_by_peer(timeout=4)  # no bytes: a 408 here would fail
+        assert_near(timer.elapsed, 1.0)
+
+
+async def test_idle_timeout_runs_after_an_answer_from_the_handlers_task():
+    """A handler that awaits is answered from its task, after its request was read (the connection
+    then goes idle without the pipeline's bookkeeping): the keep-alive timeout must still start."""
+    app = App()
+
+    @app.get("/awaits")
+    async def awaits(request):
+        await asyncio.sleep(0)
+        return "ok"
+
+    async with running(app, timeout_keep_alive=1.0, timeout_header=10) as server, raw_connection(server) as conn:
+        for _ in range(2):  # the second request finds the connection idle, not handling
+            await conn.send(request_bytes("GET", "/awaits"))
+            assert (await conn.read_final_response()).status == 200
+        timer = Timed()
+        assert await conn.is_closed_by_peer(timeout=4)
         assert_near(timer.elapsed, 1.0)
 
 
