@@ -450,14 +450,22 @@ class Connection(asyncio.Protocol):
             self.timer_at = when
             self.state.timers.schedule(self, when)
 
-    def _start_body_rate(self, ex: Exchange) -> None:
-        """The body's clock starts now, or once 100 Continue asks for it (body_wanted)."""
+    def _start_body(self, ex: Exchange) -> None:
+        """A body is announced: its stage timeout starts now, and so does its rate's clock (or once
+        100 Continue asks for the body: body_wanted)."""
         now = self.loop.time()
+        self.stage = BODY
+        self._expire_at(now + self.config.timeout_body)
         rate = self.body_rate
         if rate is None:
+            if not self.config.min_request_body_rate:
+                return
             rate = self.body_rate = MinRate(self.config.min_request_body_rate, self.config.min_rate_grace_period)
-        rate.start(now, 0, not ex.expect_continue and not self.read_blockers)
-        self._wake_at(rate.due(now, 0) + 0.001)
+        if ex.expect_continue or self.read_blockers:
+            rate.start(now, 0, False)
+        else:
+            rate.start(now)
+            self._wake_at(now + rate.grace + 0.001)  # rate.due(now, 0): nothing is missed within the grace
 
     def _check_rates(self, now: float) -> bool:
         """The minimum data rates, on the connection's timer; False when the connection was cut."""
@@ -662,9 +670,7 @@ class Connection(asyncio.Protocol):
                                                self.config.limit_request_header_size, line or b"",
                                                line.find(b"\r\n\r\n", at) + 4 if line is not None else -1, 0)
             if flags & CHUNKED_BODY or self._content_length > 0:
-                self._enter(BODY)
-                if self.config.min_request_body_rate:
-                    self._start_body_rate(ex)
+                self._start_body(ex)
         if route is None and ex.route_error is None:  # OPTIONS * (above): the server's own answer
             self.answer(ex, Response(headers={"Allow": allow_all(app.routes)}))
             return
