@@ -418,7 +418,7 @@ class Connection(asyncio.Protocol):
             if refused is not None:
                 self._reject(refused.status, refused.reason)
                 return
-        if len(self.pipeline) > self.config.limit_pipeline:
+        if self.pipeline and len(self.pipeline) > self.config.limit_pipeline:  # empty: answered inline
             self._block(PIPELINE_FULL)
 
     # -- stages and their timeout -----------------------------------------------------------------------
