@@ -15,6 +15,7 @@ from tests.protocol.test_websocket import CLOSE, open_raw, read_frame
 from tests.support import HOST, running, wait_until
 
 from aioserve import App, WebSocket
+from aioserve.wsconn import WebSocketSession
 
 app = App()
 sent = {"count": 0}
@@ -80,3 +81,25 @@ async def test_batched_large_frames_still_wait_for_a_client_that_does_not_read()
             received += 1
         assert received == FLOOD and sent["count"] == FLOOD
         await ctx.__aexit__(None, None, None)
+
+
+@app.websocket("/echo")
+async def echo(ws: WebSocket):
+    await ws.accept()
+    async for message in ws:
+        await ws.send(message)
+
+
+async def test_clients_read_through_one_shared_buffer_each_get_their_own_bytes():
+    """Every session of a loop reads into the same buffer (``get_buffer``): interleaved large messages
+    from several clients must still come back to their own sender, intact."""
+    async with running(app, ws_ping_interval=None) as server:
+        async def client(n: int) -> None:
+            async with connect(f"ws://{HOST}:{server.port}/echo", compression=None, max_size=None) as ws:
+                for i in range(10):
+                    message = payload(n * 100 + i, 100_000 + n)
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), 10) == message, (n, i)
+
+        await asyncio.wait_for(asyncio.gather(*(client(n) for n in range(8))), 30)
+        assert issubclass(WebSocketSession, asyncio.BufferedProtocol)  # the transports read into get_buffer()
