@@ -456,6 +456,9 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.unsent += len(data)
         if self.unsent >= FLUSH_AT:
             self._write_out()
+            if self.flush_handle is not None:  # written already: the turn's flush would find nothing
+                self.flush_handle.cancel()
+                self.flush_handle = None
         elif self.flush_handle is None:
             self.flush_handle = self.loop.call_soon(self._flush)
 
