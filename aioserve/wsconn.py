@@ -15,6 +15,9 @@ calls, without its wrappers). This module adds what the sans-IO layer leaves to 
     text                           UTF-8 checked fragment by fragment, code points may straddle (1007)
     sending                        send() waits while the transport is paused (pause_writing); frames
                                    go out in one write per loop turn, at once past FLUSH_AT unwritten
+                                   (on uvloop, large frames as one writelines(): no join copy)
+    reading                        into one shared buffer per thread (a BufferedProtocol), copied once
+                                   into the sans-IO reader: no bytes object per read, no buffer per socket
     a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
     the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
 
@@ -31,6 +34,7 @@ import asyncio
 import codecs
 import logging
 import os
+import threading
 from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
@@ -59,6 +63,10 @@ PRE_ACCEPT_BUFFER = 64 * 1024  # bytes a client may send before the handshake is
 # full window of small messages does not cost a pause and a resume (two epoll changes) every round.
 QUEUE_HIGH, QUEUE_LOW = 64, 16
 FLUSH_AT = 64 * 1024  # bytes of unsent frames at which send() writes at once instead of at the loop's turn
+# Average payload bytes per frame from which a batch of frames goes to uvloop's writelines() (one
+# writev, no copy) instead of being joined: below it a join of small frames is cheaper than an iovec each.
+GATHER_AT = 1024
+READ_BUFFER = 256 * 1024  # the read buffer every session of a thread's loop reads into (_read_buffer())
 DEFAULT_CLOSE_TIMEOUT = 10.0  # when ws_ping_timeout is None
 NORMAL, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
 TEXT, BINARY, CONT, PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
@@ -115,15 +123,34 @@ def start_websocket(
     return session
 
 
-class WebSocketSession(asyncio.Protocol):
-    """The sans-IO protocol driven by transport events, plus the handler's task and its inbox."""
+_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The buffer this thread's sessions read into: one per thread, never per socket (idle memory).
+
+    Sharing is safe because a loop runs in one thread and the transport calls ``get_buffer()``, reads,
+    and calls ``buffer_updated()`` in one go, and ``buffer_updated()`` copies the bytes out at once."""
+    buffer = getattr(_buffers, "view", None)
+    if buffer is None:
+        buffer = _buffers.view = memoryview(bytearray(READ_BUFFER))
+    return buffer
+
+
+class WebSocketSession(asyncio.BufferedProtocol):
+    """The sans-IO protocol driven by transport events, plus the handler's task and its inbox.
+
+    A buffered protocol: the transport reads straight into ``_read_buffer()`` and the bytes are copied
+    once, into the sans-IO reader, instead of first into a ``bytes`` object per read (the loop's) and
+    then into the reader. A transport that calls ``data_received()`` (the test client's) works too.
+    """
 
     __slots__ = (
         "loop", "transport", "config", "request", "route", "values", "on_closed", "ws", "socket", "task",
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
         "close_handle", "draining", "lost", "_close_info", "exchange", "server", "stats", "opened_at",
-        "unsent", "flush_handle", "out", "is_open",
+        "unsent", "flush_handle", "out", "is_open", "gathers", "read_into",
     )
 
     def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
@@ -151,6 +178,11 @@ class WebSocketSession(asyncio.Protocol):
         self.unsent = 0  # bytes sent by the handler and not yet written (send(), _write_out())
         self.out: list[bytes] = []  # the frames send() serialized, not yet written (_write_out())
         self.is_open = False  # ws.state is OPEN, as of the last _write_out()
+        # uvloop's writelines() keeps the frames by reference and sends them in one writev (and pauses
+        # the protocol past its high-water mark): no join, no copy. asyncio's joins, or (3.12's selector
+        # transport) buffers without pausing, so there we join ourselves (_write_out()).
+        self.gathers = type(self.loop).__module__.startswith("uvloop")
+        self.read_into = _read_buffer()
         self.flush_handle: asyncio.Handle | None = None
         self.decoder: Any = None  # the incremental UTF-8 decoder of the text message being received
         self.pieces: list[Any] = []  # fragments of the message being received
@@ -243,7 +275,13 @@ class WebSocketSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # set_protocol does not call it
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.read_into
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.read_into[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self.ws.state is CONNECTING:
             self.early += data
             if len(self.early) > PRE_ACCEPT_BUFFER:
@@ -290,7 +328,7 @@ class WebSocketSession(asyncio.Protocol):
             waiter.set_result(None)
 
     # -- incoming frames ------------------------------------------------------------------------------
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         ws = self.ws
         ws.receive_data(data)
         inbox = self.inbox
@@ -418,6 +456,9 @@ class WebSocketSession(asyncio.Protocol):
         self.unsent += len(data)
         if self.unsent >= FLUSH_AT:
             self._write_out()
+            if self.flush_handle is not None:  # written already: the turn's flush would find nothing
+                self.flush_handle.cancel()
+                self.flush_handle = None
         elif self.flush_handle is None:
             self.flush_handle = self.loop.call_soon(self._flush)
 
@@ -597,7 +638,7 @@ class WebSocketSession(asyncio.Protocol):
         if self.out:  # send()'s frames come first: whatever the sans-IO layer holds was queued after them
             writes = self.out + writes
             self.out = []
-        self.unsent = 0
+        unsent, self.unsent = self.unsent, 0
         if not writes or self.transport.is_closing():
             return
         eof = SEND_EOF in writes  # as the server, we close the TCP connection after the data before it
@@ -605,6 +646,8 @@ class WebSocketSession(asyncio.Protocol):
             writes = writes[:writes.index(SEND_EOF)]
         if len(writes) == 1:
             self.transport.write(writes[0])
+        elif self.gathers and unsent >= GATHER_AT * len(writes):
+            self.transport.writelines(writes)  # uvloop: one writev of the frames as they are (4 KiB echo: -1 copy)
         elif writes:
             # One joined write, not writelines(): CPython 3.12's selector transport buffers what
             # writelines() cannot send without ever calling pause_writing, so a client that does not
