@@ -189,6 +189,28 @@ async def test_client_disconnect_mid_stream_closes_the_generator(tmp_path):
         await asyncio.wait_for(events["stream_closed"].wait(), 5)
 
 
+async def test_client_leaving_a_stream_cancels_an_app_that_never_listens():
+    """An app between two body chunks that never calls receive() (so no http.disconnect reaches it):
+    when the client goes, the server cancels the app's own task, so its ``finally`` runs now."""
+    cancelled = asyncio.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        try:
+            await asyncio.sleep(30)  # producing the next chunk, slowly
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running(app) as server:
+        async with raw_connection(server) as conn:
+            await conn.send(request_bytes("GET", "/"))
+            await asyncio.wait_for(conn.reader.readuntil(b"first"), 5)
+        await asyncio.wait_for(cancelled.wait(), 5)
+
 async def test_fastapi_under_aioserve():
     api = FastAPI()
     done = asyncio.Event()
