@@ -1,6 +1,6 @@
 """In-process cost of one WebSocket echo: websockets' parser and serializer plus aioserve's session, no sockets.
 
-    python -m benchmarks.ws_inprocess [--messages 40000] [--repeat 7] [--sizes 32,4096] [--loop uvloop|asyncio]
+    python -m benchmarks.ws_inprocess [--messages 40000] [--repeat 7] [--sizes 32,4096] [--loop uvloop|asyncio] [--floor]
 
 An upgrade request goes through ``Connection`` (which hands the transport to the WebSocket session),
 then batches of 16 pre-masked text frames (the load of ``benchmarks/websocket.py``: 16 in flight) are
@@ -8,6 +8,10 @@ fed straight into the session's ``data_received``, the loop turns until the echo
 all 16, and the transport only counts the bytes written. No kernel, no load generator: the figure is
 the Python work per message, stable enough on a noisy machine to compare one change with the next
 (best of ``--repeat``). Under ``valgrind --tool=callgrind`` it gives instruction counts.
+
+``--floor`` times websockets' sans-IO ``Protocol`` alone doing only what any echo on it must do: parse
+the same 16 masked frames, decode each as UTF-8, encode and serialize 16 replies. No loop, no session:
+the part of the per-message cost that aioserve cannot remove while websockets is its framer.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import gc
 import time
 
 from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side
 
 from aioserve.config import Config
 from aioserve.connection import Connection
@@ -67,8 +72,7 @@ async def time_echo(state: ServerState, size: int, messages: int) -> float:
     session = transport.protocol
     if session is connection or session is None:
         raise SystemExit("the upgrade was not handed over")
-    batch = b"".join(Frame(Opcode.TEXT, (f"{i:02d}" + "x" * size)[:size].encode()).serialize(mask=True)
-                     for i in range(IN_FLIGHT))
+    batch = _batch(size)
     reply = len(Frame(Opcode.TEXT, b"x" * size).serialize(mask=False))
 
     async def run(batches: int) -> None:
@@ -96,7 +100,44 @@ async def time_echo(state: ServerState, size: int, messages: int) -> float:
     return elapsed / (batches * IN_FLIGHT) * 1e9
 
 
+def _batch(size: int) -> bytes:
+    """16 masked text frames of ``size`` bytes, as the load generator sends them."""
+    return b"".join(Frame(Opcode.TEXT, (f"{i:02d}" + "x" * size)[:size].encode()).serialize(mask=True)
+                    for i in range(IN_FLIGHT))
+
+
+def time_floor(size: int, messages: int) -> float:
+    """Nanoseconds per message for websockets' ``Protocol`` alone: parse, decode, encode, serialize."""
+    protocol = Protocol(Side.SERVER)
+    batch = _batch(size)
+
+    def run(batches: int) -> None:
+        for _ in range(batches):
+            protocol.receive_data(batch)
+            for frame in protocol.events_received():
+                protocol.send_text(frame.data.decode().encode())
+            if len(protocol.data_to_send()) != IN_FLIGHT:
+                raise SystemExit("the protocol did not answer a batch")
+
+    run(100)
+    gc.collect()
+    gc.disable()
+    try:
+        batches = max(1, messages // IN_FLIGHT)
+        start = time.perf_counter()
+        run(batches)
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return elapsed / (batches * IN_FLIGHT) * 1e9
+
+
 async def measure(args: argparse.Namespace) -> None:
+    if args.floor:
+        for size in args.sizes:
+            best = min(time_floor(size, args.messages) for _ in range(args.repeat))
+            print(f"{size:>6} B, websockets alone: {best:8,.0f} ns per message", flush=True)
+        return
     state = ServerState(_aioserve(), Config(access_log=False), asyncio.get_running_loop())
     for size in args.sizes:
         best = min([await time_echo(state, size, args.messages) for _ in range(args.repeat)])
@@ -110,6 +151,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=7, help="timed runs per size; the best is reported")
     p.add_argument("--sizes", type=lambda text: [int(s) for s in text.split(",")], default=[32, 4096])
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    p.add_argument("--floor", action="store_true", help="websockets' Protocol alone: the floor (see above)")
     args = p.parse_args()
     if args.loop == "uvloop":
         import uvloop
