@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from time import perf_counter
 from typing import Any
 
@@ -64,8 +65,12 @@ class Realtime:
         self.server_timing = app.server_timing
         self._shed_head = shed_head(app.retry_after)
         self._ticks = 0
+        sharing = Counter(route.pattern for route in app.routes)
         for route in app.routes:
             route.budget = app.deadline if route.deadline is UNSET else route.deadline
+            # GET and POST on one path are different work: their service-time estimates must not mix.
+            route.estimate_key = route.pattern if sharing[route.pattern] == 1 else \
+                f"{'|'.join(route.methods)} {route.pattern}"
         self.schedules = (limit is not None or self.adaptive is not None
                           or any(route.budget is not None for route in app.routes))
         budgeted = any(route.budget is not None for route in app.routes)
@@ -115,7 +120,7 @@ class Realtime:
         if budget is not None:
             budget = self.deadlines.budget(ex, budget)
             admission = self.admission
-            if admission is not None and route.shed and not admission.admit(route.pattern, budget, ex.started):
+            if admission is not None and route.shed and not admission.admit(route.estimate_key, budget, ex.started):
                 self._shed(conn, ex)  # counted by the controller, by reason
                 return False
         self.in_flight += 1
@@ -136,7 +141,7 @@ class Realtime:
         if route is None or ex.accounted != 1:  # 404/405, or answered/dropped before it ran
             return
         now = ex.began = perf_counter()
-        self.admission.started(route.pattern, now - ex.started, now)  # type: ignore[union-attr]
+        self.admission.started(route.estimate_key, now - ex.started, now)  # type: ignore[union-attr]
 
     def finished(self, ex: Exchange, status: int) -> None:
         """The answer is ready (or the request is dropped): no longer in flight."""
@@ -162,7 +167,7 @@ class Realtime:
             label = ex.request.metrics_label or (route.pattern if route is not None else UNMATCHED)
             metrics.route(label).record(status, seconds)
         if self.adaptive is not None and route is not None and route.budget is not None and status < 500:
-            self.adaptive.record(route.pattern, route.budget, seconds)
+            self.adaptive.record(route.estimate_key, route.budget, seconds)
 
     def _admission_done(self, ex: Exchange, status: int, now: float) -> None:
         """Tell the controller how an admitted request ended: its service time when its handler gave
@@ -175,11 +180,11 @@ class Realtime:
         began = ex.began
         if began:
             if ex.status or ex.expired or status == 499:
-                admission.abandoned(route.pattern, now, started=True)
+                admission.abandoned(route.estimate_key, now, started=True)
             else:
-                admission.finished(route.pattern, now - began, now)
+                admission.finished(route.estimate_key, now - began, now)
         elif route.budget is not None and route.shed:  # it was admitted, and is still counted as waiting
-            admission.abandoned(route.pattern, now, started=False)
+            admission.abandoned(route.estimate_key, now, started=False)
 
     def timing(self, ex: Exchange) -> bytes:
         if not ex.started:

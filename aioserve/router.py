@@ -42,7 +42,7 @@ class Route:
     __slots__ = ("pattern", "methods", "handler", "name", "param_names", "max_body_size", "has_params",
                  "is_async", "inline", "positional", "access_log", "compress",
                  # real-time settings (realtime.py); ``budget`` is the deadline in force, set at startup
-                 "deadline", "fallback", "shed", "budget")
+                 "deadline", "fallback", "shed", "budget", "estimate_key")
 
     def __init__(
         self,
@@ -87,6 +87,9 @@ class Route:
         self.fallback = fallback  # answers when the deadline passes, instead of 503
         self.shed = shed  # False: never refused by load shedding (e.g. /metrics, health checks)
         self.budget: float | None = None
+        # What the real-time plug-in keeps this route's estimates (admission, adaptive deadline) under:
+        # the pattern, or methods and pattern when routes share the pattern (set at startup).
+        self.estimate_key = pattern
         self.compress = compress  # False: the app's compression (compression.py) leaves it alone
 
     def with_prefix(self, prefix: str) -> Route:

@@ -148,6 +148,32 @@ async def test_each_route_is_judged_against_its_own_budget():
     assert statuses[6:].count(503) == snap["routes"]["/slow"]["shed"]["share"]
 
 
+async def test_methods_on_one_path_keep_their_own_estimates():
+    """GET and POST on one path are different work: a slow POST (30 ms) must not make the fast GET
+    look slow, so a burst of GETs that fits the GET's own 50 ms budget is admitted whole."""
+    app = App()
+
+    @app.get("/items", deadline=0.05)
+    async def list_items(request):
+        return "list"
+
+    @app.post("/items", deadline=0.5)
+    async def add_item(request):
+        time.sleep(SERVICE)  # holds the loop, as CPU work does
+        return "added"
+
+    async with running(app) as server:
+        async with await RawConnection.open(server.port) as conn:
+            assert (await conn.request("GET", "/items")).status == 200
+            for _ in range(3):  # the latest samples the path has seen are all 30 ms
+                assert (await conn.request("POST", "/items")).status == 200
+            answers = await burst(conn, ["/items"] * 4)
+            snap = server.state.observer.admission.snapshot()
+    assert [status for _, status, _ in answers] == [200] * 4
+    assert set(snap["routes"]) == {"GET /items", "POST /items"}
+    assert snap["routes"]["POST /items"]["service"] >= SERVICE > snap["routes"]["GET /items"]["service"]
+
+
 async def test_limit_in_flight_stays_a_hard_cap_on_top():
     app, ran = cpu_app(limit_in_flight=2)
     async with running(app) as server:
