@@ -577,7 +577,11 @@ class Connection(asyncio.Protocol):
             at = self._line_at
             if line[at] < 14:  # CR or LF first: empty lines before the line (RFC 9112 2.2), or a bare one
                 at = after_empty_lines(line, at)
-            if line[at + len(raw_method) + len(self._url) + 11] != 10 and line.startswith(raw_method, at):
+            try:
+                misplaced = line[at + len(raw_method) + len(self._url) + 11] != 10
+            except IndexError:  # the head ended before a version could: llhttp's HTTP/0.9 form, "GET /"
+                misplaced = True
+            if misplaced and line.startswith(raw_method, at):
                 raise ProtocolError(400, MALFORMED_LINE)
             self._after = line  # a request pipelined behind this one is found from here (_locate_head)
             self._after_at = at

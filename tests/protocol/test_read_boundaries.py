@@ -148,6 +148,19 @@ async def test_repeated_spaces_in_the_request_line_are_400(line, how):
     assert b"one space" in answer
 
 
+@pytest.mark.parametrize("payload", [
+    b"\r\nGET /\r\n\r\n HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /\r\n\r\n", b"GET /x\r\nHost: x\r\n\r\n",
+], ids=["fuzz-found", "bare", "with-a-header"])
+@pytest.mark.parametrize("how", ["one-read", "bytewise", "every-7"])
+async def test_a_request_line_without_a_version_is_400_in_any_split(payload, how):
+    """llhttp reads ``GET /`` CRLF as HTTP/0.9 and ends the head there, so the line the connection
+    gathered can end before the place a version's LF would be: 400 for the malformed line (or 505 for
+    HTTP/0.9, when a later LF happens to sit there), never an IndexError's 500 (found by
+    tests/hostile/test_fuzz.py with one byte per read)."""
+    answer = await _answers(_split(payload, how))
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 505 ")), answer[:200]
+
+
 @pytest.mark.parametrize("line", [b"GET /H HTTP/1.1", b"GET http://x/a%20b?q=1 HTTP/1.1", b"OPTIONS * HTTP/1.1"])
 @pytest.mark.parametrize("how", ["one-read", "bytewise"])
 async def test_well_formed_request_lines_pass(line, how):
