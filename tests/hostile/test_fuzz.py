@@ -1,7 +1,9 @@
-"""Property tests (hypothesis) against a live server on the test's loop.
+"""Property tests (hypothesis) against a live server on the test's loop, and in process.
 
 Hypothesis runs in a worker thread with blocking sockets while the server runs on the event loop
-(asyncio or uvloop, from conftest).  Budget: ``AIOSERVE_FUZZ_EXAMPLES`` examples per property
+(asyncio or uvloop, from conftest). Over TCP the kernel decides where reads split; the in-process
+property chooses every read boundary and every loop turn between reads itself, so a case found
+there fails every run, not only on a loaded machine.  Budget: ``AIOSERVE_FUZZ_EXAMPLES`` examples per property
 (default 60); e.g. ``AIOSERVE_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py`` for a long run.
 """
 
@@ -16,7 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aioserve import App, Response, stream
+from aioserve.config import Config
+from aioserve.connection import Connection
+from aioserve.shared import ServerState
 from tests.support import (
+    RecordingTransport,
     ProtocolViolation,
     capture_logs,
     describe_contexts,
@@ -89,7 +95,8 @@ VALID = [
 ]
 INTERESTING = [b"\r", b"\n", b"\r\n", b"\x00", b" ", b"\t", b":", b",", b";", b"0", b"f", b"-", b"\xff", b"\x7f",
                b"Transfer-Encoding: chunked\r\n", b"Content-Length: 3\r\n", b"Host: y\r\n", b"\r\n\r\n",
-               b"HTTP/1.1", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"ffffffffffffffffff"]
+               b"HTTP/1.1", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"ffffffffffffffffff",
+               b"GET /\r\n", b"  "]  # the last two: HTTP/0.9's line, a repeated space
 
 
 @st.composite
@@ -200,5 +207,61 @@ async def test_valid_pipeline_split_anywhere_gives_the_same_responses():
             assert closed
             assert [r.comparable() for r in parse_responses(got) if r.status >= 200] == reference
             watch.check(pipeline)
+
+        await asyncio.to_thread(prop)
+
+
+async def test_any_bytes_in_any_reads_never_fail_inside():
+    """The same bytes fed in process: reads split anywhere (down to one byte each), any number of loop
+    turns between reads (0: the next read comes before any handler runs), then EOF or not. The
+    connection answers or closes and never logs an error or leaves a loop exception."""
+    running_loop = asyncio.get_running_loop()
+    if "uvloop" in type(running_loop).__module__:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    app = fuzz_app()
+    app.compile()
+
+    async def feed(pieces: list[bytes], turns: list[int], eof: bool) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        contexts: list[dict] = []
+        loop.set_exception_handler(lambda _, context: contexts.append(context))
+        state = ServerState(app, Config(access_log=False, **SERVER_SETTINGS), loop)
+        connection, transport = Connection(state), RecordingTransport()
+        connection.connection_made(transport)
+        for i, piece in enumerate(pieces):
+            if transport.closing:
+                break
+            connection.data_received(piece)
+            for _ in range(turns[i % len(turns)]):
+                await asyncio.sleep(0)
+        if eof and not transport.closing and not connection.eof_received():
+            transport.closing = True
+        for _ in range(5):  # bounded: let the handlers still running answer
+            await asyncio.sleep(0)
+        connection.connection_lost(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        state.timers.close()
+        return contexts
+
+    with capture_logs() as logs:
+
+        @settings(FUZZ_SETTINGS, max_examples=15 * EXAMPLES)  # no sockets: fifteen times as many, as fast
+        @given(data=st.data())
+        def prop(data):
+            payload = data.draw(request_bytes_strategy, label="payload")
+            pieces = data.draw(split_points(payload), label="pieces")
+            turns = data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=8), label="turns")
+            eof = data.draw(st.booleans(), label="eof")
+            before = len(logs.at_least(logging.ERROR))
+            with asyncio.Runner(loop_factory=factory) as runner:
+                contexts = runner.run(feed(pieces, turns, eof))
+            assert not contexts, f"loop exception for {payload!r}: {describe_contexts(contexts)}"
+            errors = logs.at_least(logging.ERROR)[before:]
+            assert not errors, f"server logged an error for {payload!r}:\n{logs.describe(errors)}"
 
         await asyncio.to_thread(prop)
