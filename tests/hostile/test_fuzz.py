@@ -4,7 +4,7 @@ Hypothesis runs in a worker thread with blocking sockets while the server runs o
 (asyncio or uvloop, from conftest). Over TCP the kernel decides where reads split; the in-process
 property chooses every read boundary and every loop turn between reads itself, so a case found
 there fails every run, not only on a loaded machine.  Budget: ``AIOSERVE_FUZZ_EXAMPLES`` examples per property
-(default 60; the in-process one takes fifteen times as many); e.g. ``AIOSERVE_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py`` for a long run.
+(default 60; the in-process one takes fifteen times as many); e.g. ``AIOSERVE_FUZZ_EXAMPLES=5000 python -m pytest tests/hostile/test_fuzz.py`` for a long run.
 """
 
 from __future__ import annotations
