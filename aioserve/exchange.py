@@ -37,7 +37,10 @@ class Carrier(Protocol):
 
 
 class Exchange:
-    __slots__ = ("conn", "request", "keep_alive", "status", "complete", "started", "__dict__")
+    # Slots: what every exchange sets, and what the common path reads (a class default is read through
+    # the type, which Python 3.11 cannot specialize: several times the cost of a slot).
+    __slots__ = ("conn", "request", "keep_alive", "status", "complete", "started", "expect_continue", "waiter",
+                 "__dict__")
 
     # -- set only when needed (class defaults until then) ----------------------------------------------
     route_error: HTTPError | None = None  # 404 or 405, answered by the app's error handling
@@ -45,12 +48,10 @@ class Exchange:
     max_body_size: int | None = None  # the route's (or server's) limit; set when a body is announced
     chunks: list[bytes] | tuple[()] = ()  # delivered, not yet read
     received = 0
-    waiter: asyncio.Future[None] | None = None  # a reader waiting for more body
     body_error: Exception | None = None  # raised to the reader (e.g. the 413 the connection answered)
     disconnected = False  # the client went away before this exchange was answered
     peer_closed = False  # the client half-closed (EOF) with this exchange outstanding
-    expect_continue = False  # the client waits for "100 Continue" before sending the body
-    continue_due = False  # ... and it is owed as soon as the earlier answers are written
+    continue_due = False  # a 100 Continue is owed as soon as the earlier answers are written
     # answering
     out: bytes | tuple[bytes, bytes] | None = None  # the answer, waiting for its turn in the pipeline
     close = False  # close the connection after this answer
@@ -73,6 +74,8 @@ class Exchange:
         # The one clock stamp of the request: perf_counter() when its head was parsed, when the
         # access log or the real-time observer needs it (0.0 otherwise).
         self.started = 0.0
+        self.expect_continue = False  # the client waits for "100 Continue" before sending the body
+        self.waiter: asyncio.Future[None] | None = None  # a reader waiting for more body
 
     # -- the Request's Channel -----------------------------------------------------------------------
     def peer(self) -> tuple[str, int] | None:
