@@ -134,7 +134,8 @@ class ASGIAdapter:
         request.metrics_label = request.method  # until the app's route template is known (_route_label)
         cycle = _Cycle(request, self.name, current_task(self.loop), scope)  # None: the running loop
         try:
-            await self.app(scope, cycle.receive, cycle.send)
+            app = self.app  # loaded as an attribute: a method-call load of it is not specialized
+            await app(scope, cycle.receive, cycle.send)
         except asyncio.CancelledError:  # a deadline, shutdown, or the client left mid-stream
             cycle.fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
             raise
@@ -287,17 +288,15 @@ class _Cycle:
     # What every request sets is in slots; what only a streamed answer or a failure needs starts as a
     # class default and is stored only when set (as in ``Exchange``).
     __slots__ = ("request", "name", "status", "headers", "ended", "answered", "body_done", "task", "scope",
-                 "__dict__")
+                 "gone", "discard", "__dict__")
 
     length: int | None = None  # Content-Length the app announced (a streamed answer)
     queue: deque[bytes] | tuple[()] = ()  # a streamed answer's body messages, not yet written
     error: BaseException | None = None  # the app failed after start: cut the message
-    gone = False  # the client went away (the stream was closed)
     reader: asyncio.Future[None] | None = None  # the stream waiting for body
     writer: asyncio.Future[None] | None = None  # the app waiting for room
     path: str | None = None  # http.response.pathsend
     listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
-    discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
     stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
 
     def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None, scope: Scope) -> None:
@@ -310,6 +309,8 @@ class _Cycle:
         self.answered = False  # the answer (whole, or its stream) went to the connection
         self.body_done = False
         self.task = task  # the app's task (the request's own): cancelled when the client leaves a stream
+        self.gone = False  # the client went away (the stream was closed)
+        self.discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
 
     def fail(self, failed: _AppFailed) -> None:
         self.error = failed

@@ -75,6 +75,7 @@ from .timers import INF
 from .wire import (
     CHUNKED,
     CONTINUE_100,
+    CONTENT_LENGTHS,
     JSON_200,
     LAST_CHUNK,
     NO_BODY_STATUSES,
@@ -629,7 +630,8 @@ class Connection(asyncio.Protocol):
                 if path == "*" and method == "OPTIONS":  # RFC 9110 9.3.7: about the server, answered here
                     route = None
                     ex.route_error = None
-        req = ex.request = Request(ex, method, raw_path, query, path, headers, version, keep_alive, None,
+        # The peer is passed once known (asked for by an earlier request): request.client is then no call.
+        req = ex.request = Request(ex, method, raw_path, query, path, headers, version, keep_alive, self._peer,
                                    self.scheme, route, values)
         # The request owns what was parsed; reset for the next head (an idle connection keeps nothing).
         self._url = b""
@@ -843,10 +845,11 @@ class Connection(asyncio.Protocol):
         if ex.status:
             return  # answered before its task ran (bad input later in the same read, a deadline)
         observer = self.observer
-        if ex.deadline is not None and not observer.before_start(self, ex):  # type: ignore[union-attr]
-            return  # realtime hook: out of time before starting, already answered
-        if observer is not None and observer.tracks_starts:  # realtime hook: admission control sees it start
-            observer.started(ex)
+        if observer is not None:  # only the observer gives an exchange a budget
+            if ex.deadline is not None and not observer.before_start(self, ex):
+                return  # realtime hook: out of time before starting, already answered
+            if observer.tracks_starts:  # realtime hook: admission control sees it start
+                observer.started(ex)
         req = ex.request
         app = self.app
         route = req.route
@@ -875,7 +878,8 @@ class Connection(asyncio.Protocol):
             if ex.disconnected or ex.status:
                 return  # nobody to answer, or already answered (e.g. 413)
             result = await app.handle_error(req, exc)
-        ex.disarm()  # the handler is done: its budget no longer applies
+        if observer is not None:
+            ex.disarm()  # the handler is done: its budget no longer applies
         self.answer(ex, result)
         if req.holds_files:  # spooled uploads are deleted once the handler is done
             await req.aclose()
@@ -954,7 +958,8 @@ class Connection(asyncio.Protocol):
             if status in NO_BODY_STATUSES:
                 data: Any = response.encode_head(b"", tail)
             else:
-                data = response.encode_head(content_length(len(body)), tail)
+                size = len(body)
+                data = response.encode_head(CONTENT_LENGTHS[size] if size < 1024 else content_length(size), tail)
                 if ex.request.method != "HEAD":
                     data = (data, body) if len(body) >= LARGE_BODY else data + body
             self._emit(ex, data, close, status, len(body))

@@ -46,7 +46,7 @@ class Request:
     # body...), so building a request costs a dozen stores.
     __slots__ = (
         "method", "raw_path", "query_string", "path", "http_version", "keep_alive", "scheme", "route",
-        "_raw_headers", "_values", "_channel", "__dict__",
+        "raw_headers", "path_values", "_channel", "__dict__",
     )
 
     # -- defaults, overridden per instance when set ---------------------------------------------------
@@ -57,6 +57,7 @@ class Request:
     _cookies: dict[str, str] | None = None
     _state: dict[str, Any] | None = None
     _body: bytes | None = None  # the whole body, once read
+    _form: FormData | None = None  # parsed once; closed by ``aclose`` when the handler is done
     # What metrics record this request under when not its route's pattern: an ASGI app's own route
     # template, set by the adapter (asgi.py), since every ASGI request matches the same catch-all route.
     metrics_label: str | None = None
@@ -86,20 +87,16 @@ class Request:
             self._client = client
         self.scheme = scheme
         self.route = route  # the matched ``Route``, or None (404/405)
-        self._raw_headers = raw_headers
-        self._values = path_values  # path parameter values, in pattern order
+        # The header fields as received: ``(name, value)`` bytes pairs, names lowercased.
+        self.raw_headers = raw_headers
+        self.path_values = path_values  # path parameter values, converted, in the order the pattern names them
         self._channel = channel
 
     # -- lazily parsed views -----------------------------------------------------------------------
     @property
-    def raw_headers(self) -> RawHeaders:
-        """The header fields as received: ``(name, value)`` bytes pairs, names lowercased."""
-        return self._raw_headers
-
-    @property
     def headers(self) -> Headers:
         if self._headers is None:
-            self._headers = Headers(self._raw_headers)
+            self._headers = Headers(self.raw_headers)
         return self._headers
 
     @property
@@ -119,14 +116,9 @@ class Request:
         """Path parameters by name, converted (``{"user_id": 42}``)."""
         params = self._params
         if params is None:
-            values = self._values
+            values = self.path_values
             params = self._params = dict(zip(self.route.param_names, values)) if values else {}
         return params
-
-    @property
-    def path_values(self) -> tuple[Any, ...] | list[Any]:
-        """Path parameter values, converted, in the order the pattern names them."""
-        return self._values
 
     @path_params.setter
     def path_params(self, params: dict[str, Any]) -> None:
@@ -234,7 +226,6 @@ class Request:
         return f"<Request {self.method} {self.path}>"
 
     # -- forms (forms.py) ----------------------------------------------------------------------------
-    _form: FormData | None = None  # parsed once; closed by ``aclose`` when the handler is done
 
     def _form_limits(self) -> FormLimits:
         return self._channel.form_limits if self._channel is not None else DEFAULT_LIMITS
