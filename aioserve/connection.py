@@ -124,7 +124,7 @@ class Connection(asyncio.Protocol):
         "draining", "in_feed", "wbuf", "body_view", "body_offset",
         # the request head being parsed
         "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
-        "_partial_line", "_line", "_line_at", "_after", "_after_at", "_after_body", "_chunk_lines",
+        "_count_fields", "_partial_line", "_line", "_line_at", "_after", "_after_at", "_after_body", "_chunk_lines",
         # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over
         "upgrade_to", "upgraded",
         # minimum data rates (rates.py), made on first use: the body being read, the client reading
@@ -166,7 +166,8 @@ class Connection(asyncio.Protocol):
         self._upgrade = b""  # valid when _flags & UPGRADE
         self._content_length = 0  # valid when _flags & HAS_LENGTH
         self._head_started = False  # a request head has begun and is not complete (408, not a quiet close)
-        self._head_size = 0
+        self._head_size = 0  # header field bytes counted so far (name, value and 4), when counted
+        self._count_fields = True  # whether on_header counts them, this read (see data_received)
         self._partial_line = 0
         # Where the request line being parsed begins (its check, RFC 9112 3): ``_line[_line_at:]``, the read
         # that holds it, or the head's bytes gathered over several reads; None when the start is unknown.
@@ -316,6 +317,10 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         stage = self.stage
+        # A head that arrives whole in a read no larger than the head limit cannot pass it: its fields are
+        # counted one by one only in a larger read, or when the head began in an earlier read (the part
+        # of it this read leaves unfinished is counted at the end of the read, below).
+        self._count_fields = self._head_started or len(data) > self.config.limit_request_header_size
         if stage <= HEAD or stage == HANDLING:  # these bytes begin or continue a request head
             line = self._line
             if line is not None:  # a head begun in an earlier read: gather it, bounded by the head limits
@@ -409,6 +414,8 @@ class Connection(asyncio.Protocol):
             newline = data.rfind(b"\n")
             self._partial_line = self._partial_line + len(data) if newline < 0 else len(data) - newline - 1
             partial = self._partial_line if self._headers else self._partial_line - len(self._url)
+            if not self._count_fields:  # this head's fields went uncounted in this read: count them now
+                self._head_size = sum(len(name) + len(value) + 4 for name, value in self._headers)
             if partial + self._head_size > self.config.limit_request_header_size:
                 self._reject(431, "Request header fields too large")
                 return
@@ -540,10 +547,11 @@ class Connection(asyncio.Protocol):
             self._on_trailer(name, value)
             return
         headers.append((name, value))
-        size = self._head_size + len(name) + len(value) + 4
-        if size > self.config.limit_request_header_size:
-            raise ProtocolError(431, "Request header fields too large")
-        self._head_size = size
+        if self._count_fields:  # else this head arrives whole in a read within the limit (data_received)
+            size = self._head_size + len(name) + len(value) + 4
+            if size > self.config.limit_request_header_size:
+                raise ProtocolError(431, "Request header fields too large")
+            self._head_size = size
         if name == b"host":
             if self._flags & HOST_SEEN:
                 raise ProtocolError(400, "More than one Host header")

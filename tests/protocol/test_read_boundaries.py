@@ -133,6 +133,28 @@ async def test_a_pipelined_chunked_request_is_bounded_from_its_next_read():
     assert b"HTTP/1.1 400 " in answer, answer[-300:]
 
 
+def _head_with_fields(total: int) -> bytes:
+    """GET / with header field lines (``Name: value\\r\\n``, Host included) adding up to ``total`` bytes."""
+    fields = [b"Host: x\r\n"]
+    size = len(fields[0])
+    while total - size > 1100:
+        fields.append(b"X-F%03d: %s\r\n" % (len(fields), b"v" * 1000))
+        size += len(fields[-1])
+    fields.append(b"X-Last: " + b"v" * (total - size - len(b"X-Last: \r\n")) + b"\r\n")
+    return b"GET / HTTP/1.1\r\n" + b"".join(fields) + b"\r\n"
+
+
+@pytest.mark.parametrize("cut", [None, 100, 20_000, 32_000])
+async def test_the_header_section_limit_holds_wherever_the_reads_split_it(cut):
+    """A head that arrives whole in a read within the limit is not counted field by field (it cannot
+    pass the limit); when a head goes on past such a read, the fields that read brought still count."""
+    limit = Config().limit_request_header_size
+    for total, status in ((limit, b"200"), (limit + 1, b"431")):
+        head = _head_with_fields(total)
+        answer = await _answers([head] if cut is None else [head[:cut], head[cut:]])
+        assert answer.startswith(b"HTTP/1.1 " + status + b" "), (total, cut, answer[:200])
+
+
 GOOD_LINE = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
