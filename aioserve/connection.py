@@ -320,7 +320,11 @@ class Connection(asyncio.Protocol):
         # A head that arrives whole in a read no larger than the head limit cannot pass it: its fields are
         # counted one by one only in a larger read, or when the head began in an earlier read (the part
         # of it this read leaves unfinished is counted at the end of the read, below).
-        self._count_fields = self._head_started or len(data) > self.config.limit_request_header_size
+        # (An if, not an assignment of the "or": Python 3.11 specializes a comparison only before a jump.)
+        if self._head_started or len(data) > self.config.limit_request_header_size:
+            self._count_fields = True
+        else:
+            self._count_fields = False
         if stage <= HEAD or stage == HANDLING:  # these bytes begin or continue a request head
             line = self._line
             if line is not None:  # a head begun in an earlier read: gather it, bounded by the head limits
@@ -1100,11 +1104,21 @@ class Connection(asyncio.Protocol):
             self._unblock(BODY_BUFFER_FULL)
         pipeline = self.pipeline
         stage = self.stage
-        if len(pipeline) == 1 and pipeline[0] is ex and not close and type(data) is not tuple and (
-                stage < HANDLING or (stage == HANDLING and not self.in_feed and not self.draining)):
-            # The common cases, no bookkeeping: the only request outstanding, its connection staying
-            # open, answered while the connection still reads it (on_message_complete sets the next
-            # stage), or from its task once it was read (the connection goes idle: _flush's end, inline).
+        # The common cases, no bookkeeping: the only request outstanding, its connection staying open,
+        # answered while the connection still reads it (on_message_complete sets the next stage), or from
+        # its task once it was read (the connection goes idle: _flush's end, inline). They come second:
+        # the jumps past the queueing code stay short, which Python 3.11 needs to specialize the tests.
+        if not (len(pipeline) == 1 and pipeline[0] is ex and not close and type(data) is not tuple and (
+                stage < HANDLING or (stage == HANDLING and not self.in_feed and not self.draining))):
+            ex.out = data
+            ex.close = close
+            if pipeline and pipeline[0] is ex:
+                if len(pipeline) == 1:
+                    self._flush()
+                elif not self.flush_pending:  # more answers are due this turn: send them in one write
+                    self.flush_pending = True
+                    self.loop.call_soon(self._flush)
+        else:
             pipeline.clear()
             if self.in_feed:  # more requests may follow in this read: answer them in one write
                 self.wbuf.append(data)  # type: ignore[arg-type]
@@ -1115,15 +1129,6 @@ class Connection(asyncio.Protocol):
                     self._expire_at(self.loop.time() + self.config.timeout_keep_alive)
             if self.read_blockers & PIPELINE_FULL:
                 self._unblock(PIPELINE_FULL)
-        else:
-            ex.out = data
-            ex.close = close
-            if pipeline and pipeline[0] is ex:
-                if len(pipeline) == 1:
-                    self._flush()
-                elif not self.flush_pending:  # more answers are due this turn: send them in one write
-                    self.flush_pending = True
-                    self.loop.call_soon(self._flush)
         if self.access_log:
             route = ex.request.route
             if route is None or route.access_log:
