@@ -1098,7 +1098,7 @@ class Connection(asyncio.Protocol):
         if self.observer is not None:  # realtime hook: no longer in flight; latency recorded
             self.observer.finished(ex, status)
         ex.status = status
-        if ex is self.current and self.buffered:  # answered before its body was read: drop what came
+        if self.buffered and ex is self.current:  # answered before its body was read: drop what came
             ex.chunks = []
             self.buffered = 0
             self._unblock(BODY_BUFFER_FULL)
