@@ -416,7 +416,11 @@ class _Cycle:
         request = self.request
         self.answered = True
         request.metrics_label = _route_label(self.scope, request.method)
-        if length is not None and length != len(body) and request.method != "HEAD":
+        if length is not None and length != len(body):
+            if request.method == "HEAD":  # the length a GET would have (RFC 9110 9.3.2), not the empty body's
+                self.stream = request.answer_now(StreamResponse(_once(b""), self.status, self._str_headers(),
+                                                                content_length=length))
+                return
             error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), length)
             self.stream = request.answer_now(StreamResponse(_once(body), self.status, self._str_headers(),
                                                             content_length=length))
