@@ -150,7 +150,8 @@ class ASGIAdapter:
             else:
                 error_logger.error("ASGI app %s raised %s for %s %s after starting its response", self.name,
                                    type(exc).__name__, request.method, request.path, exc_info=exc)
-                cycle.cut()
+                if not cycle.cut():
+                    return _error_500()
         else:
             if not cycle.status:
                 request.metrics_label = _route_label(scope, request.method)
@@ -160,7 +161,8 @@ class ASGIAdapter:
             if not cycle.ended:
                 error_logger.error("ASGI app %s returned without completing its response to %s %s",
                                    self.name, request.method, request.path)
-                cycle.cut()
+                if not cycle.cut():
+                    return _error_500()
         stream = cycle.stream
         if stream is not None and not stream.done():  # its answer is still being written: wait for it
             await asyncio.wait((stream,))
@@ -255,21 +257,29 @@ def _error_500() -> Response:
 
 
 # Response header lines already rendered, by the (name, value) pair the app sent: apps send a handful.
-# An int is a Content-Length value, b"" a header the server writes itself, _CLOSE "Connection: close".
-_LINES: dict[tuple[bytes, bytes], bytes | int] = {}
+# An int is a Content-Length value, b"" a header the server writes itself, _CLOSE "Connection: close"
+# (a str: no Content-Length value can be taken for it).
+_LINES: dict[tuple[bytes, bytes], bytes | int | str] = {}
 _LINES_MAX = 1024
-_CLOSE = -1
+_CLOSE = "close"
 _DROPPED = frozenset({b"transfer-encoding", b"server", b"date", b"connection", b"keep-alive"})
 
 
-def _line(name: bytes | str, value: bytes | str) -> bytes | int:
+def _content_length(value: str) -> int:
+    """An app's Content-Length: ASCII digits only (``int()`` would take "-1", "+5", " 7" or "1_0")."""
+    if not (value.isdigit() and value.isascii()):
+        raise ValueError(f"invalid Content-Length {value!r} in the response")
+    return int(value)
+
+
+def _line(name: bytes | str, value: bytes | str) -> bytes | int | str:
     """One response header from the app, checked and rendered (or what it means to the server)."""
     name = name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else name
     value = value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
     check_header(name, value)
     lower = name.lower().encode("latin-1")
     if lower == b"content-length":
-        return int(value)
+        return _content_length(value)
     if lower == b"connection" and "close" in value.lower():
         return _CLOSE
     if lower in _DROPPED:
@@ -316,11 +326,16 @@ class _Cycle:
         self.error = failed
         self._wake_reader()
 
-    def cut(self) -> None:
-        """The app failed after starting its response: the client sees its head, then the connection close."""
+    def cut(self) -> bool:
+        """The app failed after starting its response: the client sees its head, then the connection close.
+        False when that head is one the server will not send (a bad header): nothing was, so a 500 can be."""
         if not self.answered:
-            self._start_stream()
+            try:
+                self._start_stream()
+            except Exception:
+                return False
         self.fail(_AppFailed("the app failed", log=False))
+        return True
 
     # -- receive ---------------------------------------------------------------------------------------
     async def receive(self) -> Message:
@@ -362,10 +377,14 @@ class _Cycle:
             if self.discard:
                 return
             if not self.answered:
-                if not more:  # the whole body in one message: answered now, head and body in one write
-                    self._answer(body if type(body) is bytes else bytes(body))
-                    return
-                self._start_stream()
+                try:
+                    if not more:  # the whole body in one message: answered now, head and body in one write
+                        self._answer(body if type(body) is bytes else bytes(body))
+                        return
+                    self._start_stream()
+                except Exception:
+                    self._withdraw()
+                    raise
             if body:
                 self.queue.append(bytes(body))
             self._wake_reader()
@@ -385,10 +404,20 @@ class _Cycle:
             self.path = message["path"]
             self.ended = True
             if not self.answered:
-                self._start_stream()
+                try:
+                    self._start_stream()
+                except Exception:
+                    self._withdraw()
+                    raise
             self._wake_reader()
         else:
             self._misuse(f"sent an unknown message type {kind!r}")
+
+    def _withdraw(self) -> None:
+        """The response cannot be sent as it stands (a bad header or length), and nothing was: as if it never
+        started, so the app's exception (or its return) is answered with a 500."""
+        self.status = 0
+        self.ended = False
 
     def _misuse(self, what: str) -> None:
         raise RuntimeError(f"ASGI app {self.name} {what}")
@@ -409,23 +438,21 @@ class _Cycle:
                     cache[pair] = line
             if type(line) is bytes:
                 lines.append(line)
-            elif line == _CLOSE:
+            elif line is _CLOSE:
                 close = True
             else:
                 length = line
         request = self.request
+        response: Response
+        if length is None or length == len(body):
+            response = RawResponse(body, self.status, b"".join(lines), close)
+        elif request.method == "HEAD":  # the length a GET would have (RFC 9110 9.3.2), not the empty body's
+            response = StreamResponse(_once(b""), self.status, self._str_headers(), content_length=length)
+        else:  # nothing is sent yet: the app gets its 500 rather than the client a mis-framed message
+            raise ValueError(f"ASGI app {self.name} sent a body of {len(body)} bytes with Content-Length {length}")
         self.answered = True
         request.metrics_label = _route_label(self.scope, request.method)
-        if length is not None and length != len(body):
-            if request.method == "HEAD":  # the length a GET would have (RFC 9110 9.3.2), not the empty body's
-                self.stream = request.answer_now(StreamResponse(_once(b""), self.status, self._str_headers(),
-                                                                content_length=length))
-                return
-            error_logger.error("ASGI app %s sent %d bytes, announced %d", self.name, len(body), length)
-            self.stream = request.answer_now(StreamResponse(_once(body), self.status, self._str_headers(),
-                                                            content_length=length))
-            return
-        self.stream = request.answer_now(RawResponse(body, self.status, b"".join(lines), close))
+        self.stream = request.answer_now(response)
 
     def _str_headers(self) -> list[tuple[str, str]]:
         """The app's headers for a ``StreamResponse`` (the framing ones are the server's)."""
@@ -435,7 +462,7 @@ class _Cycle:
             value = value.decode("latin-1") if isinstance(value, bytes) else value
             lower = name.lower()
             if lower == "content-length":
-                self.length = int(value)
+                self.length = _content_length(value)
             elif lower != "transfer-encoding" and lower != "server" and lower != "date":
                 headers.append((name, value))
         return headers
@@ -443,14 +470,14 @@ class _Cycle:
     def _start_stream(self) -> None:
         """The body comes in pieces (or from a file): a ``StreamResponse`` the connection writes as it comes."""
         request = self.request
-        headers = self._str_headers()
+        headers = self._str_headers()  # checked (a ValueError) before anything is answered
+        response = StreamResponse(self._chunks(), self.status, headers, content_length=self.length)
         self.answered = True
         request.metrics_label = _route_label(self.scope, request.method)
         self.queue = deque()
         if request.method == "HEAD":  # the connection will not read the stream: let the app finish
             self.discard = True
-        self.stream = request.answer_now(StreamResponse(self._chunks(), self.status, headers,
-                                                        content_length=self.length))
+        self.stream = request.answer_now(response)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:

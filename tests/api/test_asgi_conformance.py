@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
@@ -47,3 +49,83 @@ async def test_head_keeps_the_content_length_the_app_declared(tmp_path):
         await conn.send(request_bytes("GET", "/file"))  # the connection is still in step
         response = await conn.read_final_response()
         assert response.status == 200 and response.body == b"b" * 5000
+
+
+# -- a response the server cannot send as declared: 500 while nothing was sent --------------------------------
+@pytest.mark.parametrize("declared", [b"3", b"20"], ids=["shorter", "longer"])
+async def test_a_content_length_that_disagrees_with_the_one_body_is_a_500(declared, logs):
+    """A whole body in one message and a Content-Length that is not its size: nothing is sent yet, so
+    the client gets a 500 (never the head and a mis-framed body), and the log one line naming the app."""
+    app = one_response([(b"content-length", declared)], [(b"abcdefghij", False)])
+    async with running(app, lifespan="off") as server, raw_connection(server) as conn:
+        for _ in range(2):  # the connection stays in step: nothing of the bad answer was written
+            await conn.send(request_bytes("GET", "/"))
+            response = await conn.read_final_response()
+            assert response.status == 500 and response.body == b"Internal Server Error"
+    assert len(errors_naming(logs, "one_response.<locals>.app")) == 2, logs.describe()
+    assert len(logs.at_least(logging.ERROR)) == 2, logs.describe()
+
+
+BAD_HEADERS = {
+    "crlf-in-value": (b"x-a", b"v\r\nSet-Cookie: evil=1"),
+    "name-not-a-token": (b"bad name", b"v"),
+    "negative-length": (b"content-length", b"-1"),
+    "length-not-a-number": (b"content-length", b"abc"),
+    "length-with-a-sign": (b"content-length", b"+5"),
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["one-message", "streamed"])
+@pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=list(BAD_HEADERS))
+async def test_a_bad_header_is_a_500_while_nothing_was_sent(header, streamed, logs):
+    """A header the server refuses to write: the app's send() raises, and the client gets a 500 (not
+    the 204 a handler returning None gets), whether the body came whole or was to be streamed."""
+    bodies = [(b"he", True), (b"llo", False)] if streamed else [(b"hello", False)]
+    async with running(one_response([header], bodies), lifespan="off") as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/"))
+        response = await conn.read_final_response()
+        assert response.status == 500 and response.body == b"Internal Server Error"
+        assert not response.has("set-cookie") and not response.has("x-a")
+        await conn.send(request_bytes("GET", "/"))  # kept alive, and in step
+        assert (await conn.read_final_response()).status == 500
+    assert len(errors_naming(logs, "one_response.<locals>.app")) == 2, logs.describe()
+    assert len(logs.at_least(logging.ERROR)) == 2, logs.describe()
+
+
+@pytest.mark.parametrize("ending", ["returns", "raises"])
+async def test_a_bad_header_then_no_body_is_a_500(ending, logs):
+    """The app starts with a header the server will not write, then returns or raises before any body:
+    its head cannot be sent, so the client gets a 500, and the log one line naming the app."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"v\r\nx-b: 1")]})
+        if ending == "raises":
+            raise RuntimeError("gave up")
+
+    async with running(app, lifespan="off") as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/"))
+        response = await conn.read_final_response()
+        assert response.status == 500 and response.body == b"Internal Server Error"
+    assert len(logs.at_least(logging.ERROR)) == 1, logs.describe()
+    assert "test_a_bad_header_then_no_body_is_a_500.<locals>.app" in logs.at_least(logging.ERROR)[0].getMessage()
+
+
+async def test_a_bad_header_before_pathsend_is_a_500(tmp_path, logs):
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"file")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        assert "http.response.pathsend" in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"v")]})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    async with running(app, lifespan="off") as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/"))
+        response = await conn.read_final_response()
+        assert response.status == 500 and response.body == b"Internal Server Error"
+    assert len(logs.at_least(logging.ERROR)) == 1, logs.describe()
+    assert "ASGI app test_a_bad_header_before_pathsend_is_a_500.<locals>.app raised ValueError" in \
+        logs.at_least(logging.ERROR)[0].getMessage()
