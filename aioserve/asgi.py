@@ -138,6 +138,7 @@ class ASGIAdapter:
             await app(scope, cycle.receive, cycle.send)
         except asyncio.CancelledError:  # a deadline, shutdown, or the client left mid-stream
             cycle.fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
+            cycle.hang_up()
             raise
         except Exception as exc:
             if cycle.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
@@ -146,23 +147,23 @@ class ASGIAdapter:
                 request.metrics_label = _route_label(scope, request.method)
                 error_logger.error("ASGI app %s raised %s for %s %s", self.name, type(exc).__name__,
                                    request.method, request.path, exc_info=exc)
-                return _error_500()
+                return cycle.error_500()
             else:
                 error_logger.error("ASGI app %s raised %s for %s %s after starting its response", self.name,
                                    type(exc).__name__, request.method, request.path, exc_info=exc)
                 if not cycle.cut():
-                    return _error_500()
+                    return cycle.error_500()
         else:
             if not cycle.status:
                 request.metrics_label = _route_label(scope, request.method)
                 error_logger.error("ASGI app %s returned without sending a response to %s %s",
                                    self.name, request.method, request.path)
-                return _error_500()
+                return cycle.error_500()
             if not cycle.ended:
                 error_logger.error("ASGI app %s returned without completing its response to %s %s",
                                    self.name, request.method, request.path)
                 if not cycle.cut():
-                    return _error_500()
+                    return cycle.error_500()
         stream = cycle.stream
         if stream is not None and not stream.done():  # its answer is still being written: wait for it
             await asyncio.wait((stream,))
@@ -306,7 +307,8 @@ class _Cycle:
     reader: asyncio.Future[None] | None = None  # the stream waiting for body
     writer: asyncio.Future[None] | None = None  # the app waiting for room
     path: str | None = None  # http.response.pathsend
-    listener: asyncio.Future[None] | None = None  # receive() waiting for the client to go
+    listener: asyncio.Future[None] | None = None  # watches for the client to go, once receive() waited
+    listening = 0  # receive() calls waiting on it
     stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
 
     def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None, scope: Scope) -> None:
@@ -321,6 +323,11 @@ class _Cycle:
         self.task = task  # the app's task (the request's own): cancelled when the client leaves a stream
         self.gone = False  # the client went away (the stream was closed)
         self.discard = False  # HEAD of a streamed answer: the connection sends no body, none is kept
+
+    def error_500(self) -> Response:
+        """The answer for an app that sent nothing it could: a receive() still waiting hears http.disconnect."""
+        self.hang_up()
+        return _error_500()
 
     def fail(self, failed: _AppFailed) -> None:
         self.error = failed
@@ -352,14 +359,28 @@ class _Cycle:
             return {"type": "http.request", "body": chunks[0] if len(chunks) == 1 else b"".join(chunks),
                     "more_body": True}
         if not self.gone and not self.ended:
-            waiter = asyncio.ensure_future(self.request.wait_disconnected())
-            self.listener = waiter
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if not self.gone:  # our own cancel (the stream ended) wakes it; anything else propagates
-                    raise
+            if self.request.is_disconnected:  # said at once: Starlette asks from a scope already cancelled
+                self.gone = True
+                return {"type": "http.disconnect"}
+            # One watcher per request, kept when a receive() is cancelled (Starlette's is_disconnected()
+            # polls so), so the next one knows at once; it ends when the client goes or hang_up() runs.
+            watcher = self.listener
+            if watcher is None:
+                watcher = self.listener = asyncio.ensure_future(self.request.wait_disconnected())
+            if not watcher.done():
+                self.listening += 1
+                try:
+                    await asyncio.wait((watcher,))
+                finally:
+                    self.listening -= 1
         return {"type": "http.disconnect"}
+
+    def hang_up(self, _: object = None) -> None:
+        """The response is sent, or never will be: a receive() waiting hears http.disconnect (www.rst: "after
+        a response has been sent"), and the watcher stops. Also the done callback of a streamed answer."""
+        watcher = self.listener
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
 
     # -- send ------------------------------------------------------------------------------------------
     async def send(self, message: Message) -> None:
@@ -452,7 +473,11 @@ class _Cycle:
             raise ValueError(f"ASGI app {self.name} sent a body of {len(body)} bytes with Content-Length {length}")
         self.answered = True
         request.metrics_label = _route_label(self.scope, request.method)
-        self.stream = request.answer_now(response)
+        stream = self.stream = request.answer_now(response)
+        if stream is not None:  # HEAD (above), or an answer the connection could not encode
+            stream.add_done_callback(self.hang_up)
+        elif self.listener is not None:  # written, or queued behind an earlier answer: sent, for the app
+            self.hang_up()
 
     def _str_headers(self) -> list[tuple[str, str]]:
         """The app's headers for a ``StreamResponse`` (the framing ones are the server's)."""
@@ -477,7 +502,11 @@ class _Cycle:
         self.queue = deque()
         if request.method == "HEAD":  # the connection will not read the stream: let the app finish
             self.discard = True
-        self.stream = request.answer_now(response)
+        stream = self.stream = request.answer_now(response)
+        if stream is not None:
+            stream.add_done_callback(self.hang_up)
+        else:  # dropped: the client is gone
+            self.hang_up()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -506,9 +535,8 @@ class _Cycle:
                 writer = self.writer
                 if writer is not None and not writer.done():
                     writer.set_result(None)
-                waiting = self.listener
-                if waiting is not None and not waiting.done():
-                    waiting.cancel()  # the app's receive() hears http.disconnect
+                if self.listening:
+                    self.hang_up()  # the app's receive() hears http.disconnect
                 elif self.error is None and self.task is not None:
                     # The app is producing (a StreamingResponse's generator between chunks, say): cancel it
                     # so its ``finally`` runs now, not whenever the garbage collector finds the generator.

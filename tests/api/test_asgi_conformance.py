@@ -3,16 +3,18 @@ declares is what the client gets, a response the server cannot send is a 500 whi
 and ``receive()`` says ``http.disconnect`` as soon as the client is gone or the response is sent."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
 from starlette.applications import Starlette
-from starlette.responses import FileResponse
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tests.support import raw_connection, request_bytes, running
+from tests.support import raw_connection, request_bytes, running, wait_until
 
 
 def one_response(headers: list, bodies: list[tuple[bytes, bool]]):
@@ -129,3 +131,111 @@ async def test_a_bad_header_before_pathsend_is_a_500(tmp_path, logs):
     assert len(logs.at_least(logging.ERROR)) == 1, logs.describe()
     assert "ASGI app test_a_bad_header_before_pathsend_is_a_500.<locals>.app raised ValueError" in \
         logs.at_least(logging.ERROR)[0].getMessage()
+
+
+# -- receive(): http.disconnect once the client is gone -----------------------------------------------------
+async def test_starlette_is_disconnected_turns_true_once_the_client_left():
+    """Starlette's ``request.is_disconnected()`` calls receive() in a cancelled scope: it must answer
+    http.disconnect without waiting once the client is gone (the long-poll and SSE loop check)."""
+    polling, detected = asyncio.Event(), asyncio.Event()
+
+    async def poll(request: StarletteRequest):
+        polling.set()
+        for _ in range(500):  # Starlette offers only polling for this; bounded at 5 s
+            if await request.is_disconnected():
+                detected.set()
+                return PlainTextResponse("gone")
+            await asyncio.sleep(0.01)
+        return PlainTextResponse("never noticed")
+
+    async with running(Starlette(routes=[Route("/poll", poll)])) as server:
+        async with raw_connection(server) as conn:
+            await conn.send(request_bytes("GET", "/poll"))
+            await asyncio.wait_for(polling.wait(), 5)
+            assert not detected.is_set()  # the client is still there
+        await asyncio.wait_for(detected.wait(), 5)
+
+
+@pytest.mark.parametrize("method,streamed", [("GET", True), ("GET", False), ("HEAD", True), ("HEAD", False)],
+                         ids=["streamed", "whole", "head-streamed", "head-whole"])
+async def test_a_waiting_receive_hears_disconnect_once_the_response_is_sent(method, streamed):
+    """An app listening for http.disconnect in a task while it answers (the pre-2.4 Starlette way): once
+    its response is sent, the waiting receive() returns http.disconnect (www.rst, "Disconnect"), though
+    the client keeps its connection open; the connection then serves the next request."""
+    heard: asyncio.Queue = asyncio.Queue()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        listening = asyncio.Event()
+
+        async def listen():
+            listening.set()
+            return await receive()  # runs on to where it waits, in the same step as set()
+
+        listener = asyncio.ensure_future(listen())
+        await listening.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+        if streamed:
+            for piece in (b"a", b"b", b"c"):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else b"abc"})
+        try:
+            heard.put_nowait((await asyncio.wait_for(listener, 5))["type"])
+        except asyncio.TimeoutError:
+            heard.put_nowait("still waiting")
+
+    async with running(app, lifespan="off") as server, raw_connection(server) as conn:
+        for _ in range(2):
+            await conn.send(request_bytes(method, "/"))
+            response = await conn.read_final_response(method)
+            assert response.status == 200 and response.header("content-length") == "3"
+            assert response.body == (b"" if method == "HEAD" else b"abc")
+            assert await asyncio.wait_for(heard.get(), 10) == "http.disconnect"
+
+
+def watchers() -> list[asyncio.Task]:
+    """The adapter's tasks watching a request's client (one per request whose app waited in receive())."""
+    return [t for t in asyncio.all_tasks() if "wait_disconnected" in repr(t.get_coro())]
+
+
+async def test_the_watcher_of_a_polled_request_ends_with_its_response():
+    """is_disconnected() polls leave one watcher for the request; it stops once the response is sent."""
+    async def poll(request: StarletteRequest):
+        for _ in range(3):
+            assert not await request.is_disconnected()
+        return PlainTextResponse("still here")
+
+    async with running(Starlette(routes=[Route("/poll", poll)])) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/poll"))
+        assert (await conn.read_final_response()).body == b"still here"
+        await wait_until(lambda: not watchers(), 5, "the watcher outlived its response")
+
+
+@pytest.mark.parametrize("ending", ["raises", "returns"])
+async def test_a_waiting_receive_hears_disconnect_when_the_app_fails_before_its_response(ending):
+    heard: asyncio.Queue = asyncio.Queue()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()  # the (empty) body
+        listening = asyncio.Event()
+
+        async def listen():
+            listening.set()
+            heard.put_nowait((await receive())["type"])
+
+        asyncio.ensure_future(listen())
+        await listening.wait()
+        if ending == "raises":
+            raise RuntimeError("no answer")
+
+    async with running(app, lifespan="off") as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/"))
+        assert (await conn.read_final_response()).status == 500
+        assert await asyncio.wait_for(heard.get(), 5) == "http.disconnect"
