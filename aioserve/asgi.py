@@ -154,14 +154,15 @@ class ASGIAdapter:
                 if not cycle.cut():
                     return cycle.error_500()
         else:
-            if not cycle.status:
-                request.metrics_label = _route_label(scope, request.method)
-                error_logger.error("ASGI app %s returned without sending a response to %s %s",
-                                   self.name, request.method, request.path)
-                return cycle.error_500()
-            if not cycle.ended:
-                error_logger.error("ASGI app %s returned without completing its response to %s %s",
-                                   self.name, request.method, request.path)
+            if not cycle.ended:  # no response, or not all of it: the app's fault, unless the client left
+                log = logger.debug if cycle.gone or request.is_disconnected else error_logger.error
+                if not cycle.status:
+                    request.metrics_label = _route_label(scope, request.method)
+                    log("ASGI app %s returned without sending a response to %s %s", self.name, request.method,
+                        request.path)
+                    return cycle.error_500()
+                log("ASGI app %s returned without completing its response to %s %s", self.name, request.method,
+                    request.path)
                 if not cycle.cut():
                     return cycle.error_500()
         stream = cycle.stream

@@ -239,3 +239,48 @@ async def test_a_waiting_receive_hears_disconnect_when_the_app_fails_before_its_
         await conn.send(request_bytes("GET", "/"))
         assert (await conn.read_final_response()).status == 500
         assert await asyncio.wait_for(heard.get(), 5) == "http.disconnect"
+
+
+# -- a client that leaves is not the app's fault ---------------------------------------------------------------
+async def test_an_app_that_returns_after_an_aborted_upload_is_not_logged_as_an_error(logs):
+    """The client leaves mid-body; the app hears http.disconnect and returns with nobody to answer.
+    That is no misbehaviour: nothing at ERROR (uvicorn is silent too)."""
+    returned = asyncio.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        try:
+            while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+                pass
+            assert message["type"] == "http.disconnect"
+        finally:
+            returned.set()
+
+    async with running(app, lifespan="off") as server:
+        async with raw_connection(server) as conn:
+            await conn.send(request_bytes("POST", "/upload", headers={"Content-Length": "1000"}) + b"x" * 10)
+        await asyncio.wait_for(returned.wait(), 5)
+    assert not logs.at_least(logging.ERROR), logs.describe()
+
+
+async def test_an_app_that_stops_its_stream_when_the_client_left_is_not_logged_as_an_error(logs):
+    returned = asyncio.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        try:
+            await receive()  # the (empty) body
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+            assert (await asyncio.wait_for(receive(), 5))["type"] == "http.disconnect"
+        finally:
+            returned.set()
+
+    async with running(app, lifespan="off") as server:
+        async with raw_connection(server) as conn:
+            await conn.send(request_bytes("GET", "/"))
+            await asyncio.wait_for(conn.reader.readuntil(b"first"), 5)
+        await asyncio.wait_for(returned.wait(), 5)
+    assert not logs.at_least(logging.ERROR), logs.describe()
