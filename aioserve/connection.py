@@ -114,6 +114,29 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST 
 _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
 
 
+class _BodyPastHead:
+    """Parser callbacks for a body read on its own (``Connection._read_body_past_head``): the head fed
+    first is a stand-in, so only the body's callbacks, and the trailer fields after it, reach the
+    connection."""
+
+    __slots__ = ("conn", "in_body", "on_body", "on_message_complete", "on_chunk_header", "on_chunk_complete")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.in_body = False
+        self.on_body = conn.on_body
+        self.on_message_complete = conn.on_message_complete
+        self.on_chunk_header = conn.on_chunk_header
+        self.on_chunk_complete = conn.on_chunk_complete
+
+    def on_headers_complete(self) -> None:
+        self.in_body = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:  # a trailer field
+            self.conn.on_header(name, value)
+
+
 class Connection(asyncio.Protocol):
     __slots__ = (
         # shared by every connection of the server
@@ -125,8 +148,9 @@ class Connection(asyncio.Protocol):
         # the request head being parsed
         "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
         "_count_fields", "_partial_line", "_line", "_line_at", "_after", "_after_at", "_after_body", "_chunk_lines",
-        # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over
-        "upgrade_to", "upgraded",
+        # a WebSocket upgrade: the exchange waiting for the parser to stop, then the session that took over;
+        # an Upgrade served as HTTP/1.1 (h2c) whose body httptools skipped: read past its head
+        "upgrade_to", "upgraded", "ignored_upgrade",
         # minimum data rates (rates.py), made on first use: the body being read, the client reading
         "body_rate", "write_rate", "write_base",
     )
@@ -182,6 +206,7 @@ class Connection(asyncio.Protocol):
         self._chunk_lines: ChunkLines | None = None  # a chunked body being read: its size lines' bound
         self.upgrade_to: Exchange | None = None
         self.upgraded: WebSocketSession | None = None
+        self.ignored_upgrade: Exchange | None = None
         self.body_rate: MinRate | None = None
         self.write_rate: MinRate | None = None
         self.write_base = 0  # the transport's buffered bytes when writing paused
@@ -261,12 +286,15 @@ class Connection(asyncio.Protocol):
         A streamed answer has its head written (``status``) and nothing queued (``out``) while its task
         runs; the handler itself has returned, so no handler is ever cancelled by this.
         """
-        ended = False
+        ended = cut = False
         for ex in self.pipeline:
             task = ex.task
-            if ex.status and ex.out is None and task is not None and not task.done():
-                task.cancel()
+            if ex.status and ex.out is None and task is not None and not task.done() and not task.cancelling():
+                task.cancel()  # once: a second cancel would cut its generator's cleanup at its first await
                 ended = True
+                cut = cut or ex.close_delimited
+        if cut:  # a close would read as the end of a close-delimited body: reset, so it reads as cut short
+            self._reset()
         return ended
 
     def pause_writing(self) -> None:
@@ -346,7 +374,7 @@ class Connection(asyncio.Protocol):
                     self._after = data
                     self._after_at = -1
                     self._after_body = self._content_length - ex.received
-        retry = None
+        retry = past_head = None
         self.in_feed = True
         try:
             self.parser.feed_data(data)
@@ -358,10 +386,13 @@ class Connection(asyncio.Protocol):
                 error_logger.error("Internal error while parsing a request", exc_info=cause)
                 self._reject(500, "Internal Server Error")
         except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
             if self.stage != CLOSING and self.parser.get_method() == b"PRI":
                 self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
+            elif self.ignored_upgrade is not None:  # served as HTTP/1.1: its body follows the head
+                past_head = data[offset:]
             else:
-                self._on_upgrade(data, exc.args[0] if exc.args else len(data))
+                self._on_upgrade(data, offset)
         except httptools.HttpParserInvalidMethodError:
             # A token llhttp does not know is an unknown method (RFC 9110 9.1), when the line's start is known
             if self._line is None and self._after is not None:  # behind another request in this read
@@ -395,6 +426,9 @@ class Connection(asyncio.Protocol):
                 if not self.transport.is_closing():  # type: ignore[union-attr]
                     self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))  # type: ignore[union-attr]
                 wbuf.clear()
+        if past_head is not None:  # after this read's answers are out, as every body is read
+            self._read_body_past_head(past_head)
+            return
         if retry is not None:  # the parser refused the version: a fresh one reads the line as 1.1
             self.parser = httptools.HttpRequestParser(self)
             self._url = b""
@@ -578,6 +612,8 @@ class Connection(asyncio.Protocol):
         if size > self.config.limit_request_header_size:
             raise ProtocolError(431, "Request trailer fields too large")
         self._head_size = size
+        if name == b"connection":  # llhttp would act on it (RFC 9110 6.5.1: not allowed in a trailer)
+            raise ProtocolError(400, "Connection is not allowed in a trailer section")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -620,7 +656,7 @@ class Connection(asyncio.Protocol):
         method = _method_name(raw_method) or raw_method.decode("ascii")
         url = self._url
         if url[0] != 47:  # not "/..."
-            url = origin_form(url)
+            url = origin_form(url, headers)
         if 63 in url:  # "?"
             raw_path, _, query = url.partition(b"?")
         else:
@@ -662,12 +698,20 @@ class Connection(asyncio.Protocol):
         if flags & UPGRADE and parser.should_upgrade():
             if self._upgrade == b"h2c":  # RFC 9110 7.8: a server may ignore Upgrade; serve it over 1.1
                 ex.keep_alive = False
+                if flags & (HAS_LENGTH | CHUNKED_BODY):
+                    # httptools ends an Upgrade request at its head and skips its body: the body is read
+                    # past the head once the parser stops (data_received), so it must not end here.
+                    self.ignored_upgrade = ex
             elif self._upgrade != b"websocket":
                 raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
             elif type(route) is not WebSocketRoute:
                 raise ProtocolError(400, "Upgrade to websocket is not supported here")
             elif len(self.pipeline) > 1:
                 raise ProtocolError(400, "A WebSocket upgrade must not be pipelined behind other requests")
+            elif version != "1.1" or method != "GET":  # RFC 6455 4.1 (and RFC 9110 7.8: no 101 for 1.0)
+                raise ProtocolError(400, "A WebSocket handshake is an HTTP/1.1 GET")
+            elif flags & CHUNKED_BODY or (flags & HAS_LENGTH and self._content_length):  # read as frames
+                raise ProtocolError(400, "A WebSocket handshake must not carry a body")
             else:  # handed over in _on_upgrade, once httptools stops at the end of this head
                 ex.keep_alive = False  # nothing after this head is HTTP: a 503 from shedding closes
                 if observer is not None and not observer.admit(self, ex):  # the in-flight limit counts handshakes
@@ -775,6 +819,15 @@ class Connection(asyncio.Protocol):
         self.current = None
         if ex is None:
             return
+        if not ex.keep_alive:
+            if ex is self.ignored_upgrade:  # httptools ends an Upgrade at its head: the body comes next
+                self.current = ex
+                return
+            self._enter(CLOSING)  # RFC 9112 9.6: nothing after a request that closes is processed
+        elif self.pipeline:
+            self._enter(HANDLING)
+        else:
+            self.stage = IDLE  # its timeout is set once per read, in data_received
         if self._head_size:  # trailer fields were counted: the next head starts from nothing
             self._head_size = 0
         ex.complete = True
@@ -784,12 +837,6 @@ class Connection(asyncio.Protocol):
         if self.buffered:
             self.buffered = 0
             self._unblock(BODY_BUFFER_FULL)
-        if not ex.keep_alive:
-            self._enter(CLOSING)  # RFC 9112 9.6: nothing after a request that closes is processed
-        elif self.pipeline:
-            self._enter(HANDLING)
-        else:
-            self.stage = IDLE  # its timeout is set once per read, in data_received
 
     # -- body flow, called by the Exchange -----------------------------------------------------------
     def body_wanted(self, ex: Exchange) -> None:
@@ -1034,6 +1081,7 @@ class Connection(asyncio.Protocol):
             else:
                 framing = CHUNKED if http11 else b""
             ex.status = response.status
+            ex.close_delimited = not head_only and not framing  # only the connection's close ends the body
             transport.write(response.encode_head(framing, self._tail(ex, close)))
             sent = 0
             if not head_only:
@@ -1049,6 +1097,8 @@ class Connection(asyncio.Protocol):
                         await self._drain()
                     if transport.is_closing():
                         raise ClientDisconnected("client went away during a streamed response")
+                    if length is not None and sent + len(piece) > length:  # never past the announced end
+                        raise RuntimeError(f"the body is longer than the {length} bytes its Content-Length announced")
                     transport.write(chunk(piece) if chunked else piece)
                     sent += len(piece)
                 if chunked:
@@ -1063,9 +1113,13 @@ class Connection(asyncio.Protocol):
             return
         except Exception:
             error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
+            # The body is cut short: the client must see an incomplete message. A close ends a
+            # close-delimited body as if it were complete, so that one is reset instead.
+            if ex.close_delimited and self.transport is not None:
+                self._reset()
             self.drop(ex)
             if self.transport is not None:
-                self.transport.close()  # the body is cut short: the client must see an incomplete message
+                self.transport.close()
             return
         finally:
             aclose = getattr(iterator, "aclose", None)
@@ -1230,7 +1284,19 @@ class Connection(asyncio.Protocol):
             return
         ex = self.current
         self.current = None
-        if ex is None or ex.status:  # a head that never became a request: an exchange to carry the answer
+        if ex is not None and ex.status:
+            # Answered before its body went wrong: a second answer would be read as the next request's
+            # (RFC 9110 15: one final response per request). Stop reading; close once the answer is out.
+            ex.body_error = HTTPError(status, reason)
+            ex.wake()
+            self._block(PIPELINE_FULL)
+            if not self.pipeline:  # written, or among this read's answers (written first)
+                if self.wbuf:
+                    transport.write(b"".join(self.wbuf))
+                    self.wbuf.clear()
+                transport.close()
+            return
+        if ex is None:  # a head that never became a request: an exchange to carry the answer
             ex = Exchange(self, False)
             ex.request = Request(ex, "-", self._url, b"", "", self._headers, "1.1", False, None, self.scheme)
             self.pipeline.append(ex)
@@ -1238,8 +1304,31 @@ class Connection(asyncio.Protocol):
         ex.body_error = HTTPError(status, reason)
         ex.wake()
         data = self._error_bytes(status, reason)
+        if ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
+            data = data[:data.index(b"\r\n\r\n") + 4]
         self._emit(ex, data, True, status, len(data))
         self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
+
+    def _read_body_past_head(self, rest: bytes) -> None:
+        """Read the body of an Upgrade request served as HTTP/1.1 (h2c, RFC 9110 7.8), which httptools
+        skipped: a fresh parser is given a stand-in head with the same framing, then the bytes past the
+        real head, so the body goes through the usual callbacks and limits. The connection closes after
+        the answer (nothing after this request is HTTP/1.1 the client meant for us)."""
+        ex = self.ignored_upgrade
+        self.ignored_upgrade = None
+        if ex is None or self.transport is None or self.transport.is_closing():
+            return
+        self.current = ex
+        self.parser = httptools.HttpRequestParser(_BodyPastHead(self))
+        if self._chunk_lines is not None:  # chunked: its size lines are bounded from the first byte of rest
+            self._chunk_lines = ChunkLines(self.config.limit_chunk_extension, self.config.limit_request_header_size,
+                                           b"", 0, 0)
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b"Content-Length: %d\r\n" % self._content_length
+        self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: body\r\nConnection: close\r\n" + framing + b"\r\n")
+        if rest:
+            self.data_received(rest)
 
     def _on_upgrade(self, data: bytes, offset: int) -> None:
         """httptools stopped at the end of an Upgrade request's head. An h2c upgrade was served as

@@ -46,14 +46,31 @@ def check_header(name: bytes, value: bytes) -> int:
     return UPGRADE  # b"upgrade"
 
 
-def origin_form(url: bytes) -> bytes:
-    """Absolute-form (``http://host/path?q``) to origin-form; ``*`` (OPTIONS) stays as is."""
+def origin_form(url: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """Absolute-form (``http://host/path?q``) to origin-form; ``*`` (OPTIONS) stays as is.
+
+    The target's authority replaces the Host field in ``headers`` (RFC 9112 3.2.2: the server MUST
+    ignore Host then), so the handler sees the host the client named in the target."""
     if url == b"*":
         return url
     try:
         parsed = httptools.parse_url(url)
     except httptools.HttpParserInvalidURLError:
         raise ProtocolError(400, "Invalid request target") from None
+    if parsed.userinfo is not None:  # RFC 9110 4.2.4: treat its presence as an error
+        raise ProtocolError(400, "Invalid request target: userinfo is not allowed")
+    host = parsed.host
+    if host:
+        authority = b"[%s]" % host if b":" in host else host  # an IPv6 literal lost its brackets
+        if parsed.port is not None:
+            authority += b":%d" % parsed.port
+        check_host(authority)
+        for index, (name, _) in enumerate(headers):
+            if name == b"host":
+                headers[index] = (name, authority)
+                break
+        else:  # HTTP/1.0 may omit Host
+            headers.append((b"host", authority))
     path = parsed.path or b"/"
     return path + b"?" + parsed.query if parsed.query else path
 

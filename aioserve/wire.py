@@ -14,8 +14,11 @@ from email.utils import formatdate
 REASONS: dict[int, str] = {s.value: s.phrase for s in http.HTTPStatus}
 REASONS.setdefault(425, "Too Early")
 
+# Final statuses only: a 1xx is interim (100 Continue is the server's own, CONTINUE_100), and a client
+# takes a 1xx sent as an answer for an interim one, then the next request's answer for this one's.
 STATUS_LINES: dict[int, bytes] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode("latin-1")) for code, phrase in REASONS.items()
+    if code >= 200
 }
 
 #: Statuses whose responses never carry a body or body framing headers (RFC 9110 6.4.1).
@@ -42,6 +45,8 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def status_line(status: int) -> bytes:
     line = STATUS_LINES.get(status)
     if line is None:
+        if not 200 <= status <= 599:  # RFC 9110 15: 100-599, and a 1xx is never an answer
+            raise ValueError(f"{status} is not a final HTTP status (200-599)")
         line = b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Unknown").encode("latin-1"))
     return line
 
