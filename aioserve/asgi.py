@@ -29,6 +29,7 @@ from .app import App
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .request import Request
 from .response import RawResponse, Response, StreamResponse
+from .router import Route, Router
 from .websocket import WebSocket, WebSocketDisconnect
 from .wire import TEXT_TYPE, check_header
 
@@ -36,7 +37,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")  # registered; others: resolve()
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 QUEUED_CHUNKS = 4  # body messages an app may send ahead of a slow client before send() waits
 FILE_CHUNK = 64 * 1024
@@ -53,8 +54,6 @@ class LifespanError(RuntimeError):
 
 def is_asgi(obj: Any) -> bool:
     """An object the CLI should serve as ASGI 3: callable, and not an aioserve App or Router."""
-    from .router import Router
-
     return callable(obj) and not isinstance(obj, (App, Router)) and not isinstance(obj, type)
 
 
@@ -63,16 +62,36 @@ def asgi_app(app: ASGIApp, *, root_path: str = "", lifespan: str = "auto", **opt
     if lifespan not in ("auto", "on", "off"):
         raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
     adapter = ASGIAdapter(app, root_path, lifespan)
-    wrapper = App(**options)
+    wrapper = _ASGIHost(**options)
     # GET and the WebSocket handshake share the catch-all: one WebSocketRoute whose plain HTTP answer
     # is the app's, instead of 426; the other methods are an ordinary route on the same patterns.
     others = [method for method in METHODS if method != "GET"]
+    catch_all = []
     for pattern in ("/", "/{asgi_path:path}"):
-        wrapper.route(pattern, others, name=adapter.name)(adapter.handle)
+        catch_all.append(wrapper.add_route(pattern, adapter.handle, others, name=adapter.name))
         wrapper.websocket(pattern, name=adapter.name, http=adapter.handle)(adapter.websocket)
+    wrapper.catch_all = frozenset(catch_all)
     wrapper.on_startup(adapter.startup)
     wrapper.on_shutdown(adapter.shutdown)
     return wrapper
+
+
+class _ASGIHost(App):
+    """The ``App`` serving an ASGI app: any method the connection accepts (PROPFIND, PURGE, QUERY...)
+    reaches the app, which says 405 itself (the routes the server adds, /metrics say, keep theirs)."""
+
+    catch_all: frozenset[Route] = frozenset()  # the catch-all's routes (for the methods but GET)
+
+    def resolve(self, method: str, path: str) -> tuple[Route | None, list[Any] | tuple[()], HTTPError | None]:
+        # App.resolve's lookup, so a path below / (not a static route) costs no extra call; what is not
+        # found here (404, another route's 405, a CORS preflight) is App.resolve's to answer.
+        found = self.tree.match(path)
+        if found is not None:
+            routes = found[0].routes
+            route = routes.get(method)
+            if route is not None or routes.get("POST") in self.catch_all:
+                return route or routes["POST"], found[1], None  # type: ignore[return-value]
+        return App.resolve(self, method, path)
 
 
 class ASGIAdapter:

@@ -284,3 +284,43 @@ async def test_an_app_that_stops_its_stream_when_the_client_left_is_not_logged_a
             await asyncio.wait_for(conn.reader.readuntil(b"first"), 5)
         await asyncio.wait_for(returned.wait(), 5)
     assert not logs.at_least(logging.ERROR), logs.describe()
+
+
+# -- any method reaches the app (www.rst: "method: The HTTP method name, uppercased") -----------------------------
+EXTENSION_METHODS = ["PROPFIND", "MKCOL", "REPORT", "PURGE", "QUERY", "LOCK", "SEARCH"]
+
+
+async def test_extension_methods_reach_the_app():
+    """WebDAV, cache purges and QUERY: every method the parser accepts is the app's to answer,
+    on ``/`` and below it, with its body; the app's own 405 for one it does not route."""
+    async def echo(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 207, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": f"{scope['method']} {scope['path']} ".encode() + body})
+
+    async def propfind(request: StarletteRequest):
+        return PlainTextResponse(f"{request.method} {(await request.body()).decode()}")
+
+    app = Starlette(routes=[Route("/dav", propfind, methods=["PROPFIND"]), Mount("/raw", echo)])
+    async with running(echo, lifespan="off", metrics="/metrics") as server, raw_connection(server) as conn:
+        for method in EXTENSION_METHODS:
+            for path in ("/", "/a/b"):
+                await conn.send(request_bytes(method, path, body=b"<x/>"))
+                response = await conn.read_final_response(method)
+                assert response.status == 207 and response.body == f"{method} {path} <x/>".encode()
+        await conn.send(request_bytes("PURGE", "/metrics"))  # the server's own route keeps its methods
+        assert (await conn.read_final_response("PURGE")).status == 405
+    async with running(app) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("PROPFIND", "/dav", body=b"<propfind/>"))
+        response = await conn.read_final_response("PROPFIND")
+        assert response.status == 200 and response.body == b"PROPFIND <propfind/>"
+        await conn.send(request_bytes("MKCOL", "/dav"))
+        response = await conn.read_final_response("MKCOL")
+        assert response.status == 405 and response.header("allow") == "PROPFIND"  # Starlette's, not ours
