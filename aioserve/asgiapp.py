@@ -184,10 +184,14 @@ async def _send_response(response: Response, method: str, send: Send) -> None:
             for name, value in response.headers.items() if name.lower() not in MANAGED_HEADERS]
     if not isinstance(response, StreamResponse):
         body = response.body
-        if status not in NO_BODY_STATUSES:
+        if status in NO_BODY_STATUSES:  # no body, whatever the Response holds (RFC 9110 15.3.5, 15.4.5)
+            body = b""
+        else:
             head.append((b"content-length", b"%d" % len(body)))
+            if method == "HEAD":  # the length a GET would have, and no body
+                body = b""
         await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        await send({"type": "http.response.body", "body": body})
         return
     if response.content_length is not None and status not in NO_BODY_STATUSES:
         head.append((b"content-length", b"%d" % response.content_length))

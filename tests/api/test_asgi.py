@@ -18,6 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from aioserve import App, stream
+from aioserve import Response as AioResponse
 from aioserve.asgi import asgi_app
 from aioserve.testing import AsyncTestClient
 from tests.support import http_client, raw_connection, request_bytes, running
@@ -445,3 +446,25 @@ async def test_head_of_a_long_stream_lets_the_app_finish():
             response = await conn.read_final_response("HEAD")
             assert response.status == 200 and response.body == b""
         await asyncio.wait_for(finished.wait(), 5)
+
+
+async def test_app_under_uvicorn_sends_no_body_with_204_or_304():
+    """A 204 or 304 Response that carries a body (conditional-GET middleware often keeps it) is sent
+    without it, as aioserve's own server does: uvicorn would otherwise drop the connection."""
+    app = App()
+
+    @app.get("/status/{code:int}")
+    async def status(request, code: int):
+        return AioResponse(b"abc", status=code)
+
+    async with under_uvicorn(app) as port, raw_connection(port) as conn:
+        for method, code in (("GET", 204), ("GET", 304), ("HEAD", 204), ("HEAD", 304)):
+            await conn.send(request_bytes(method, f"/status/{code}"))
+            response = await conn.read_final_response(method)
+            assert response.status == code and response.body == b"" and not response.has("content-length")
+        await conn.send(request_bytes("HEAD", "/status/200"))  # HEAD: the length a GET has, no body
+        response = await conn.read_final_response("HEAD")
+        assert response.status == 200 and response.body == b"" and response.header("content-length") == "3"
+        await conn.send(request_bytes("GET", "/status/200"))  # the same connection, still in step
+        response = await conn.read_final_response()
+        assert response.status == 200 and response.body == b"abc"
