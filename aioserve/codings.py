@@ -69,6 +69,21 @@ def negotiate(header: str | None, available: Iterable[str]) -> str | None:
     return best
 
 
+def vary_with(headers, token: str) -> None:
+    """Add ``token`` to a response's ``Vary``, keeping every value of every ``Vary`` line.
+
+    Nothing changes when a line already names it (or ``*``); otherwise the lines become one, their
+    values and ``token`` joined (RFC 9110 5.3: repeated lines are one list)."""
+    lines = headers.getall("vary")
+    if not lines:
+        headers.add("Vary", token)
+        return
+    joined = lines[0] if len(lines) == 1 else ", ".join(lines)
+    merged = vary_add(joined, token)
+    if merged is not joined:
+        headers["Vary"] = merged
+
+
 def vary_add(existing: str | None, token: str) -> str:
     """A ``Vary`` value with ``token`` added once (case-insensitively); ``*`` already covers all."""
     if not existing:

@@ -26,7 +26,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from .codings import negotiate, vary_add
+from .codings import negotiate, vary_with
+from .datastructures import list_field
 from .response import Response, StreamResponse
 from .staticfiles import FileResponse
 
@@ -132,14 +133,14 @@ class Compressor:
         headers = response.headers
         if "content-encoding" in headers or not self.compressible(headers.get("content-type")):
             return response
-        headers["Vary"] = vary_add(headers.get("vary"), "Accept-Encoding")
+        vary_with(headers, "Accept-Encoding")
         is_stream = isinstance(response, StreamResponse)
         if not is_stream and len(response.body) < self.settings.minimum_size:
             return response
-        cache_control = headers.get("cache-control")
+        cache_control = list_field(headers, "cache-control")  # every line: no-transform may be on any
         if cache_control and "no-transform" in cache_control.lower():
             return response
-        coding = negotiate(request.headers.get("accept-encoding"), self.codings)
+        coding = negotiate(list_field(request.headers, "accept-encoding"), self.codings)
         if coding is None:
             return response
         headers["Content-Encoding"] = coding

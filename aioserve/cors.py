@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable
 
-from .datastructures import MutableHeaders
+from .datastructures import MutableHeaders, list_field
 from .errors import HTTPError
 from .request import Request
 from .response import Response
@@ -124,7 +124,7 @@ class Cors:
             allow = self.allow_for(request.path) if self.allow_for is not None else ""
             raise HTTPError(405, headers={"Allow": allow} if allow else None)
         refused = not self.allows(origin) or not (self.any_method or method.strip().upper() in self.methods)
-        requested = headers.get("access-control-request-headers") or ""
+        requested = list_field(headers, "access-control-request-headers") or ""  # every line of the list
         names = [h.strip().lower() for h in requested.split(",") if h.strip()]
         if not refused and not self.any_header:
             refused = any(name not in self.headers for name in names)

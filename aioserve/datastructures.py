@@ -223,3 +223,18 @@ def parse_cookies(header: str) -> dict[str, str]:
             value = value[1:-1]
         cookies.setdefault(name, unquote(value))
     return cookies
+
+
+def list_field(headers, name: str) -> str | None:
+    """A list-valued field (RFC 9110 5.3: repeated lines form one comma-separated list) as one value.
+
+    Every line of ``name`` in ``headers`` (``Headers``, ``MutableHeaders``, or anything with ``get``
+    and ``getall``) joined with ", ", or None when there is none. A plain mapping has one value.
+    """
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get(name)
+    values = getall(name)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ", ".join(values)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from email.utils import parsedate_to_datetime
 
+from .datastructures import list_field
+
 MAX_RANGES = 16  # more than this in one header: serve the whole representation instead
 
 _SPEC = re.compile(r"([0-9]*)[ \t]*-[ \t]*([0-9]*)\Z")
@@ -61,10 +63,11 @@ def strong_match(header: str, etag: str) -> bool:
 def evaluate_conditions(headers, etag: str, mtime: int) -> int:
     """-> 200 (go on), 304 (not modified) or 412 (precondition failed), for GET and HEAD.
 
-    ``headers`` is the request's (``get`` by lowercase name); ``mtime`` the Last-Modified in seconds.
+    ``headers`` is the request's (``get``/``getall`` by lowercase name); ``mtime`` the Last-Modified in
+    seconds. If-Match and If-None-Match are lists: every line of them counts (RFC 9110 5.3).
     If-None-Match, when present, decides and If-Modified-Since is not looked at (RFC 9110 13.2.2).
     """
-    if_match = headers.get("if-match")
+    if_match = list_field(headers, "if-match")
     if if_match is not None:
         if not strong_match(if_match, etag):
             return 412
@@ -72,7 +75,7 @@ def evaluate_conditions(headers, etag: str, mtime: int) -> int:
         since = http_date_seconds(headers.get("if-unmodified-since"))
         if since is not None and mtime > since:
             return 412
-    if_none_match = headers.get("if-none-match")
+    if_none_match = list_field(headers, "if-none-match")
     if if_none_match is not None:
         return 304 if weak_match(if_none_match, etag) else 200
     since = http_date_seconds(headers.get("if-modified-since"))

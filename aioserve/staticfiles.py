@@ -29,8 +29,8 @@ from email.utils import formatdate
 from typing import Any, Union
 from urllib.parse import quote, unquote_to_bytes
 
-from .codings import negotiate, vary_add
-from .datastructures import HeadersInit
+from .codings import negotiate, vary_with
+from .datastructures import HeadersInit, list_field
 from .errors import HTTPError
 from .ranges import IGNORE, evaluate_conditions, if_range_allows, parse_range
 from .response import Response, StreamResponse
@@ -394,7 +394,7 @@ class StaticFiles:
                 self._alone[key] = settled
         if not available:
             return FileResponse(os.path.join(self.root, *segments), fd=fd, content_type=media_type)
-        chosen = negotiate(request.headers.get("accept-encoding"), available)
+        chosen = negotiate(list_field(request.headers, "accept-encoding"), available)
         for coding, sibling_fd in available.items():
             if coding != chosen:
                 os.close(sibling_fd)
@@ -404,7 +404,7 @@ class StaticFiles:
             os.close(fd)
             path = os.path.join(self.root, *segments[:-1], name + SIBLINGS[chosen])
             response = FileResponse(path, fd=available[chosen], content_type=media_type, encoding=chosen)
-        response.headers["Vary"] = vary_add(response.headers.get("vary"), "Accept-Encoding")
+        vary_with(response.headers, "Accept-Encoding")
         return response
 
     def _sibling_key(self, parent: int | None, name: str) -> tuple[tuple[int, int, str] | None, int | None]:
