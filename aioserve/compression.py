@@ -9,13 +9,15 @@ precompressed siblings only, so sendfile and Range keep working).
 
 Every compressible response gets ``Vary: Accept-Encoding``, compressed or not, since the choice
 depends on that header. A compressed one gets ``Content-Encoding`` and a weak ETag (the bytes
-differ; the meaning does not). A HEAD answer gets exactly the headers the GET would, the length
-included, and no body.
+differ; the meaning does not). A HEAD answer gets exactly the headers the GET would, and no body: the
+compressed length when the GET sends one, no length (chunked) when the GET streams. Nothing a HEAD
+would stream is compressed at all.
 
 Streams (SSE included) are compressed chunk by chunk, each flushed, so a client sees every event
 when it is sent. A body of ``offload_size`` bytes or more is compressed in a worker thread: the
 response becomes a stream (chunked) whose one chunk is produced off the event loop, so a 10 MB JSON
-answer does not stall every other connection for the tens of milliseconds it takes.
+answer does not stall every other connection for the tens of milliseconds it takes (a HEAD of such
+an answer gets the same head and is never compressed).
 
 br and zstd are optional (``pip install aioserve[compression]``); without them only gzip is offered.
 """
@@ -154,11 +156,15 @@ class Compressor:
             return response
         body = response.body
         offload = self.settings.offload_size
-        if offload is not None and len(body) >= offload and request.method != "HEAD":
-            streamed = StreamResponse(self._compress_off_loop(body, coding), response.status,
-                                      list(headers.items()))
+        if offload is not None and len(body) >= offload:
+            # The GET streams it (chunked, no length), compressed off the loop; a HEAD gets that same
+            # head and its body is never produced: nothing is compressed for it, on or off the loop.
+            iterator = _NoBody() if request.method == "HEAD" else self._compress_off_loop(body, coding)
+            streamed = StreamResponse(iterator, response.status, list(headers.items()))
             response.body = b""
             return streamed
+        # Below offload_size, on the loop: the GET sends the compressed length, and so does a HEAD
+        # (the same bounded work), so that both heads say the same.
         response.body = self.compress(body, coding)
         return response
 
@@ -193,6 +199,18 @@ class Compressor:
     async def _compress_off_loop(self, body: bytes, coding: str) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         yield await loop.run_in_executor(None, self.compress, body, coding)
+
+
+class _NoBody:
+    """The body of a HEAD answer that a GET would stream: never read (the connection sends no body)."""
+
+    __slots__ = ()
+
+    def __aiter__(self) -> _NoBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
 
 
 class _CompressedStream:
