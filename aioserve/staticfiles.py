@@ -243,15 +243,20 @@ class FileResponse(StreamResponse):
     def respond_to(self, request: Any) -> Response:
         """This response as the request asks for it: itself, a 206 of some ranges, a 304, 412 or 416.
 
-        Only a 200 to a GET or HEAD takes part; anything else is returned as is.
+        Only a 200 to a GET or HEAD takes part; anything else is returned as is. The validators apply
+        to both; Range only to a GET (RFC 9110 14.2: range handling is defined for GET alone, so a HEAD
+        gets the 200 head, the whole length included).
         """
-        if self.status != 200 or request.method not in ("GET", "HEAD"):
+        method = request.method
+        if self.status != 200 or (method != "GET" and method != "HEAD"):
             return self
         headers = request.headers
         mtime = int(self.stat.st_mtime)
         verdict = evaluate_conditions(headers, self.etag, mtime)
         if verdict != 200:
             return self._instead(verdict)
+        if method != "GET":
+            return self
         range_header = headers.get("range")
         if range_header is None or not if_range_allows(headers.get("if-range"), self.etag, self.last_modified):
             return self

@@ -3,6 +3,8 @@
 - compression: a HEAD of an answer the GET would compress off the loop and stream (``offload_size``
   or more) is never compressed, on the loop or off it, and its head says what the GET's does (chunked,
   no Content-Length); below ``offload_size`` both carry the same compressed length.
+- files: a HEAD ignores Range (RFC 9110 14.2: range handling is defined for GET only): 200 and the
+  whole length, never 206 or 416; the validators still apply to it (304, 412).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from aioserve import App, Response, StreamResponse
+from aioserve import App, FileResponse, Response, StreamResponse
 from aioserve.compression import CompressionSettings, Compressor
 from tests.support import raw_connection, request_bytes, running
 
@@ -106,3 +108,48 @@ async def test_head_and_get_heads_match_and_head_compresses_nothing():
         assert gzip.decompress(small_get.body) == SMALL
         assert small_head.header("content-length") == str(len(small_get.body))
         assert comparable(small_head) == comparable(small_get)
+
+
+# -- files: Range is for GET only ------------------------------------------------------------------------------
+FILE = bytes(range(100))
+
+
+def file_app(root) -> App:
+    app = App()
+    app.static("/s", str(root))
+
+    @app.get("/handler")
+    async def handler(request):
+        return FileResponse(root / "small.bin").respond_to(request)
+
+    return app
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "small.bin").write_bytes(FILE)
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", ["/s/small.bin", "/handler"])
+async def test_head_ignores_range_but_not_the_validators(root, path):
+    async with running(file_app(root)) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", path, {"Range": "bytes=0-1"}))
+        partial = await conn.read_final_response("GET")
+        assert partial.status == 206 and partial.body == FILE[:2]  # a GET's Range is honoured
+        etag = partial.header("etag")
+        for spec in ("bytes=0-1", "bytes=-5", "bytes=500-", "bytes=0-1,5-9"):
+            for if_range in (None, etag):
+                headers = {"Range": spec} if if_range is None else {"Range": spec, "If-Range": if_range}
+                await conn.send(request_bytes("HEAD", path, headers))
+                head = await conn.read_final_response("HEAD")
+                assert head.status == 200, (spec, head.status)
+                assert head.header("content-length") == str(len(FILE)) and head.header("content-range") is None
+                assert head.header("content-type") == "application/octet-stream"
+        await conn.send(request_bytes("HEAD", path, {"Range": "bytes=0-1", "If-None-Match": etag}))
+        assert (await conn.read_final_response("HEAD")).status == 304
+        await conn.send(request_bytes("HEAD", path, {"Range": "bytes=0-1", "If-Match": '"other"'}))
+        assert (await conn.read_final_response("HEAD")).status == 412
+        await conn.send(request_bytes("GET", path))
+        whole = await conn.read_final_response("GET")
+        assert whole.status == 200 and whole.body == FILE  # the connection is still in step
