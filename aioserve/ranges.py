@@ -9,6 +9,7 @@ capped anyway, since every span becomes a part of a multipart body.
 from __future__ import annotations
 
 import re
+import time
 from email.utils import parsedate_to_datetime
 
 from .datastructures import list_field
@@ -84,14 +85,24 @@ def evaluate_conditions(headers, etag: str, mtime: int) -> int:
     return 200
 
 
-def if_range_allows(value: str | None, etag: str, last_modified: str) -> bool:
-    """Whether a Range applies: no If-Range, a strongly matching tag, or the exact Last-Modified date."""
+def if_range_allows(value: str | None, etag: str, last_modified: str, mtime: float | None = None,
+                    now: float | None = None) -> bool:
+    """Whether a Range applies: no If-Range, a strongly matching tag, or a strong, exact Last-Modified.
+
+    A date is a validator only when it is the exact Last-Modified and that is strong (RFC 9110 13.1.5,
+    8.8.2.2): ``mtime``, the representation's modification time in seconds, at least one second
+    before ``now`` (the clock, by default). A file changed within the last second may change again
+    within the same second, keeping its Last-Modified: its date is weak, and the condition is false
+    (so is it when ``mtime`` is not given).
+    """
     if value is None:
         return True
     value = value.strip()
     if value.startswith('"') or value.startswith("W/"):
         return not value.startswith("W/") and not etag.startswith("W/") and value == etag
-    return value == last_modified  # a date validator is used only as an exact match (RFC 9110 13.1.5)
+    if value != last_modified or mtime is None:
+        return False
+    return (time.time() if now is None else now) - mtime >= 1.0
 
 
 def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:

@@ -258,7 +258,8 @@ class FileResponse(StreamResponse):
         if method != "GET":
             return self
         range_header = headers.get("range")
-        if range_header is None or not if_range_allows(headers.get("if-range"), self.etag, self.last_modified):
+        if range_header is None or not if_range_allows(headers.get("if-range"), self.etag, self.last_modified,
+                                                       self.stat.st_mtime):
             return self
         size = self.stat.st_size
         spans = parse_range(range_header, size)

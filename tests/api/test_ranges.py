@@ -60,10 +60,24 @@ def test_conditions(headers, expected):
 
 def test_if_range():
     date = "Sun, 09 Sep 2001 01:46:40 GMT"
+    mtime = 1_000_000_000.0  # that date
     assert if_range_allows(None, ETAG, date)
-    assert if_range_allows(ETAG, ETAG, date) and if_range_allows(date, ETAG, date)
+    assert if_range_allows(ETAG, ETAG, date) and if_range_allows(date, ETAG, date, mtime)
     assert not if_range_allows('W/"abc"', ETAG, date) and not if_range_allows('"x"', ETAG, date)
-    assert not if_range_allows("Sun, 09 Sep 2001 01:46:41 GMT", ETAG, date)
+    assert not if_range_allows("Sun, 09 Sep 2001 01:46:41 GMT", ETAG, date, mtime)
+
+
+def test_if_range_date_must_be_a_strong_validator():
+    """RFC 9110 13.1.5: a date matches only if it is a strong validator (8.8.2.2): the Last-Modified of a
+    file changed within the last second is weak (it can change again in that second, keeping its date)."""
+    date = "Sun, 09 Sep 2001 01:46:40 GMT"
+    mtime = 1_000_000_000.25
+    assert if_range_allows(date, ETAG, date, mtime, now=mtime + 1.0)
+    assert if_range_allows(date, ETAG, date, mtime, now=mtime + 3600)
+    for now in (mtime, mtime + 0.5, mtime + 0.99, mtime - 10):  # within the second, or a file from the future
+        assert not if_range_allows(date, ETAG, date, mtime, now=now), now
+    assert not if_range_allows(date, ETAG, date)  # strength unknown: weak
+    assert if_range_allows(ETAG, ETAG, date, mtime, now=mtime)  # a strong ETag is exact at any age
 
 
 range_specs = st.one_of(

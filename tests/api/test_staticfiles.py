@@ -12,6 +12,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -129,6 +130,8 @@ async def test_unsatisfiable_and_ignored_ranges(site):
 
 
 async def test_if_range(site):
+    old = os.stat(site / "data.bin").st_mtime_ns - 10 * 10**9  # a date validator is strong once 1 s old
+    os.utime(site / "data.bin", ns=(old, old))
     async with running(make_app(site)) as server, http_client(server) as client:
         first = await client.get("/static/data.bin")
         etag, modified = first.headers["etag"], first.headers["last-modified"]
@@ -138,6 +141,27 @@ async def test_if_range(site):
         for stale in ('"stale"', "W/" + etag, "Thu, 01 Jan 1970 00:00:00 GMT"):
             r = await client.get("/static/data.bin", headers={"range": "bytes=0-9", "if-range": stale})
             assert r.status_code == 200 and r.content == BODY
+
+
+async def test_if_range_with_the_date_of_a_file_changed_within_its_second_sends_the_whole_file(site):
+    """The file changes twice within one second: its Last-Modified stays the same, so that date is a
+    weak validator (RFC 9110 8.8.2.2) and If-Range with it is false (13.1.5): 200 and the whole new
+    file, never a 206 of the new bytes to splice onto the old ones. The mtimes are set a few seconds
+    ahead, so the second is not over however slowly the test runs."""
+    path = site / "data.bin"
+    second = (int(time.time()) + 5) * 10**9
+    os.utime(path, ns=(second + 200_000_000, second + 200_000_000))
+    async with running(make_app(site)) as server, http_client(server) as client:
+        first = await client.get("/static/data.bin")
+        modified = first.headers["last-modified"]
+        new = bytes(reversed(BODY))  # same size, other bytes
+        path.write_bytes(new)
+        os.utime(path, ns=(second + 600_000_000, second + 600_000_000))  # the same second
+        r = await client.get("/static/data.bin", headers={"range": "bytes=0-9", "if-range": modified})
+        assert r.headers["last-modified"] == modified  # the date cannot tell the two apart
+        assert r.status_code == 200 and r.content == new
+        r = await client.get("/static/data.bin", headers={"range": "bytes=0-9", "if-range": r.headers["etag"]})
+        assert r.status_code == 206 and r.content == new[:10]  # the ETag can
 
 
 def parse_byteranges(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
