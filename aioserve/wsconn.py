@@ -12,6 +12,7 @@ calls, without its wrappers). This module adds what the sans-IO layer leaves to 
     messages the handler has not   QUEUE_HIGH messages or max(ws_max_size, 64 KiB) bytes; reading pauses,
     read yet                       and resumes at QUEUE_LOW / half the bytes
     a message                      ws_max_size after decompression (the sans-IO layer: close 1009)
+    a message in fragments         one bytearray of its bytes: its size, not its number of frames
     text                           UTF-8 checked fragment by fragment, code points may straddle (1007)
     sending                        send() waits while the transport is paused (pause_writing); frames
                                    go out in one write per loop turn, at once past FLUSH_AT unwritten
@@ -185,7 +186,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.read_into = _read_buffer()
         self.flush_handle: asyncio.Handle | None = None
         self.decoder: Any = None  # the incremental UTF-8 decoder of the text message being received
-        self.pieces: list[Any] = []  # fragments of the message being received
+        self.pieces = bytearray()  # the fragments so far of the message being received (_fragment())
         self.binary = False
         self.ping_handle: asyncio.TimerHandle | None = None
         self.ping_payload: bytes | None = None
@@ -349,7 +350,6 @@ class WebSocketSession(asyncio.BufferedProtocol):
             elif opcode is TEXT or opcode is BINARY:  # the first fragment of a fragmented message
                 self.binary = opcode is BINARY
                 self.decoder = None if self.binary else codecs.getincrementaldecoder("utf-8")()
-                self.pieces = []
                 if not self._fragment(frame.data, frame.fin):
                     break
             elif opcode is CONT:
@@ -370,22 +370,38 @@ class WebSocketSession(asyncio.BufferedProtocol):
             self._wake()
 
     def _fragment(self, data: bytes, fin: bool) -> bool:
-        """Add one fragment of a fragmented message; False if the connection failed."""
-        if self.decoder is not None:
+        """Add one fragment of a fragmented message; False if the connection failed.
+
+        The fragments go into one bytearray: memory follows the message's size (ws_max_size bounds
+        it, in websockets' parser), never the number of its frames (an empty one costs nothing). A
+        text message is checked fragment by fragment by the incremental decoder (fail fast, a code
+        point may straddle fragments), whose output is dropped: the whole is decoded once, at the end.
+        """
+        pieces = self.pieces
+        if not fin:
+            if data:
+                decoder = self.decoder
+                if decoder is not None:
+                    try:
+                        decoder.decode(data)
+                    except UnicodeDecodeError as exc:  # the decoder saw its pending bytes, then data
+                        self.ws.fail(1007, f"invalid UTF-8 at position {len(pieces) - len(decoder.buffer) + exc.start}")
+                        return False
+                pieces += data
+            return True
+        pieces += data
+        self.pieces = bytearray()
+        self.decoder = None
+        if self.binary:
+            message: str | bytes = bytes(pieces)
+        else:
             try:
-                self.pieces.append(self.decoder.decode(data, fin))
+                message = pieces.decode()
             except UnicodeDecodeError as exc:
                 self.ws.fail(1007, f"invalid UTF-8 at position {exc.start}")
                 return False
-        else:
-            self.pieces.append(data)
-        if fin:
-            pieces = self.pieces
-            message = b"".join(pieces) if self.binary else "".join(pieces)
-            self.pieces = []
-            self.decoder = None
-            self.inbox.append(message)
-            self.inbox_bytes += len(message)
+        self.inbox.append(message)
+        self.inbox_bytes += len(message)
         return True
 
     def _inbox_full(self) -> bool:

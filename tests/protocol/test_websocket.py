@@ -621,6 +621,23 @@ async def test_a_code_point_split_across_fragments_is_valid(server):
     await ctx.__aexit__(None, None, None)
 
 
+async def test_a_message_in_one_byte_and_empty_fragments_is_reassembled(server):
+    """Every byte its own fragment, an empty fragment after each (what the bytearray must not count),
+    code points of 2, 3 and 4 bytes straddling them: the text and a binary message come back whole."""
+    ctx, conn = await open_raw(server)
+    text = "aé€😀" * 50
+    for opcode, data in ((TEXT, text.encode()), (BINARY, bytes(range(256)))):
+        frames = [frame(opcode, data[:1], fin=False)]
+        for byte in data[1:]:
+            frames += (frame(CONT, b"", fin=False), frame(CONT, bytes([byte]), fin=False))
+        frames.append(frame(CONT, b""))
+        await conn.send(b"".join(frames))
+        assert await read_frame(conn) == (opcode, True, data)
+    await conn.send(frame(TEXT, b"", fin=False) + frame(CONT, b"", fin=False) + frame(CONT, b""))
+    assert await read_frame(conn) == (TEXT, True, b"")
+    await ctx.__aexit__(None, None, None)
+
+
 VIOLATIONS = [
     # (name, frames to send, close code expected)
     ("unmasked frame", frame(TEXT, b"x", mask=False), 1002),
@@ -641,6 +658,11 @@ VIOLATIONS = [
     ("invalid UTF-8 text", frame(TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"), 1007),
     ("invalid UTF-8 across fragments", frame(TEXT, b"ok\xf4", fin=False) + frame(CONT, b"\x90\x80\x80"), 1007),
     ("truncated UTF-8 at the end of a message", frame(TEXT, b"a\xe2\x82"), 1007),
+    ("truncated UTF-8 at the end of a fragmented message",
+     frame(TEXT, b"a\xe2", fin=False) + frame(CONT, b"\x82", fin=False) + frame(CONT, b""), 1007),
+    ("invalid UTF-8 in the last fragment", frame(TEXT, b"ok", fin=False) + frame(CONT, b"\xff"), 1007),
+    ("invalid UTF-8 after empty fragments",
+     frame(TEXT, b"ok\xe2", fin=False) + frame(CONT, b"", fin=False) + frame(CONT, b"(", fin=False), 1007),
     ("invalid UTF-8 in the close reason", frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
 ]
 
