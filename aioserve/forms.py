@@ -22,6 +22,7 @@ import asyncio
 import codecs
 import io
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -289,9 +290,18 @@ async def read_form(request: Request, limits: FormLimits = DEFAULT_LIMITS) -> Fo
     raise HTTPError(415, "Expected application/x-www-form-urlencoded or multipart/form-data")
 
 
+_FIELD = re.compile(rb"[^&]+")  # a name=value pair; empty ones (``a=1&&b=2``, a trailing ``&``) are none
+
+
 def _parse_urlencoded(body: bytes, limits: FormLimits) -> FormData:
-    if body.count(b"&") >= limits.max_parts:  # counted before any parsing: a flood costs one scan
-        raise HTTPError(413, f"Form has more than {limits.max_parts} fields")
+    limit = limits.max_parts
+    if body.count(b"&") >= limit:  # counted before any parsing: perhaps too many pairs
+        pairs_seen: list[bytes] = []  # at most ``limit``; a flood of "&" has no match (one scan in C)
+        for match in _FIELD.finditer(body):
+            if len(pairs_seen) == limit:
+                raise HTTPError(413, f"Form has more than {limit} fields")
+            pairs_seen.append(match.group())
+        body = b"&".join(pairs_seen)  # the same pairs without the empty ones: fewer than ``limit`` "&"
     # latin-1 maps bytes to code points one to one, so the percent-decoded bytes survive until the
     # charset (the ``_charset_`` field's, or UTF-8) is known.
     pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1", separator="&")
@@ -302,7 +312,7 @@ def _parse_urlencoded(body: bytes, limits: FormLimits) -> FormData:
             break
     fields = []
     for name, value in pairs:
-        if len(value) > limits.max_field_size:
+        if len(value) > limits.max_field_size or len(name) > limits.max_field_size:
             raise HTTPError(413, f"Form field is larger than {limits.max_field_size} bytes")
         fields.append((_decode(name.encode("latin-1"), charset), _decode(value.encode("latin-1"), charset)))
     return FormData(fields)

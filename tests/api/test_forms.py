@@ -78,6 +78,45 @@ async def test_urlencoded_limits(client):
     assert (await client.post("/form/tight?field=10", content=b"a=" + b"x" * 11, headers=ct)).status_code == 413
 
 
+async def test_urlencoded_limit_counts_fields_not_separators(client):
+    """Empty pairs (a trailing ``&``, ``&&``) are no fields: parsing skips them, and so does the limit."""
+    ct = {"content-type": "application/x-www-form-urlencoded"}
+    for content, fields in [(b"a=1&b=2&c=3&", [["a", "1"], ["b", "2"], ["c", "3"]]),
+                            (b"a=1&&&b=2", [["a", "1"], ["b", "2"]]),
+                            (b"&" * 100_000 + b"a=1" + b"&" * 100_000, [["a", "1"]]),
+                            (b"&a=1&b&c=", [["a", "1"], ["b", ""], ["c", ""]])]:
+        r = await client.post("/form/tight?parts=3", content=content, headers=ct)
+        assert r.status_code == 200 and r.json()["fields"] == fields, content[:40]
+    for content in (b"a=1&b=2&c=3&d=4", b"a&b&c&d", b"&&a=1&&b=2&&c=3&&=&&"):
+        r = await client.post("/form/tight?parts=3", content=content, headers=ct)
+        assert r.status_code == 413 and "more than 3 fields" in r.text, content
+
+
+def test_urlencoded_flood_of_empty_pairs_is_parsed_in_bounded_memory():
+    """Empty pairs pass the limit; they must not cost a list entry each (20 MB of "&": 20M entries)."""
+    import tracemalloc
+
+    from aioserve.forms import _parse_urlencoded
+
+    flood = b"&" * 20_000_000 + b"a=1&" + b"&" * 1000
+    tracemalloc.start()
+    try:
+        form = _parse_urlencoded(flood, DEFAULT_LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert form.multi_items() == [("a", "1")]
+    assert peak < 1 * MiB, f"{peak / MiB:.1f} MiB to parse a flood of empty pairs"
+
+
+async def test_urlencoded_field_names_are_bounded_by_the_field_size(client):
+    ct = {"content-type": "application/x-www-form-urlencoded"}
+    assert (await client.post("/form/tight?field=10", content=b"n" * 10 + b"=v", headers=ct)).status_code == 200
+    for content in (b"n" * 11 + b"=v", b"n" * 11, b"%41" * 11 + b"=v", b"a=1&" + b"n" * 1_000_000 + b"=v"):
+        r = await client.post("/form/tight?field=10", content=content, headers=ct)
+        assert r.status_code == 413, content[:40]
+
+
 async def test_urlencoded_flood_of_fields_is_refused_quickly(client):
     flood = b"&".join(b"a=%d" % i for i in range(100_000))
     t0 = time.perf_counter()
