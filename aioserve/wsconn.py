@@ -213,10 +213,8 @@ class WebSocketSession(asyncio.BufferedProtocol):
         events = self.ws.events_received()
         if leftover:
             self.early += leftover
-        if not events or not isinstance(events[0], WsRequest):  # it refused the head (431, 400...)
-            self._write_out()
-            self._closed_by_us()
-            self._answered(400)
+        if not events or not isinstance(events[0], WsRequest):
+            self._refuse_head()
             return
         version = req.headers.get("sec-websocket-version")
         if version is not None and version.strip() != "13":
@@ -256,6 +254,19 @@ class WebSocketSession(asyncio.BufferedProtocol):
                 self._feed(data)
             if self.read_paused and not self._inbox_full():
                 self._resume_reading()
+
+    def _refuse_head(self) -> None:
+        """websockets could not parse the head: answer with its refusal (431, 414), or with a 400 where
+        it wrote none (on any other parse error it only ends the stream), then close."""
+        writes = self.ws.data_to_send()
+        answer = writes[0] if writes and writes[0] else None
+        if answer is None:  # its send_eof() is all there is: our answer goes before the close
+            answer = self.ws.reject(400, "Failed to open a WebSocket connection: invalid handshake request.\n").serialize()
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+        self._closed_by_us()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self._answered(int(head[9:12]), len(body))
 
     def _refuse(self, status: int, text: str, headers: Any = None) -> None:
         """Answer the handshake with an HTTP error instead of 101, then close."""

@@ -332,6 +332,24 @@ async def test_missing_key_is_400(server):
         assert response.status == 400
 
 
+async def test_a_head_websockets_cannot_parse_still_gets_a_400(server):
+    """The HTTP parser takes ``Content-Length: 00`` (no body); websockets' handshake parser refuses it
+    and, on such a failure, only ends the stream: the server must still answer before it closes."""
+    async with raw_connection(server) as conn:
+        await conn.send(handshake(extra="Content-Length: 00\r\n"))
+        response = await conn.read_response()
+        assert response.status == 400 and response.header("connection") == "close"
+        assert await conn.is_closed_by_peer()
+
+
+async def test_a_header_line_too_long_for_websockets_is_431(server):
+    async with raw_connection(server) as conn:
+        await conn.send(handshake(extra="Cookie: " + "c" * 9000 + "\r\n"))
+        response = await conn.read_response()
+        assert response.status == 431
+        assert await conn.is_closed_by_peer()
+
+
 async def test_plain_get_on_a_websocket_route_is_426(server):
     async with raw_connection(server) as conn:
         await conn.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
