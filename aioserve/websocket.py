@@ -96,7 +96,9 @@ class WebSocket:
 
     # -- the conversation ---------------------------------------------------------------------------
     async def accept(self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None) -> None:
-        """Answer the handshake with 101; ``subprotocol`` must be one the client offered (else ValueError)."""
+        """Answer the handshake with 101; ``subprotocol`` must be one the client offered (else ValueError).
+
+        Raises WebSocketDisconnect (1006) if the client went away before it was called."""
         self._session.accept(subprotocol, headers)
 
     def receive(self) -> Awaitable[str | bytes]:

@@ -150,7 +150,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         "loop", "transport", "config", "request", "route", "values", "on_closed", "ws", "socket", "task",
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
-        "close_handle", "draining", "lost", "_close_info", "exchange", "server", "stats", "opened_at",
+        "close_handle", "draining", "lost", "peer_eof", "_close_info", "exchange", "server", "stats", "opened_at",
         "unsent", "flush_handle", "out", "is_open", "gathers", "read_into",
     )
 
@@ -193,6 +193,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.close_handle: asyncio.TimerHandle | None = None
         self.draining = False
         self.lost = False
+        self.peer_eof = False  # the client half-closed after frames, before accept(): fed after them
         self._close_info: tuple[int, str] | None = None
         # the server's accounting (account()): the upgrade request until answered, then the open socket
         self.exchange: Exchange | None = None
@@ -230,6 +231,8 @@ class WebSocketSession(asyncio.BufferedProtocol):
 
     def accept(self, subprotocol: str | None, headers: Any) -> None:
         response = self.handshake
+        if response is not None and (self.lost or self.ws.state is not CONNECTING):
+            raise WebSocketDisconnect(*self.close_info())  # the client left first: 1006
         if response is None or self.ws.state is not CONNECTING:
             raise RuntimeError("accept() called twice, or after the WebSocket was closed")
         if subprotocol is not None:
@@ -252,7 +255,11 @@ class WebSocketSession(asyncio.BufferedProtocol):
                 data = bytes(self.early)
                 self.early = bytearray()
                 self._feed(data)
-            if self.read_paused and not self._inbox_full():
+            if self.peer_eof:  # then the client's FIN: after its close frame, if it sent one
+                self.ws.receive_eof()
+                self._write_out()
+                self._wake()
+            elif self.read_paused and not self._inbox_full():
                 self._resume_reading()
 
     def _refuse_head(self) -> None:
@@ -302,6 +309,11 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self._feed(data)
 
     def eof_received(self) -> bool:
+        if self.early and self.handshake is not None and self.ws.state is CONNECTING:
+            # A half-close after the handshake and some frames: they are read on accept(), then this
+            # EOF (the transport stays open to answer). A client that sent nothing more is gone.
+            self.peer_eof = True
+            return True
         self.ws.receive_eof()
         self._write_out()
         return False

@@ -165,6 +165,23 @@ async def plain(request):
     return "plain"
 
 
+@app.websocket("/slow-accept")
+async def slow_accept(ws: WebSocket):
+    """Accepts once the test says so (think of an auth lookup), then records what it reads."""
+    await seen["go"].wait()  # type: ignore[attr-defined]
+    try:
+        await ws.accept()
+        got = seen["got"] = []
+        async for message in ws:
+            got.append(message)
+        seen["end"] = (ws.close_code, ws._session.close_info()[1])
+    except WebSocketDisconnect as exc:
+        seen["accept_raised"] = exc.code
+        raise  # a handler may let it escape: a normal end
+    finally:
+        seen["done"].set()  # type: ignore[attr-defined]
+
+
 # -- a raw-frame client -----------------------------------------------------------------------------------
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -381,6 +398,50 @@ async def test_frames_sent_with_the_handshake_are_kept(server):
         await conn.send(handshake() + frame(TEXT, b"early"))
         assert (await conn.read_response()).status == 101
         assert await read_frame(conn) == (TEXT, True, b"early")
+
+
+def the_session(server):
+    return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
+
+
+@pytest.mark.parametrize("leave", ["fin", "reset"])
+async def test_a_client_gone_before_accept_makes_accept_raise_disconnect_1006(server, leave):
+    seen["go"] = asyncio.Event()
+    with capture_logs() as logs:
+        async with raw_connection(server) as conn:
+            await conn.send(handshake("/slow-accept"))
+            await wait_until(lambda: the_session(server) is not None)
+            session = the_session(server)
+            if leave == "reset":
+                conn.reset()
+            else:
+                await conn.close()
+        await wait_until(lambda: session.lost)
+        seen["go"].set()  # type: ignore[attr-defined]
+        await asyncio.wait_for(seen["done"].wait(), READ_TIMEOUT)  # type: ignore[union-attr]
+        await asyncio.sleep(0)  # the handler's task ends after its finally: let the server see it end
+    assert seen["accept_raised"] == 1006
+    assert not logs.at_least(logging.ERROR), logs.describe()
+
+
+async def test_a_client_that_half_closes_before_accept_is_read_and_answered(server):
+    """Handshake, two messages and a close frame, then FIN (shutdown SHUT_WR), all before the handler
+    accepts: on accept() the messages are delivered and the close is answered, then the TCP close."""
+    seen["go"] = asyncio.Event()
+    async with raw_connection(server) as conn:
+        await conn.send(handshake("/slow-accept") + frame(TEXT, b"early") + frame(BINARY, b"\x01")
+                        + frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
+        conn.writer.write_eof()
+        await wait_until(lambda: the_session(server) is not None)
+        session = the_session(server)
+        await wait_until(lambda: session.lost or session.peer_eof)  # the server has seen the FIN
+        seen["go"].set()  # type: ignore[attr-defined]
+        assert (await conn.read_response()).status == 101
+        opcode, _, payload = await read_frame(conn)
+        assert (opcode, payload) == (CLOSE, struct.pack("!H", 1000) + b"bye")
+        assert await conn.is_closed_by_peer()
+    await asyncio.wait_for(seen["done"].wait(), READ_TIMEOUT)  # type: ignore[union-attr]
+    assert seen["got"] == ["early", b"\x01"] and seen["end"] == (1000, "bye")
 
 
 # -- messages and closing ------------------------------------------------------------------------------------
