@@ -14,7 +14,9 @@ connection can carry the next request.
 
 Files spool to an anonymous temporary file past ``spool_size`` (no name on disk: it disappears when
 closed, or when the process dies), written in batches off the event loop, so a slow disk never stalls
-other requests.
+other requests. ``spool_size`` also bounds the bytes of all of one form's files kept in memory
+together: past it, the file being received spools too, so memory does not grow with the number of
+files. A form's spooled files share one temporary file (one descriptor per form).
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import codecs
 import io
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterable, Protocol
@@ -75,9 +76,36 @@ DEFAULT_LIMITS = FormLimits()
 
 
 # -- results ---------------------------------------------------------------------------------------
+class _Spool:
+    """What the uploads of one form share: a bound on the file bytes they keep in memory together,
+    and one anonymous temporary file for those that spool, each a contiguous range of it (so a form
+    costs one descriptor however many of its files spool)."""
+
+    __slots__ = ("memory", "held", "file", "end", "users")
+
+    def __init__(self, memory: int) -> None:
+        self.memory = memory  # the most file bytes the form keeps in memory; past it, a file spools
+        self.held = 0  # bytes of the form's files in memory now (those not spooled)
+        self.file: io.BufferedRandom | None = None  # created by the first write, on a worker thread
+        self.end = 0  # bytes handed to the file so far: where the next batch goes
+        self.users = 0  # uploads with bytes in the file and not yet closed; the last one closes it
+
+    def write(self, chunks: list[bytes], offset: int) -> None:
+        """On a worker thread: one batch at ``offset``, flushed (readers ``os.pread`` the descriptor)."""
+        if self.file is None:
+            self.file = tempfile.TemporaryFile()  # no name on disk: gone when closed
+        self.file.seek(offset)
+        self.file.writelines(chunks)
+        self.file.flush()
+
+
 class UploadFile:
     """One uploaded file: ``filename``, ``content_type``, ``size``, ``headers``; ``await read()``,
-    ``await save(path)``. Held in memory up to the spool size, then in an anonymous temporary file."""
+    ``await save(path)``. Held in memory up to the spool size, then in an anonymous temporary file.
+
+    The files of one ``form()`` share that bound: once they hold ``spool_size`` bytes in memory
+    together, the file being received spools too, however small (into the form's one temporary file).
+    """
 
     def __init__(self, filename: str | None, content_type: str | None, headers: list[tuple[str, str]],
                  spool_size: int = 1 * MiB) -> None:
@@ -89,7 +117,9 @@ class UploadFile:
         self._chunks: list[bytes] = []  # all of it while small; afterwards, what waits for the disk
         self._buffered = 0
         self._spooled = False
-        self._file: io.BufferedRandom | None = None  # created by the first write, on a worker thread
+        self._spool: _Spool | None = None  # the form's (set by _read_multipart_form), else its own
+        self._start = 0  # where its bytes begin in the spool's file, once spooled
+        self._holding = False  # counted among the spool file's users
         self._writing: asyncio.Future[None] | None = None  # at most one batch on its way to the disk
         self._position = 0
         self._closed = False
@@ -98,33 +128,53 @@ class UploadFile:
     def in_memory(self) -> bool:
         return not self._spooled
 
+    @property
+    def _file(self) -> io.BufferedRandom | None:
+        """The temporary file its bytes are in, once spooled (shared with the form's other spooled files)."""
+        return self._spool.file if self._spooled and self._spool is not None else None
+
     async def _write(self, data: bytes) -> None:
-        self.size += len(data)
+        size = len(data)
+        self.size += size
         self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > self._spool_size:
+        self._buffered += size
+        if self._spooled:
+            if self._buffered > self._spool_size:
+                await self._flush(wait=False)
+            return
+        spool = self._spool
+        if spool is None:
+            spool = self._spool = _Spool(self._spool_size)
+        spool.held += size
+        if self._buffered > self._spool_size or spool.held > spool.memory:
+            spool.held -= self._buffered  # on its way to the disk
             await self._flush(wait=False)
 
     async def _flush(self, wait: bool = True) -> None:
         """Hand what is buffered to a worker thread, one batch (about ``spool_size``) at a time.
 
         Double-buffered: parsing the next batch overlaps the disk write of this one, and at most two
-        batches are in memory."""
+        batches are in memory. Batches go one after another (each waits for the one before), and a
+        form's files one after another, so each file's bytes are one range of the spool's file."""
         if self._writing is not None:
             await self._writing
             self._writing = None
         if self._chunks:
             chunks, self._chunks, self._buffered = self._chunks, [], 0
-            self._spooled = True
-            self._writing = asyncio.get_running_loop().run_in_executor(None, self._write_to_disk, chunks)
+            spool = self._spool
+            if spool is None:
+                spool = self._spool = _Spool(self._spool_size)
+            if not self._spooled:
+                self._spooled = True
+                self._start = spool.end
+                self._holding = True
+                spool.users += 1
+            offset = spool.end
+            spool.end += sum(map(len, chunks))
+            self._writing = asyncio.get_running_loop().run_in_executor(None, spool.write, chunks, offset)
         if wait and self._writing is not None:
             await self._writing
             self._writing = None
-
-    def _write_to_disk(self, chunks: list[bytes]) -> None:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile()  # no name on disk: gone when closed
-        self._file.writelines(chunks)
 
     async def _finish(self) -> None:
         """The part has ended: everything on disk (if spooled), or joined in memory."""
@@ -136,19 +186,18 @@ class UploadFile:
     async def read(self, size: int = -1) -> bytes:
         """Read from the current position (the start, at first); ``size=-1`` reads to the end."""
         self._check_open()
-        if self._file is None:
+        file = self._file
+        if file is None:
             data = b"".join(self._chunks)
             end = len(data) if size < 0 else min(len(data), self._position + size)
             chunk = data[self._position:end]
             self._position = end
             return chunk
-        file, position = self._file, self._position
-
-        def read() -> bytes:
-            file.seek(position)
-            return file.read(size)
-
-        data = await asyncio.to_thread(read)
+        left = self.size - self._position
+        count = left if size < 0 else min(size, left)
+        if count <= 0:
+            return b""
+        data = await asyncio.to_thread(_pread, file.fileno(), count, self._start + self._position)
         self._position += len(data)
         return data
 
@@ -159,37 +208,52 @@ class UploadFile:
     async def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole file to ``path`` (created or truncated), off the event loop."""
         self._check_open()
-        if self._file is None:
+        file = self._file
+        if file is None:
             await asyncio.to_thread(_write_bytes, path, b"".join(self._chunks))
             return
-        await asyncio.to_thread(_copy_file, self._file, path)
+        await asyncio.to_thread(_copy_range, file.fileno(), self._start, self.size, path)
 
     def close(self) -> None:
-        """Release the memory or delete the temporary file (after a write in progress). Idempotent."""
+        """Release the memory or delete the temporary file (after a write in progress). Idempotent.
+
+        A temporary file shared by a form's files is deleted when the last of them is closed."""
         self._closed = True
         self._chunks = []
         writing, self._writing = self._writing, None
         if writing is not None and not writing.done():
             writing.add_done_callback(self._close_after_write)
-        elif self._file is not None:
-            self._file.close()
+        elif self._release():
+            self._spool.file.close()  # type: ignore[union-attr]
 
     async def aclose(self) -> None:
         """``close()``, with the temporary file's deletion (freeing its blocks) off the event loop."""
-        file = self._file
-        if file is not None and (self._writing is None or self._writing.done()) and not file.closed:
+        writing = self._writing
+        if self._holding and (writing is None or writing.done()):
             self._closed = True
             self._chunks = []
             self._writing = None
-            await asyncio.to_thread(file.close)
+            if writing is not None and not writing.cancelled():
+                writing.exception()  # retrieved: a failed write of a discarded upload is not news
+            if self._release():
+                await asyncio.to_thread(self._spool.file.close)  # type: ignore[union-attr]
             return
         self.close()
+
+    def _release(self) -> bool:
+        """Stop using the spool's file: True when this was its last user (the file is to be closed)."""
+        if not self._holding:
+            return False
+        self._holding = False
+        spool = self._spool
+        spool.users -= 1  # type: ignore[union-attr]
+        return spool.users == 0 and spool.file is not None and not spool.file.closed  # type: ignore[union-attr]
 
     def _close_after_write(self, writing: asyncio.Future[None]) -> None:
         if not writing.cancelled():
             writing.exception()  # retrieved: a failed write of a discarded upload is not news
-        if self._file is not None:
-            self._file.close()
+        if self._release():
+            self._spool.file.close()  # type: ignore[union-attr]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -204,10 +268,30 @@ def _write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         out.write(data)
 
 
-def _copy_file(source: io.BufferedRandom, path: str | os.PathLike[str]) -> None:
-    source.seek(0)
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    """``count`` bytes at ``offset`` (fewer only at the end of the file), without moving a position
+    that another upload of the same form may be using."""
+    parts = []
+    for _ in range(count // MiB + 2):  # reads of a regular file are whole; bounded all the same
+        if count <= 0:
+            break
+        data = os.pread(fd, min(count, 1 << 30), offset)
+        if not data:
+            break
+        parts.append(data)
+        count -= len(data)
+        offset += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _copy_range(fd: int, start: int, size: int, path: str | os.PathLike[str]) -> None:
     with open(path, "wb") as out:
-        shutil.copyfileobj(source, out, MiB)
+        end = start + size
+        for offset in range(start, end, MiB):
+            data = os.pread(fd, min(MiB, end - offset), offset)
+            if not data:
+                break
+            out.write(data)
 
 
 class FormFiles(QueryParams):
@@ -321,6 +405,7 @@ def _parse_urlencoded(body: bytes, limits: FormLimits) -> FormData:
 async def _read_multipart_form(request: Request, boundary: str, limits: FormLimits) -> FormData:
     raw_fields: list[tuple[str, bytes, str | None]] = []  # decoded once the _charset_ field is known
     files: list[tuple[str, UploadFile]] = []
+    spool = _Spool(limits.spool_size)  # the files' memory, bounded as a whole, and their one temporary file
     charset = "utf-8"
     try:
         async for part in MultipartReader(request.stream(), boundary, limits):
@@ -331,6 +416,7 @@ async def _read_multipart_form(request: Request, boundary: str, limits: FormLimi
                 raw_fields.append((part.name, value, part.charset))
             else:
                 upload = UploadFile(part.filename, part.content_type, part.headers, limits.spool_size)
+                upload._spool = spool
                 files.append((part.name, upload))
                 async for chunk in part:
                     await upload._write(chunk)

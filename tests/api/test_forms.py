@@ -370,6 +370,66 @@ async def test_form_close_deletes_spooled_files():
     form.close()  # idempotent
 
 
+async def test_a_forms_files_share_one_memory_bound_and_one_temporary_file(tmp_path):
+    """The files of one form keep at most the spool size (1 MiB) in memory together: past it, the file
+    being received spools, however small. Spooled files share one temporary file, each its own range
+    of it: read, seek, save and close work on each as on a file of its own."""
+    sizes = [600_000, 600_000, 10, 3 * MiB, 20, 700_000]
+    payloads = [bytes([65 + i]) * size for i, size in enumerate(sizes)]
+    app = App()
+    kept: list = []
+
+    @app.post("/many", max_body_size=None)
+    async def many(request):
+        uploads = [f for _, f in (await request.form()).files.multi_items()]
+        kept.extend(uploads)
+        spooled = [f for f in uploads if not f.in_memory]
+        shared = len({id(f._file) for f in spooled}) == 1
+        uploads[1].close()  # one file closed early: the others still read from the shared file
+        with pytest.raises(ValueError):
+            await uploads[1].read()
+        checks = []
+        for i, f in enumerate(uploads[2:], 2):
+            whole = await f.read()
+            await f.seek(f.size - 5)
+            tail = await f.read()
+            await f.seek(1)
+            head = await f.read(4)
+            past_end = await f.read(10 * MiB) if f.size > 5 else b""
+            await f.save(tmp_path / f"{i}.bin")
+            checks.append(whole == payloads[i] and tail == payloads[i][-5:] and head == payloads[i][1:5]
+                          and past_end == payloads[i][5:] and (tmp_path / f"{i}.bin").read_bytes() == payloads[i])
+        return {"in_memory": [f.in_memory for f in uploads], "shared": shared, "checks": checks}
+
+    async with running(app) as server, http_client(server) as c:
+        r = await c.post("/many", files=[(f"f{i}", (f"{i}.bin", p)) for i, p in enumerate(payloads)])
+        assert r.status_code == 200, r.text
+        assert r.json() == {"in_memory": [True, False, True, False, True, False], "shared": True,
+                            "checks": [True] * 4}
+    shared_file = kept[3]._file
+    await wait_until(lambda: shared_file.closed, timeout=5, message="the shared temporary file was not closed")
+
+
+async def test_the_shared_temporary_file_is_closed_by_its_last_upload():
+    from aioserve.forms import _Spool
+
+    spool = _Spool(10)
+    a, b = (UploadFile(name, None, [], spool_size=10) for name in ("a", "b"))
+    for upload, data in ((a, b"a" * 30), (b, b"b" * 30)):
+        upload._spool = spool
+        await upload._write(data)
+        await upload._finish()
+    assert a._file is b._file is spool.file and spool.users == 2
+    assert await b.read() == b"b" * 30 and await a.read() == b"a" * 30
+    a.close()
+    a.close()  # idempotent: counted once
+    assert not spool.file.closed and await b.read() == b""  # b's position is at its end
+    await b.seek(0)
+    assert await b.read(3) == b"bbb"
+    await b.aclose()
+    assert spool.file.closed
+
+
 async def test_uploads_are_deleted_when_the_request_ends(client):
     r = await client.post("/form", files={"file": ("f.bin", b"x" * (3 * MiB))})
     assert r.status_code == 200 and r.json()["files"][0]["in_memory"] is False

@@ -82,6 +82,29 @@ def test_100_mib_multipart_upload_in_bounded_memory(server):
     assert rss.growth_mib < 50, f"server RSS grew by {rss.growth_mib:.1f} MiB for a 100 MiB upload"
 
 
+def test_many_files_in_one_form_in_bounded_memory(server):
+    """45 files of 1 MiB: together they are held in memory only up to the spool size (1 MiB), the rest
+    spool to disk as they arrive. (Each file alone is within the spool size: before the bound was on
+    the whole form, every one stayed in memory and RSS grew by the body's 45 MiB.)"""
+    count = 45
+    parts = []
+    for i in range(count):
+        parts.append((f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f{i}"; filename="f{i}.bin"\r\n'
+                      f"Content-Type: application/octet-stream\r\n\r\n").encode())
+        parts.append(bytes([i]) * MiB + b"\r\n")
+    parts.append(f"--{BOUNDARY}--\r\n".encode())
+    ctype = f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n".encode()
+    _post(server.port, "/form", ctype, parts[:2] + parts[-1:])  # warm up: one file, imports, first allocations
+    with RssSampler(server.proc.pid) as rss:
+        status, body = _post(server.port, "/form", ctype, parts)
+    assert status == 200, body[:300]
+    files = json.loads(body)["files"]
+    assert [f["size"] for f in files] == [MiB] * count
+    print(f"\npeak server RSS growth, {count} files of 1 MiB: {rss.growth_mib:.1f} MiB")
+    assert rss.growth_mib < 20, f"server RSS grew by {rss.growth_mib:.1f} MiB for {count} files of 1 MiB"
+    assert files[0]["in_memory"] and not any(f["in_memory"] for f in files[1:])
+
+
 # --------------------------------------------------------------------------
 # fuzzing
 # --------------------------------------------------------------------------
