@@ -20,6 +20,7 @@ calls, without its wrappers). This module adds what the sans-IO layer leaves to 
     reading                        into one shared buffer per thread (a BufferedProtocol), copied once
                                    into the sans-IO reader: no bytes object per read, no buffer per socket
     a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
+                                   (not counted while reading is paused: it restarts on resume)
     the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
 
 The handler runs in its own task. ``start_websocket`` is the whole seam with the HTTP connection.
@@ -445,6 +446,8 @@ class WebSocketSession(asyncio.BufferedProtocol):
             self.read_paused = False
             if not self.transport.is_closing():
                 self.transport.resume_reading()
+            if self.ping_payload is not None and self.ping_handle is None:
+                self._arm_ping_timeout()  # its timeout ran out while we were not reading: a new one
 
     # -- what the WebSocket object calls -------------------------------------------------------------
     async def receive(self, end: bool = False) -> str | bytes:
@@ -646,12 +649,19 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.ping_payload = os.urandom(4)
         self.ws.send_ping(self.ping_payload)
         self._write_out()
+        self._arm_ping_timeout()
+
+    def _arm_ping_timeout(self) -> None:
         timeout = self.config.ws_ping_timeout
-        if timeout:
+        if timeout and not self.lost:
             self.ping_handle = self.loop.call_later(timeout, self._ping_timed_out)
 
     def _ping_timed_out(self) -> None:
         self.ping_handle = None
+        if self.read_paused:
+            # Reading is paused by the handler's backlog (the inbox): the pong may be waiting unread
+            # in the kernel, so the peer cannot be judged. _resume_reading() gives it a new timeout.
+            return
         if self.ping_payload is not None and self.ws.state is OPEN and not self.lost:
             self.ws.fail(INTERNAL_ERROR, "keepalive ping timeout")
             self._write_out()

@@ -652,6 +652,54 @@ async def test_a_peer_that_answers_pings_stays_open():
         await ctx.__aexit__(None, None, None)
 
 
+@app.websocket("/backlog")
+async def backlog(ws: WebSocket):
+    """Reads nothing until told to (its inbox fills, reading pauses), then echoes everything."""
+    await ws.accept()
+    await seen["go"].wait()  # type: ignore[attr-defined]
+    async for message in ws:
+        await ws.send(message)
+
+
+async def test_a_responsive_peer_is_not_timed_out_while_its_messages_wait_unread():
+    """The handler leaves 70 messages unread: reading pauses (at 64), so the client's pong sits unread
+    in the kernel. Its ping timeout must not count against the peer while the server is not reading,
+    and must count again once it reads: a peer that then stops answering is still dropped with 1011."""
+    seen.clear()
+    seen["go"] = asyncio.Event()
+    async with running(app, ws_ping_interval=0.1, ws_ping_timeout=0.3) as srv:
+        ctx, conn = await open_raw(srv, "/backlog")
+        await conn.send(b"".join(frame(TEXT, b"m%d" % i) for i in range(70)))
+        await wait_until(lambda: the_session(srv) is not None and the_session(srv).read_paused)
+        opcode, _, payload = await read_frame(conn)
+        assert opcode == PING
+        await conn.send(frame(PONG, payload))  # answered at once, but not read while paused
+        # Wall time must pass here: three ping timeouts, in which the old code closed with 1011.
+        await conn.assert_silent(timeout=1.0)
+        seen["go"].set()  # type: ignore[attr-defined]
+        echoed = []
+        for _ in range(200):  # 70 echoes, with the pings of 0.1 s interleaved
+            opcode, _, payload = await read_frame(conn)
+            if opcode == PING:
+                await conn.send(frame(PONG, payload))
+                continue
+            assert opcode == TEXT, (opcode, payload)
+            echoed.append(payload)
+            if len(echoed) == 70:
+                break
+        assert echoed == [b"m%d" % i for i in range(70)]
+        await conn.send(frame(TEXT, b"still here"))
+        for _ in range(20):
+            opcode, _, payload = await read_frame(conn)
+            if opcode != PING:
+                break
+            await conn.send(frame(PONG, payload))
+        assert (opcode, payload) == (TEXT, b"still here")
+        # Reading again: a peer that stops answering is judged as before.
+        await expect_close(conn, 1011)
+        await ctx.__aexit__(None, None, None)
+
+
 # -- Autobahn-style categories with the raw-frame client ------------------------------------------------------------
 
 async def test_ping_is_answered_with_the_same_payload(server):
