@@ -42,7 +42,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import Frame, Opcode
+from websockets.frames import EXTERNAL_CLOSE_CODES, Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.protocol import CLOSED, CONNECTING, OPEN, SEND_EOF
 from websockets.server import ServerProtocol
@@ -518,7 +518,20 @@ class WebSocketSession(asyncio.BufferedProtocol):
             raise WebSocketDisconnect(code, reason)
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
-        """Start the closing handshake (or refuse the handshake with 403 before accept)."""
+        """Start the closing handshake (or refuse the handshake with 403 before accept).
+
+        ValueError for what a close frame must not carry (RFC 6455 5.5, 7.4): a code outside
+        1000-1003, 1007-1014 and 3000-4999 (websockets' own list), a reason over 123 bytes of UTF-8."""
+        if not isinstance(code, int) or isinstance(code, bool) \
+                or code not in EXTERNAL_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code!r} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999 "
+                             "(1004-1006 and 1015 are reserved, 1016-2999 unassigned; RFC 6455 7.4)")
+        if not isinstance(reason, str):
+            raise TypeError(f"a close reason is a str, not {type(reason).__name__}")
+        if reason:
+            size = len(reason.encode("utf-8"))
+            if size > 123:
+                raise ValueError(f"a close reason is at most 123 bytes of UTF-8, got {size} bytes")
         ws = self.ws
         if ws.state is CONNECTING:
             if self.handshake is not None:

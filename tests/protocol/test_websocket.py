@@ -182,6 +182,29 @@ async def slow_accept(ws: WebSocket):
         seen["done"].set()  # type: ignore[attr-defined]
 
 
+BAD_CLOSES = [(1005, ""), (1006, ""), (999, ""), (0, ""), (1004, ""), (1015, ""), (1016, ""), (2999, ""),
+              (5000, ""), (True, ""), (1000.0, ""), (1000, "r" * 124), (4000, "é" * 62)]  # 124 bytes of UTF-8
+
+
+@app.websocket("/close-args")
+async def close_args(ws: WebSocket):
+    """close() with what RFC 6455 forbids sending: a ValueError each, and the socket stays usable."""
+    errors = seen["close_errors"] = []
+    for code, reason in BAD_CLOSES[:2]:  # before accept() as well: not a refusal
+        try:
+            await ws.close(code, reason)
+        except ValueError as exc:
+            errors.append(str(exc))
+    await ws.accept()
+    for code, reason in BAD_CLOSES:
+        try:
+            await ws.close(code, reason)
+        except ValueError as exc:
+            errors.append(str(exc))
+    await ws.send("still open")
+    await ws.close(3000, "é" * 61 + "r")  # 123 bytes: the longest reason a close frame holds
+
+
 # -- a raw-frame client -----------------------------------------------------------------------------------
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -490,6 +513,17 @@ async def test_server_close_code_and_reason_reach_the_client(server):
         with pytest.raises(ConnectionClosed):
             await ws.recv()
     assert (ws.close_code, ws.close_reason) == (4000, "bye")
+
+
+async def test_close_with_a_code_or_reason_that_cannot_be_sent_raises_value_error(server):
+    ctx, conn = await open_raw(server, "/close-args")
+    assert await read_frame(conn) == (TEXT, True, b"still open")
+    opcode, _, payload = await read_frame(conn)
+    assert (opcode, payload) == (CLOSE, struct.pack("!H", 3000) + ("é" * 61 + "r").encode())
+    errors = seen["close_errors"]
+    assert len(errors) == 2 + len(BAD_CLOSES), errors
+    assert "1005" in errors[0] and "124 bytes" in errors[-2] and "124 bytes" in errors[-1], errors
+    await ctx.__aexit__(None, None, None)
 
 
 async def test_a_handler_that_returns_closes_1000(server):
