@@ -63,9 +63,9 @@ from .headcheck import (
     parser_reason,
     unknown_method,
 )
-from .rates import MinRate
+from .rates import MinRate, unsent
 from .request import Request
-from .response import Response, StreamResponse
+from .response import RawResponse, Response, StreamResponse
 from .results import to_response
 from .router import UNSET, WebSocketRoute
 from .sendfile import send_plan, use_sendfile
@@ -83,6 +83,7 @@ from .wire import (
     OCTET_200,
     REASONS,
     TEXT_200,
+    TEXT_TYPE,
     chunk,
     content_length,
     END_OF_HEADS,
@@ -152,7 +153,7 @@ class Connection(asyncio.Protocol):
         # an Upgrade served as HTTP/1.1 (h2c) whose body httptools skipped: read past its head
         "upgrade_to", "upgraded", "ignored_upgrade",
         # minimum data rates (rates.py), made on first use: the body being read, the client reading
-        "body_rate", "write_rate", "write_base",
+        "body_rate", "write_rate", "write_base", "write_mark",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -209,7 +210,8 @@ class Connection(asyncio.Protocol):
         self.ignored_upgrade: Exchange | None = None
         self.body_rate: MinRate | None = None
         self.write_rate: MinRate | None = None
-        self.write_base = 0  # the transport's buffered bytes when writing paused
+        self.write_base = 0  # bytes the client had not taken when writing paused (rates.unsent)
+        self.write_mark = 0  # the same, when the write timeout was last armed
 
     def peer(self) -> tuple[str, int] | None:
         """The client's (host, port), asked of the transport the first time a request wants it."""
@@ -305,10 +307,11 @@ class Connection(asyncio.Protocol):
             rate = self.write_rate
             if rate is None:
                 rate = self.write_rate = MinRate(self.config.min_response_rate, self.config.min_rate_grace_period)
-            self.write_base = self.transport.get_write_buffer_size()  # type: ignore[union-attr]
+            self.write_base = unsent(self.transport)
             rate.start(now)
             self._wake_at(rate.due(now, 0) + 0.001)
         if self.write_timer is None and self.config.timeout_write:
+            self.write_mark = unsent(self.transport)
             self.write_timer = self.loop.call_later(self.config.timeout_write, self._on_write_timeout)
 
     def _reset(self) -> None:
@@ -323,9 +326,14 @@ class Connection(asyncio.Protocol):
         self.transport.abort()  # type: ignore[union-attr]
 
     def _on_write_timeout(self) -> None:
-        """The client has not read for ``timeout_write`` seconds: drop it, freeing what it holds."""
+        """The client has taken nothing for ``timeout_write`` seconds: drop it, freeing what it holds."""
         self.write_timer = None
         if self.write_paused and self.transport is not None:
+            left = unsent(self.transport)
+            if left < self.write_mark:  # it took bytes meanwhile (from the kernel's queue): slow, not gone
+                self.write_mark = left
+                self.write_timer = self.loop.call_later(self.config.timeout_write, self._on_write_timeout)
+                return
             self._enter(CLOSING)
             self._reset()
 
@@ -520,7 +528,7 @@ class Connection(asyncio.Protocol):
         """The minimum data rates, on the connection's timer; False when the connection was cut."""
         rate = self.write_rate
         if rate is not None and self.write_paused and rate.since is not None:
-            drained = self.write_base - self.transport.get_write_buffer_size()  # type: ignore[union-attr]
+            drained = self.write_base - unsent(self.transport)
             if rate.missed(now, drained):  # the client reads too slowly: drop it (a stream's generator
                 self._enter(CLOSING)  # is closed by connection_lost)
                 self._reset()
@@ -557,7 +565,13 @@ class Connection(asyncio.Protocol):
                 self._enter(CLOSING)
                 self.transport.close()
         elif stage == BODY:
-            self._reject(408, "Request body not received in time")
+            ex = self.current
+            if self.read_blockers or (ex is not None and (ex.expect_continue or ex.continue_due)):
+                # Not the client's delay: reading is paused (a handler not reading, say), or the body
+                # has not been asked for (100 Continue). The timeout runs again once it is read.
+                self._expire_at(self.loop.time() + self.config.timeout_body)
+            else:
+                self._reject(408, "Request body not received in time")
 
     # -- httptools callbacks ---------------------------------------------------------------------
     # Per request httptools calls on_url (per piece of the target), on_header (per header),
@@ -979,7 +993,7 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             if is_error:
                 error_logger.error("Cannot encode the error answer to %r", ex.request, exc_info=exc)
-                self.answer_head(ex, _PLAIN_500, b"Internal Server Error", 500, False)
+                self._answer_head(ex, _PLAIN_500, b"Internal Server Error", 500, False)
             else:
                 ex.task = self.loop.create_task(self._answer_error(ex, exc), context=ex.context)
             return
@@ -1040,7 +1054,16 @@ class Connection(asyncio.Protocol):
         return None
 
     def answer_head(self, ex: Exchange, head: bytes, body: bytes, status: int, close: bool) -> None:
-        """Answer with a ready-made ``head`` (status line and headers, no Date/Server/Connection) and body."""
+        """Answer with a ready-made ``head`` (status line and headers, no Date/Server/Connection) and body.
+        The app's finishers (CORS, say) see it as a ``Response``, as they see every answer."""
+        if self.app.finish is not None:
+            lines = b"".join(line + b"\r\n" for line in head.split(b"\r\n")[1:-1]
+                             if not line.lower().startswith(b"content-length:"))  # the framing is the server's
+            self.answer(ex, RawResponse(body, status, lines, close), is_error=True)
+            return
+        self._answer_head(ex, head, body, status, close)
+
+    def _answer_head(self, ex: Exchange, head: bytes, body: bytes, status: int, close: bool) -> None:
         close = close or not ex.keep_alive or self.draining
         if ex.request.method == "HEAD":
             body = b""
@@ -1303,10 +1326,11 @@ class Connection(asyncio.Protocol):
         ex.keep_alive = False
         ex.body_error = HTTPError(status, reason)
         ex.wake()
-        data = self._error_bytes(status, reason)
-        if ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
-            data = data[:data.index(b"\r\n\r\n") + 4]
-        self._emit(ex, data, True, status, len(data))
+        if self.app.finish is None or not self._finished_error(ex, status, reason):
+            data = self._error_bytes(status, reason)
+            if ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
+                data = data[:data.index(b"\r\n\r\n") + 4]
+            self._emit(ex, data, True, status, len(data))
         self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
 
     def _read_body_past_head(self, rest: bytes) -> None:
@@ -1354,6 +1378,19 @@ class Connection(asyncio.Protocol):
         self.upgraded = None
         self.connection_lost(None)
 
+    def _finished_error(self, ex: Exchange, status: int, reason: str) -> bool:
+        """Answer the server's own error to a parsed request through the app's finishers, so a browser
+        gets CORS headers on a 413 as on any answer; False when there is no request head to go by or
+        the finishers fail (then the plain error goes out)."""
+        if ex.request.method == "-":  # a head that never became a request
+            return False
+        try:
+            stream = self._encode(ex, Response(reason or REASONS.get(status, "Error"), status, content_type=TEXT_TYPE))
+        except Exception as exc:
+            error_logger.error("Cannot finish the error answer %d to %r", status, ex.request, exc_info=exc)
+            return False
+        return stream is None
+
     def _error_bytes(self, status: int, reason: str) -> bytes:
         body = (reason or REASONS.get(status, "Error")).encode("utf-8", "replace")
         return b"%s%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -1375,14 +1412,17 @@ class Connection(asyncio.Protocol):
                 self._resume_body_rate()
 
     def _resume_body_rate(self) -> None:
-        """Reading again (or 100 Continue sent): the body's clock runs while a body is being read."""
-        rate = self.body_rate
+        """Reading again (or 100 Continue sent): the body's clocks run while a body is being read, and
+        its timeout counts from now (a later expiry is re-queued when the earlier one fires)."""
         ex = self.current
-        if rate is not None and self.stage == BODY and ex is not None and not (ex.expect_continue or ex.continue_due) \
+        if self.stage == BODY and ex is not None and not (ex.expect_continue or ex.continue_due) \
                 and not self.read_blockers:
             now = self.loop.time()
-            rate.resume(now)
-            self._wake_at(rate.due(now, ex.received) + 0.001)
+            self.expires_at = now + self.config.timeout_body
+            rate = self.body_rate
+            if rate is not None:
+                rate.resume(now)
+                self._wake_at(rate.due(now, ex.received) + 0.001)
 
     # -- shutdown -------------------------------------------------------------------------------------
     def start_draining(self) -> None:

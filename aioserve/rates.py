@@ -9,7 +9,36 @@ so it is tested with a fake clock; the connection asks it on the server's one ti
 """
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 INF = float("inf")
+
+if sys.platform == "linux":
+    import fcntl
+    import struct
+    import termios
+
+    def _kernel_queue(fd: int) -> int:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
+else:  # no portable way to ask: only the transport's own buffer is seen
+    def _kernel_queue(fd: int) -> int:
+        return 0
+
+
+def unsent(transport: Any) -> int:
+    """Bytes written to ``transport`` that the client has not taken yet: the transport's buffer, and on
+    Linux the socket's send queue (sent but not acknowledged, or not sent). The transport's buffer
+    alone stands still while the kernel's (megabytes, autotuned) drains to a client reading
+    steadily, so it would make a slow but live reader look stalled."""
+    size = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            size += _kernel_queue(sock.fileno())
+        except (OSError, ValueError):  # closed meanwhile, or not a TCP socket
+            pass
+    return size
 
 
 class MinRate:
