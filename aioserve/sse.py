@@ -26,38 +26,76 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 class ServerSentEvent:
     """One event: ``data`` (str; dict or list become JSON; a str with newlines becomes several ``data:``
     lines), and the optional ``event`` (its type), ``id`` (the client's resume point, sent back as
-    ``Last-Event-ID``) and ``retry`` (the client's reconnection delay, in milliseconds)."""
+    ``Last-Event-ID``) and ``retry`` (the client's reconnection delay, in milliseconds).
 
-    __slots__ = ("data", "event", "id", "retry")
+    ``event``, ``id`` and ``retry`` are checked whenever they are set, in the constructor or later
+    (ValueError): a line break (or a NUL in an id) would start another field on the wire, and
+    ``retry`` is a non-negative int (not a bool)."""
+
+    __slots__ = ("data", "_event", "_id", "_retry")
 
     def __init__(self, data: Any = "", event: str | None = None, id: str | int | None = None,
                  retry: int | None = None) -> None:
-        for name, value in (("event", event), ("id", id)):
-            if value is not None and _LINE_BREAK.search(str(value)):
-                raise ValueError(f"an event's {name} cannot contain a line break")
-        if id is not None and "\0" in str(id):
-            raise ValueError("an event's id cannot contain NUL")
-        if retry is not None and (not isinstance(retry, int) or retry < 0):
-            raise ValueError("retry must be a non-negative int (milliseconds)")
         self.data = data
         self.event = event
         self.id = id
         self.retry = retry
 
+    @property
+    def event(self) -> str | None:
+        return self._event
+
+    @event.setter
+    def event(self, value: str | None) -> None:
+        self._event = _field("event", value)
+
+    @property
+    def id(self) -> str | int | None:
+        return self._id
+
+    @id.setter
+    def id(self, value: str | int | None) -> None:
+        value = _field("id", value)
+        if type(value) is str and "\0" in value:
+            raise ValueError("an event's id cannot contain NUL")
+        self._id = value
+
+    @property
+    def retry(self) -> int | None:
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"retry must be a non-negative int (milliseconds), not {value!r}")
+        self._retry = value
+
     def encode(self) -> bytes:
         lines = []
-        if self.event is not None:
-            lines.append(f"event: {self.event}\n")
-        if self.id is not None:
-            lines.append(f"id: {self.id}\n")
-        if self.retry is not None:
-            lines.append(f"retry: {self.retry}\n")
+        if self._event is not None:
+            lines.append(f"event: {self._event}\n")
+        if self._id is not None:
+            lines.append(f"id: {self._id}\n")
+        if self._retry is not None:
+            lines.append(f"retry: {self._retry}\n")
         lines.append(_data_lines(self.data))
         lines.append("\n")
         return "".join(lines).encode("utf-8")
 
     def __repr__(self) -> str:
         return f"ServerSentEvent(data={self.data!r}, event={self.event!r}, id={self.id!r}, retry={self.retry!r})"
+
+
+def _field(name: str, value: Any) -> Any:
+    """``value`` for the one-line field ``name``: a str or int as it is, anything else as its str (so
+    that what is checked is what is sent); ValueError if it holds a line break."""
+    if value is None or type(value) is int:
+        return value
+    if type(value) is not str:
+        value = str(value)
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"an event's {name} cannot contain a line break")
+    return value
 
 
 def _data_lines(data: Any) -> str:

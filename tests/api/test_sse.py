@@ -85,6 +85,23 @@ def test_event_encoding():
         sse(gen(), ping=0)
 
 
+def test_event_fields_are_checked_whenever_they_are_set():
+    """Not only in the constructor: a field set later could inject SSE fields (a line break in the
+    event name or id) or write ``retry: True``."""
+    event = ServerSentEvent("x", event="ok", id="1", retry=5)
+    for name, value in (("event", "x\nretry: 1"), ("event", "x\r"), ("id", "1\r\ndata: injected"), ("id", "a\0b"),
+                        ("retry", True), ("retry", False), ("retry", -1), ("retry", 1.5), ("retry", "10")):
+        with pytest.raises(ValueError):
+            setattr(event, name, value)
+    assert event.encode() == b"event: ok\nid: 1\nretry: 5\ndata: x\n\n"
+    for retry in (True, False):
+        with pytest.raises(ValueError):
+            ServerSentEvent("x", retry=retry)
+    event.event, event.id, event.retry, event.data = None, 2, 0, "y\nz"
+    assert (event.event, event.id, event.retry) == (None, 2, 0)
+    assert event.encode() == b"id: 2\nretry: 0\ndata: y\ndata: z\n\n"
+
+
 async def test_events_headers_and_encoding_over_the_wire(server):
     async with raw_connection(server) as conn:
         await conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
