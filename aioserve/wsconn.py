@@ -411,6 +411,12 @@ class WebSocketSession(asyncio.BufferedProtocol):
                     except UnicodeDecodeError as exc:  # the decoder saw its pending bytes, then data
                         self.ws.fail(1007, f"invalid UTF-8 at position {len(pieces) - len(decoder.buffer) + exc.start}")
                         return False
+                    pending = decoder.buffer
+                    if len(pending) > 1 and pending[0] == 0xED and pending[1] > 0x9F:
+                        # ED A0-BF starts a UTF-16 surrogate, never valid; CPython waits for one more byte
+                        position = len(pieces) + len(data) - len(pending)
+                        self.ws.fail(1007, f"invalid UTF-8 at position {position}")
+                        return False
                 pieces += data
             return True
         pieces += data

@@ -822,6 +822,7 @@ VIOLATIONS = [
     ("truncated UTF-8 at the end of a fragmented message",
      frame(TEXT, b"a\xe2", fin=False) + frame(CONT, b"\x82", fin=False) + frame(CONT, b""), 1007),
     ("invalid UTF-8 in the last fragment", frame(TEXT, b"ok", fin=False) + frame(CONT, b"\xff"), 1007),
+    ("a surrogate's first two bytes ending a fragment", frame(TEXT, b"ok\xed\xa0", fin=False), 1007),
     ("invalid UTF-8 after empty fragments",
      frame(TEXT, b"ok\xe2", fin=False) + frame(CONT, b"", fin=False) + frame(CONT, b"(", fin=False), 1007),
     ("invalid UTF-8 in the close reason", frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
