@@ -310,9 +310,11 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self._feed(data)
 
     def eof_received(self) -> bool:
-        if self.early and self.handshake is not None and self.ws.state is CONNECTING:
+        if self.early and self.handshake is not None and self.ws.state is CONNECTING \
+                and self.transport.get_extra_info("sslcontext") is None:
             # A half-close after the handshake and some frames: they are read on accept(), then this
-            # EOF (the transport stays open to answer). A client that sent nothing more is gone.
+            # EOF (the transport stays open to answer). A client that sent nothing more is gone, and
+            # so is one over TLS (asyncio's SSL transport cannot stay half-open: it closes anyway).
             self.peer_eof = True
             return True
         self.ws.receive_eof()
