@@ -382,7 +382,7 @@ class Connection(asyncio.Protocol):
                     self._after = data
                     self._after_at = -1
                     self._after_body = self._content_length - ex.received
-        retry = past_head = None
+        retry = None  # bytes a fresh parser reads, once this read's answers are out
         self.in_feed = True
         try:
             self.parser.feed_data(data)
@@ -398,7 +398,7 @@ class Connection(asyncio.Protocol):
             if self.stage != CLOSING and self.parser.get_method() == b"PRI":
                 self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
             elif self.ignored_upgrade is not None:  # served as HTTP/1.1: its body follows the head
-                past_head = data[offset:]
+                retry = data[offset:]
             else:
                 self._on_upgrade(data, offset)
         except httptools.HttpParserInvalidMethodError:
@@ -434,10 +434,11 @@ class Connection(asyncio.Protocol):
                 if not self.transport.is_closing():  # type: ignore[union-attr]
                     self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))  # type: ignore[union-attr]
                 wbuf.clear()
-        if past_head is not None:  # after this read's answers are out, as every body is read
-            self._read_body_past_head(past_head)
-            return
-        if retry is not None:  # the parser refused the version: a fresh one reads the line as 1.1
+        if retry is not None:
+            if self.ignored_upgrade is not None:  # the body past an ignored Upgrade's head
+                self._read_body_past_head(retry)
+                return
+            # the parser refused the version: a fresh one reads the line as 1.1
             self.parser = httptools.HttpRequestParser(self)
             self._url = b""
             self._headers = _NO_HEADERS
