@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import json as jsonlib
 import logging
+import ssl
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
@@ -39,7 +40,9 @@ __all__ = ["AsyncTestClient", "TestClient", "WebSocketTestSession", "AsyncWebSoc
 T = TypeVar("T")
 CLIENT_ADDRESS = ("testclient", 50000)
 SERVER_ADDRESS = ("testserver", 80)
+TLS_SERVER_ADDRESS = ("testserver", 443)
 HIGH_WATER = 64 * 1024  # unread response bytes before the server is told to pause writing
+_tls_context: ssl.SSLContext | None = None  # what an https connection reports as its "sslcontext"
 _errors: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("aioserve_test_errors", default=None)
 
 
@@ -52,12 +55,26 @@ class _ErrorCollector(logging.Handler):
             bag.append(record.exc_info[1])
 
 
-class MemoryTransport(asyncio.Transport):
-    """The server's side of an in-memory connection: what it writes is read by the test client."""
+def _tls() -> ssl.SSLContext:
+    global _tls_context
+    if _tls_context is None:
+        _tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    return _tls_context
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+
+class MemoryTransport(asyncio.Transport):
+    """The server's side of an in-memory connection: what it writes is read by the test client.
+
+    With ``tls`` (an https or wss URL) it reports an ``sslcontext``, as a TLS transport does, so the
+    connection serves the request as https; the bytes are never encrypted.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool = False) -> None:
         super().__init__()
         self.loop = loop
+        self.extra: dict[str, Any] = {"peername": CLIENT_ADDRESS, "sockname": SERVER_ADDRESS}
+        if tls:
+            self.extra.update(sockname=TLS_SERVER_ADDRESS, sslcontext=_tls())
         self.protocol: asyncio.Protocol | None = None
         self.inbound = bytearray()  # written by the server, not yet read by the client
         self.closed = False  # the server closed (or the client went away)
@@ -94,7 +111,7 @@ class MemoryTransport(asyncio.Transport):
         return self.closed
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": CLIENT_ADDRESS, "sockname": SERVER_ADDRESS}.get(name, default)
+        return self.extra.get(name, default)
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -206,9 +223,9 @@ class _Server:
                 self.realtime.stop()
             self.state = None
 
-    def connect(self) -> tuple[MemoryTransport, Connection]:
+    def connect(self, tls: bool = False) -> tuple[MemoryTransport, Connection]:
         state = self.ensure()
-        transport = MemoryTransport(state.loop)
+        transport = MemoryTransport(state.loop, tls)
         conn = Connection(state)
         transport.protocol = conn
         conn.connection_made(transport)
@@ -241,8 +258,8 @@ class _ResponseBody(httpx2.AsyncByteStream):
 class _Exchange:
     """One request over its own in-memory connection."""
 
-    def __init__(self, server: _Server, raise_errors: bool) -> None:
-        self.transport, self.conn = server.connect()
+    def __init__(self, server: _Server, raise_errors: bool, tls: bool = False) -> None:
+        self.transport, self.conn = server.connect(tls)
         self.h11 = h11.Connection(h11.CLIENT)
         self.errors: list[BaseException] = []
         self.raise_errors = raise_errors
@@ -304,7 +321,7 @@ class _AsyncTransport(httpx2.AsyncBaseTransport):
         self.raise_errors = raise_errors
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        exchange = _Exchange(self.server, self.raise_errors)
+        exchange = _Exchange(self.server, self.raise_errors, request.url.scheme == "https")
         return await exchange.run(request, _aiter_async(request.stream))
 
 
@@ -360,7 +377,8 @@ class _SyncTransport(httpx2.BaseTransport):
             async def once() -> AsyncIterator[bytes]:
                 yield body
 
-            return await _Exchange(self.server, self.raise_errors).run(request, once())
+            exchange = _Exchange(self.server, self.raise_errors, request.url.scheme == "https")
+            return await exchange.run(request, once())
 
         response = self.portal.call(run())
         return httpx2.Response(response.status_code, headers=response.headers.raw,
@@ -544,7 +562,7 @@ class AsyncWebSocketTestSession:
 
     async def __aenter__(self) -> AsyncWebSocketTestSession:
         _errors.set(self.errors)
-        self.transport, _ = self.server.connect()
+        self.transport, _ = self.server.connect(tls=self.uri.startswith("wss:"))
         protocol = self.protocol = ClientProtocol(parse_uri(self.uri), subprotocols=self.subprotocols)  # type: ignore[arg-type]
         request = protocol.connect()
         for name, value in self.extra_headers.items():
