@@ -674,6 +674,8 @@ class Connection(asyncio.Protocol):
             url = origin_form(url, headers)
         if 63 in url:  # "?"
             raw_path, _, query = url.partition(b"?")
+            if 35 in query:  # "#": a fragment is not part of a request target (RFC 9112 3.2); never a value
+                raise ProtocolError(400, "Invalid request target: a fragment (#) is not sent to the server")
         else:
             raw_path, query = url, b""
         path = raw_path.decode("latin-1")

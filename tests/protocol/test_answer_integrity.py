@@ -305,3 +305,20 @@ async def test_a_stream_cut_by_the_client_runs_its_whole_cleanup():
             await conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
             await asyncio.wait_for(started.wait(), 5)
         await asyncio.wait_for(cleaned.wait(), 5)
+
+
+async def test_a_fragment_never_reaches_a_query_value():
+    app = App()
+
+    @app.get("/q")
+    async def q(request):
+        return dict(request.query)
+
+    async with running(app) as server:
+        async with raw_connection(server) as conn:
+            conn.write(b"GET /q?a=1#frag HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = await conn.read_response()
+            assert response.status == 400 and b"fragment" in response.body
+        async with raw_connection(server) as conn:
+            conn.write(b"GET /q?a=1&b=%23 HTTP/1.1\r\nHost: x\r\n\r\n")  # an encoded "#" is data
+            assert _json(await conn.read_response()) == {"a": "1", "b": "#"}
