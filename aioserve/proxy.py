@@ -1,10 +1,16 @@
 """Proxy headers: who the client is when a reverse proxy stands in front of the server.
 
 Only when the connection's peer is a trusted proxy (``forwarded_allow_ips``: addresses, networks,
-``*``, or ``unix:`` for Unix-socket peers) are ``Forwarded`` (RFC 7239, preferred when present) or
-``X-Forwarded-For`` / ``X-Forwarded-Proto`` read; from anyone else they are ignored, because anyone
-can send them. In a chain of proxies the client is the right-most address that is not a trusted
-proxy itself, so a client cannot spoof its address by sending the header first.
+``*``, or ``unix:`` for Unix-socket peers) are ``X-Forwarded-For`` / ``X-Forwarded-Proto`` read, or,
+when no ``X-Forwarded-For`` came, ``Forwarded`` (RFC 7239); from anyone else they are ignored, because
+anyone can send them. In a chain of proxies the client is the right-most address that is not a
+trusted proxy itself, so a client cannot spoof its address by sending the header first.
+
+``X-Forwarded-For`` wins because it is what proxies write (nginx's ``$proxy_add_x_forwarded_for``,
+load balancers): such a proxy passes a ``Forwarded`` the client sent through untouched, so trusting
+that header would let any client name its own address and scheme. A hop is taken only when it is an
+IP address: anything else (``unknown``, an obfuscated ``_name``, text meant for the access log) leaves
+the peer's address in place.
 
 The connection calls ``apply`` once per request, and only when ``proxy_headers`` is on.
 """
@@ -66,13 +72,14 @@ class ProxyHeaders:
                 xff = value if xff is None else xff + b"," + value
             elif name == b"x-forwarded-proto":
                 proto = value if proto is None else proto + b"," + value
-        if forwarded is not None:
+        if forwarded is not None and xff is None:
             hops = parse_forwarded(forwarded.decode("latin-1"))
             chosen = self._client_hop([hop.get("for", "") for hop in hops])
             if chosen is not None:
                 hop = hops[chosen]
-                if hop.get("for"):
-                    req.client = split_node(hop["for"])
+                node = address(hop.get("for", ""))
+                if node is not None:
+                    req.client = node
                 scheme = _SCHEMES.get(hop.get("proto", "").lower())
                 if scheme:
                     req.scheme = scheme
@@ -80,8 +87,10 @@ class ProxyHeaders:
         if xff is not None:
             hops = [h.strip() for h in xff.decode("latin-1").split(",")]
             chosen = self._client_hop(hops)
-            if chosen is not None and hops[chosen]:
-                req.client = split_node(hops[chosen])
+            if chosen is not None:
+                node = address(hops[chosen])
+                if node is not None:
+                    req.client = node
         if proto is not None:
             scheme = _SCHEMES.get(proto.decode("latin-1").split(",")[0].strip().lower())
             if scheme:
@@ -110,6 +119,17 @@ def split_node(node: str) -> tuple[str, int]:
     else:
         host, port = node, ""
     return host, int(port) if port.isdigit() else 0
+
+
+def address(node: str) -> tuple[str, int] | None:
+    """``split_node``, when the host is an IP address (the only kind a client address can be); None
+    for ``unknown``, an obfuscated identifier or anything else."""
+    host, port = split_node(node)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host, port
 
 
 def parse_forwarded(value: str) -> list[dict[str, str]]:

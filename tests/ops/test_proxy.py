@@ -35,9 +35,15 @@ PEER = ("127.0.0.1", 50000)
     ("*", ("198.51.100.1", 1), {"X-Forwarded-For": "203.0.113.7, 10.1.2.3"}, ("203.0.113.7", 0), "http"),
     # networks
     ("192.168.0.0/16", ("192.168.4.5", 1), {"X-Forwarded-For": "203.0.113.9"}, ("203.0.113.9", 0), "http"),
-    # RFC 7239 Forwarded, preferred over X-Forwarded-*; IPv6 in brackets with a port; proto per hop
+    # RFC 7239 Forwarded, when no X-Forwarded-For came; IPv6 in brackets with a port; proto per hop
+    ("127.0.0.1", PEER, {"Forwarded": 'for="[2001:db8::17]:4711";proto=https'}, ("2001:db8::17", 4711), "https"),
+    # both: X-Forwarded-For is what the proxy wrote (nginx passes a client's own Forwarded through)
     ("127.0.0.1", PEER, {"Forwarded": 'for="[2001:db8::17]:4711";proto=https', "X-Forwarded-For": "1.1.1.1"},
-     ("2001:db8::17", 4711), "https"),
+     ("1.1.1.1", 0), "http"),
+    # a hop that is not an IP address (unknown, obfuscated, text for the log) leaves the peer in place
+    ("127.0.0.1", PEER, {"Forwarded": "for=unknown"}, PEER, "http"),
+    ("127.0.0.1", PEER, {"Forwarded": 'for="10.0.0.1 - \\"GET /admin\\" 200"'}, PEER, "http"),
+    ("127.0.0.1", PEER, {"X-Forwarded-For": "_hidden"}, PEER, "http"),
     ("127.0.0.1", PEER, {"Forwarded": "for=203.0.113.7;proto=http, for=127.0.0.1;proto=https"},
      ("203.0.113.7", 0), "http"),
     # a Unix-socket peer has no address: trusted only with 'unix:'
