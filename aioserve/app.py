@@ -145,8 +145,7 @@ class App(Router):
         self.finishers.append(cors.finish)
 
     def _allow_for(self, path: str) -> str:
-        found = self.tree.match(path)
-        return "" if found is None else found[0].allow
+        return self.tree.allow(path)
 
     def static(self, prefix: str, directory: str | os.PathLike[str], *, html: bool = False,
                follow_symlinks: bool = False, cache_control: str | None = None) -> None:
@@ -226,10 +225,19 @@ class App(Router):
         endpoint, values = found
         route = endpoint.routes.get(method)
         if route is None:
-            if method == "OPTIONS" and self.cors is not None:
-                return self.cors.route, (), None  # a CORS preflight (cors.py)
-            return None, (), HTTPError(405, headers={"Allow": endpoint.allow})
+            return self._resolve_method(method, path)
         return route, values, None  # type: ignore[return-value]
+
+    def _resolve_method(self, method: str, path: str) -> tuple[Route | None, Any, HTTPError | None]:
+        """``resolve`` when the first route matching ``path`` lacks ``method`` (or ``path`` is a static
+        route for other methods only, which the connection probed first): a later match may have it.
+        None has: a CORS preflight, or 405 with the methods of every route matching the path."""
+        found = self.tree.match_method(method, path)
+        if found is not None:
+            return found[0].routes[method], found[1], None  # type: ignore[return-value]
+        if method == "OPTIONS" and self.cors is not None:
+            return self.cors.route, (), None  # a CORS preflight (cors.py)
+        return None, (), HTTPError(405, headers={"Allow": self.tree.allow(path)})
 
     async def _endpoint(self, request: Request) -> Response:
         """Innermost layer under middleware: always returns a Response."""

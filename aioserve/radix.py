@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["RouteError", "Endpoint", "RadixTree", "parse_pattern", "register_converter"]
 
@@ -260,10 +260,35 @@ def _walk(node: _Node, segs: list[str], i: int, values: list) -> Endpoint | None
     return node.endpoint
 
 
+def _walk_all(node: _Node, segs: list[str], i: int, values: list) -> Iterator[tuple[Endpoint, tuple]]:
+    """Every endpoint matching ``segs[i:]`` below ``node``, with its values, in ``_walk``'s order (so
+    the first is ``_walk``'s answer). For the slow paths only: a method the first match lacks, a 405's Allow."""
+    if i == len(segs):
+        if node.endpoint is not None:
+            yield node.endpoint, tuple(values)
+        return
+    seg = segs[i]
+    child = node.static.get(seg)
+    if child is not None:
+        yield from _walk_all(child, segs, i + 1, values)
+    for conv, child in node.params:
+        if conv.is_path:
+            if child.endpoint is not None:
+                yield child.endpoint, (*values, "/".join(segs[i:]))
+            continue
+        value = conv.parse(seg)
+        if value is NO_MATCH:
+            continue
+        values.append(value)
+        yield from _walk_all(child, segs, i + 1, values)
+        values.pop()
+
+
 class RadixTree:
     """All routes of an app; ``match`` is called once per request."""
 
-    __slots__ = ("_root", "_static", "static_routes", "_shapes", "_owners", "_endpoints", "_count", "_cache")
+    __slots__ = ("_root", "_static", "static_routes", "_shapes", "_owners", "_endpoints", "_count", "_cache",
+                 "_method_cache")
 
     def __init__(self) -> None:
         self._root = _Node()
@@ -271,6 +296,8 @@ class RadixTree:
         # merchant) skips the walk. Bounded in entries and key length, emptied when full or when a
         # route is added (which may change what a path matches).
         self._cache: dict[str, tuple[Endpoint, tuple]] = {}
+        # The same for (method, path) found by ``match_method``: the first match lacked the method.
+        self._method_cache: dict[tuple[str, str], tuple[Endpoint, tuple]] = {}
         self._static: dict[str, Endpoint] = {}  # exact path -> Endpoint, for param-free patterns
         self.static_routes: dict[str, dict[str, object]] = {}  # exact path -> {METHOD: route}
         self._shapes: dict[tuple[str, ...], Endpoint] = {}
@@ -299,6 +326,7 @@ class RadixTree:
             raise RouteError(f"route {_show(pattern)} has no methods; pass at least one, e.g. ['GET']")
 
         self._cache.clear()
+        self._method_cache.clear()
         endpoint = self._shapes.get(shape)
         if endpoint is None:
             endpoint = Endpoint(pattern, all(isinstance(s, str) or s.name in _BUILTINS for s in segments))
@@ -332,7 +360,9 @@ class RadixTree:
         """Find the Endpoint for a request path (no query string, not decoded).
 
         Returns (endpoint, converted param values in pattern order), or None.
-        The method is not considered: a 405 is the caller's decision.
+        The method is not considered: the first endpoint in match order (static before parameters,
+        parameters by converter priority) is the answer. When it lacks the request's method, the caller
+        asks ``match_method`` for a later one that has it, and ``allow`` for a 405's Allow.
         """
         endpoint = self._static.get(path)
         if endpoint is not None:
@@ -357,6 +387,42 @@ class RadixTree:
                 cache.clear()  # cheaper than tracking recency; a hot path is back after one walk
             cache[path] = found
         return found
+
+    def match_all(self, path: str) -> Iterator[tuple[Endpoint, tuple]]:
+        """Every (endpoint, values) whose pattern matches ``path``, in match order (``match``'s first)."""
+        endpoint = self._static.get(path)
+        if endpoint is not None:
+            yield endpoint, ()
+        if path[:1] == "/":
+            yield from _walk_all(self._root, path[1:].split("/"), 0, [])
+
+    def match_method(self, method: str, path: str) -> tuple[Endpoint, tuple] | None:
+        """The first (endpoint, values) in match order whose endpoint has a route for ``method``, or None.
+
+        For a request whose first match (``match``) lacks its method: ``GET /users/me`` does not hide
+        ``DELETE /users/{uid}`` from ``DELETE /users/me``. Found answers are cached like ``match``'s.
+        """
+        key = (method, path)
+        found = self._method_cache.get(key)
+        if found is not None:
+            return found
+        for found in self.match_all(path):
+            endpoint = found[0]
+            if method in endpoint.routes:
+                if endpoint.cacheable and len(path) <= CACHE_PATH_LENGTH:
+                    cache = self._method_cache
+                    if len(cache) >= CACHE_ENTRIES:
+                        cache.clear()
+                    cache[key] = found
+                return found
+        return None
+
+    def allow(self, path: str) -> str:
+        """The ``Allow`` value for ``path``: the methods of every endpoint matching it ("" for none)."""
+        methods: set[str] = set()
+        for endpoint, _ in self.match_all(path):
+            methods.update(endpoint.routes)
+        return ", ".join(sorted(methods))
 
     def __len__(self) -> int:
         """Number of (pattern, method) registrations."""

@@ -492,3 +492,60 @@ def test_values_of_custom_converters_are_never_shared_between_requests():
     first = tree.match("/p/1,2")[1]
     first[0].append(99)  # a handler mutating its (mutable) value
     assert tree.match("/p/1,2")[1] == ([1, 2],)
+
+
+# --- the method: a later match that has it, and the Allow of every match ---------
+
+
+def _tree(*registrations):
+    """A tree from (pattern, methods) pairs; each route object is "METHODS pattern"."""
+    tree = RadixTree()
+    for pattern, methods in registrations:
+        tree.add(pattern, methods, f"{'|'.join(methods)} {pattern}")
+    return tree
+
+
+def test_match_all_lists_every_match_in_match_order():
+    tree = _tree(("/users/me", ["GET"]), ("/users/{uid:int}", ["PUT"]), ("/users/{name}", ["DELETE"]),
+                 ("/users/{rest:path}", ["POST"]))
+    found = [(e.pattern, v) for e, v in tree.match_all("/users/me")]
+    assert found == [("/users/me", ()), ("/users/{name}", ("me",)), ("/users/{rest:path}", ("me",))]
+    found = [(e.pattern, v) for e, v in tree.match_all("/users/7")]
+    assert found == [("/users/{uid:int}", (7,)), ("/users/{name}", ("7",)), ("/users/{rest:path}", ("7",))]
+    assert found[0] == (tree.match("/users/7")[0].pattern, tree.match("/users/7")[1])
+    assert list(tree.match_all("/nothing")) == [] and list(tree.match_all("nothing")) == []
+
+
+def test_match_method_finds_the_first_match_that_has_the_method():
+    tree = _tree(("/users/me", ["GET"]), ("/users/{uid:int}", ["GET"]), ("/users/{name}", ["DELETE"]),
+                 ("/a/{x}/b", ["GET"]), ("/a/{x:int}/{y}", ["POST"]))
+    endpoint, values = tree.match_method("DELETE", "/users/me")
+    assert endpoint.routes["DELETE"] == "DELETE /users/{name}" and values == ("me",)
+    assert tree.match_method("DELETE", "/users/5")[1] == ("5",)
+    assert tree.match_method("HEAD", "/users/5")[0].pattern == "/users/{uid:int}"  # HEAD with GET
+    endpoint, values = tree.match_method("POST", "/a/3/b")  # backtracks out of the static "b"
+    assert endpoint.pattern == "/a/{x:int}/{y}" and values == (3, "b")
+    assert tree.match_method("PUT", "/users/me") is None
+    assert tree.match_method("DELETE", "/nothing") is None
+
+
+def test_allow_names_the_methods_of_every_match():
+    tree = _tree(("/users/me", ["GET"]), ("/users/{name}", ["DELETE", "PATCH"]), ("/users/{n:int}", ["PUT"]))
+    assert tree.allow("/users/me") == "DELETE, GET, HEAD, PATCH"
+    assert tree.allow("/users/5") == "DELETE, PATCH, PUT"
+    assert tree.allow("/users/x") == "DELETE, PATCH"
+    assert tree.allow("/other") == ""
+
+
+def test_match_method_answers_are_cached_bounded_and_dropped_when_a_route_is_added(monkeypatch):
+    tree = _tree(("/items/{iid:int}", ["GET"]), ("/items/{name}", ["POST"]))
+    first = tree.match_method("POST", "/items/5")
+    assert first[1] == ("5",)
+    assert tree.match_method("POST", "/items/5") is first
+    assert tree.match_method("PUT", "/items/5") is None  # a miss is not cached
+    assert len(tree._method_cache) == 1
+    tree.add("/items/{n:float}", ["POST"], "POST /items/{n:float}")
+    assert tree.match_method("POST", "/items/5")[1] == (5.0,)
+    for i in range(radix.CACHE_ENTRIES * 2 + 3):
+        assert tree.match_method("POST", f"/items/x{i}")[1] == (f"x{i}",)
+        assert len(tree._method_cache) <= radix.CACHE_ENTRIES
