@@ -254,6 +254,8 @@ class Connection(asyncio.Protocol):
             ex.disconnected = True
             ex.wake()
             ex.disarm()  # a budget's timer must not fire for a request nobody waits for
+            if self.access_log:
+                self._log_unanswered(ex, 0)
             if observer is not None:  # realtime hook: the requests of a lost connection are not in flight
                 observer.finished(ex, 499)
             if ex.turn is not None and not ex.turn.done():
@@ -1086,6 +1088,7 @@ class Connection(asyncio.Protocol):
         """Send a streamed body, producing no faster than the client reads."""
         iterator = response.iterator
         req = ex.request
+        sent = 0
         try:
             if self.pipeline and self.pipeline[0] is not ex:
                 ex.turn = self.loop.create_future()
@@ -1131,11 +1134,11 @@ class Connection(asyncio.Protocol):
                     transport.write(LAST_CHUNK)
                 elif length is not None and sent != length:  # the message would be mis-framed: cut it
                     error_logger.error("Streamed %d bytes for %s %s, announced %d", sent, req.method, req.path, length)
-                    self.drop(ex)
+                    self.drop(ex, sent)
                     transport.close()
                     return
         except ClientDisconnected:
-            self.drop(ex)
+            self.drop(ex, sent)
             return
         except Exception:
             error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
@@ -1143,7 +1146,7 @@ class Connection(asyncio.Protocol):
             # close-delimited body as if it were complete, so that one is reset instead.
             if ex.close_delimited and self.transport is not None:
                 self._reset()
-            self.drop(ex)
+            self.drop(ex, sent)
             if self.transport is not None:
                 self.transport.close()
             return
@@ -1291,8 +1294,10 @@ class Connection(asyncio.Protocol):
         self.body_view = None
         return True
 
-    def drop(self, ex: Exchange) -> None:
-        """Forget an exchange whose answer can no longer be sent."""
+    def drop(self, ex: Exchange, sent: int = 0) -> None:
+        """Forget an exchange whose answer can no longer be sent (``sent``: body bytes that went out)."""
+        if self.access_log:
+            self._log_unanswered(ex, sent)
         ex.status = ex.status or 499
         if self.observer is not None:  # realtime hook
             self.observer.finished(ex, ex.status)
@@ -1300,6 +1305,17 @@ class Connection(asyncio.Protocol):
         ex.close = True
         if self.pipeline and self.pipeline[0] is ex:
             self._flush()
+
+    def _log_unanswered(self, ex: Exchange, size: int) -> None:
+        """The access-log line of a request whose answer was not completed (its client left, or the
+        answer was cut): the status sent, or 499 (nginx's "client closed request") when none was."""
+        request = ex.request
+        if request is None or ex.logged:  # logged with its answer (_emit), or already here
+            return
+        ex.logged = True
+        route = request.route
+        if route is None or route.access_log:
+            self.state.access.log(request, ex.status or 499, size, ex.started)  # type: ignore[union-attr]
 
     # -- bad input ----------------------------------------------------------------------------------
     def _reject(self, status: int, reason: str) -> None:

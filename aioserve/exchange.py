@@ -56,6 +56,7 @@ class Exchange:
     out: bytes | tuple[bytes, bytes] | None = None  # the answer, waiting for its turn in the pipeline
     close = False  # close the connection after this answer
     close_delimited = False  # a streamed body that only the connection's close ends (HTTP/1.0, no length)
+    logged = False  # its access-log line is written, though it was never answered whole (a client gone)
     task: asyncio.Task[Any] | None = None  # the handler's (or the stream's) task, when it has one
     turn: asyncio.Future[None] | None = None  # a streamed answer waits here for the earlier ones
     context: contextvars.Context | None = None  # the context an inline handler ran in
