@@ -9,17 +9,26 @@ A worker's numbers leave the process as a *snapshot*: a plain dict of lists and 
 ``merge()`` adds snapshots together (counters and buckets add; the loop-lag gauges take the worst
 worker), and ``render()`` turns one snapshot into the Prometheus text exposition format (0.0.4).
 ``SnapshotDir`` is how several workers answer ``/metrics`` for the whole server: each worker writes
-its snapshot to ``<dir>/worker-<pid>.json`` about once a second (atomically, write then rename) and
-``/metrics`` in any worker merges every file of the directory with its own live numbers.
+its snapshot to ``<dir>/worker-<pid>.json`` about once a second and before each ``/metrics`` answer
+(atomically, write then rename), and ``/metrics`` in any worker merges every file of the directory
+with its own live numbers; exited workers are folded into one file, and no answer counts less than
+the one before (see ``SnapshotDir``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
 from bisect import bisect_left
 from typing import Any, Iterable
 
 import orjson
+
+try:
+    import fcntl
+except ImportError:  # Windows: no workers, so no lock is needed
+    fcntl = None  # type: ignore[assignment]
 
 #: Upper bounds (seconds) of the latency buckets: 10 ** (k / 4) for k in -16..4, i.e. 100 us .. 10 s.
 BOUNDS: tuple[float, ...] = tuple(round(10 ** (k / 4), 9) for k in range(-16, 5))
@@ -279,43 +288,177 @@ def _render_admission(add: Any, routes: dict[str, Any]) -> None:
 
 
 # -- several workers --------------------------------------------------------------------------------
+WORKER_PREFIX = "worker-"
+RETIRED = "retired.json"  # the numbers of every worker that has exited, folded into one snapshot
+SERVED = "served.json"  # the highest counters any /metrics answer has shown: the next one shows no less
+LOCK = ".lock"
+KEEP_FOLDED = 1024  # ids of folded workers remembered (a reader holds a file it read for milliseconds)
+
+
 class SnapshotDir:
     """Per-worker snapshot files in one directory, merged on read.
 
-    A worker that exits keeps counting (its last file stays: counters never go backwards), but its
-    gauges (in flight, connections, loop lag) are dropped once its process is gone.
+    Counters never go backwards, whichever worker answers:
+
+    - The answering worker writes its own file before it merges, so every file only grows and no
+      answer shows more than the files hold (another worker's file may be a second old).
+    - An exited worker's counters keep counting: the supervisor folds its file into ``retired.json``
+      (``retire()``) and removes it, so files do not pile up as workers are replaced. A reader reads
+      ``retired.json`` after the worker files and skips a worker file already folded into it (by the
+      snapshot's ``id``), so a worker is never counted twice nor missed while it moves.
+    - Every answer is raised to ``served.json`` (under a lock), the last totals served, and stored
+      there: buckets, sums and counters each take the larger value, so a histogram's buckets, count and
+      sum stay consistent and no corner case (float sums adding in another order, a worker killed
+      between two snapshots) shows a counter going down.
+
+    Gauges (in flight, connections, loop lag) are live workers' only; ``workers`` counts the live
+    workers whose numbers were merged.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         os.makedirs(path, exist_ok=True)
-        self.own = os.path.join(path, f"worker-{os.getpid()}.json")
+        self.own = os.path.join(path, f"{WORKER_PREFIX}{os.getpid()}.json")
+        self.id = f"{os.getpid()}-{time.time_ns()}"  # pids are reused; a snapshot's id is not
 
     def write(self, snap: dict[str, Any]) -> None:
-        tmp = self.own + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(snap))
-        os.replace(tmp, self.own)
+        _write_json(self.own, dict(snap, id=self.id))
 
     def read_others(self) -> list[dict[str, Any]]:
+        """Every other worker's snapshot (dead workers' without gauges), then the retired workers' one."""
         out = []
         for name in sorted(os.listdir(self.path)):
             full = os.path.join(self.path, name)
-            if not name.startswith("worker-") or not name.endswith(".json") or full == self.own:
+            if not name.startswith(WORKER_PREFIX) or not name.endswith(".json") or full == self.own:
                 continue
-            try:
-                with open(full, "rb") as f:
-                    snap = orjson.loads(f.read())
-            except (OSError, orjson.JSONDecodeError):
-                continue  # being replaced, or removed: the next scrape sees it
+            snap = _read_json(full)
+            if snap is None:
+                continue  # being replaced, or folded away (then retired.json, read below, has it)
             pid = snap.get("pid")
-            if isinstance(pid, int) and not _alive(pid):
-                snap["gauges"] = {}
+            snap["live"] = not (isinstance(pid, int) and not _alive(pid))
+            if not snap["live"]:
+                _drop_gauges(snap)
             out.append(snap)
+        retired = _read_json(os.path.join(self.path, RETIRED))  # after the worker files: see the class doc
+        if retired is not None:
+            folded = set(retired.get("folded") or ())
+            out = [snap for snap in out if snap.get("id") is None or snap["id"] not in folded]
+            out.insert(0, retired)
         return out
 
     def merged(self, own: dict[str, Any]) -> dict[str, Any]:
-        return merge([own, *self.read_others()])
+        """The whole server's numbers, with ``own`` (this worker's live snapshot) written first."""
+        try:
+            self.write(own)
+        except OSError:
+            pass
+        others = self.read_others()
+        live = 1 + sum(1 for snap in others if snap.get("live"))
+        out = merge([own, *others])
+        try:
+            with _Locked(os.path.join(self.path, LOCK)):
+                served = _read_json(os.path.join(self.path, SERVED))
+                if served is not None:
+                    raise_to(out, served)
+                _write_json(os.path.join(self.path, SERVED), out)
+        except OSError:
+            pass
+        out["workers"] = live
+        return out
+
+    @staticmethod
+    def retire(path: str, pid: int) -> None:
+        """Fold the file of worker ``pid``, which has exited, into ``retired.json`` and remove it.
+
+        Called by the one process that reaps the workers (the supervisor), so ``retired.json`` has one
+        writer; written (atomically) before the worker's file is removed.
+        """
+        own = os.path.join(path, f"{WORKER_PREFIX}{pid}.json")
+        snap = _read_json(own)
+        if snap is None:
+            with contextlib.suppress(OSError):
+                os.unlink(own)  # unreadable (a partial write cannot be: files are renamed into place)
+            return
+        _drop_gauges(snap)
+        retired_path = os.path.join(path, RETIRED)
+        retired = _read_json(retired_path)
+        folded = list(retired.get("folded") or ()) if retired is not None else []
+        if snap.get("id") is not None:
+            folded.append(snap["id"])
+        out = merge([retired, snap] if retired is not None else [snap])
+        out.pop("workers", None)
+        _drop_gauges(out)
+        out["folded"] = folded[-KEEP_FOLDED:]
+        out["live"] = False
+        _write_json(retired_path, out)
+        os.unlink(own)
+
+
+def raise_to(snap: dict[str, Any], floor: dict[str, Any]) -> None:
+    """Raise every counter of ``snap`` (buckets, sums, counters, queueing histograms) to at least
+    ``floor``'s, in place. Buckets are raised one by one, so counts derived from them stay their sum."""
+    series = snap["series"]
+    for pattern, data in (floor.get("series") or {}).items():
+        mine = series.get(pattern)
+        if mine is None:
+            series[pattern] = {"counts": list(data["counts"]), "sums": list(data["sums"])}
+            continue
+        mine["counts"] = [max(a, b) for a, b in zip(mine["counts"], data["counts"])]
+        mine["sums"] = [max(a, b) for a, b in zip(mine["sums"], data["sums"])]
+    counters = snap["counters"]
+    for name, n in (floor.get("counters") or {}).items():
+        counters[name] = max(counters.get(name, 0), n)
+    admission = snap["admission"]
+    for pattern, data in (floor.get("admission") or {}).items():
+        mine = admission.get(pattern)
+        if mine is None:
+            admission[pattern] = {"target_delay": None, "limit": None,
+                                  "queued": list(data["queued"]), "queued_sum": data["queued_sum"]}
+            continue
+        mine["queued"] = [max(a, b) for a, b in zip(mine["queued"], data["queued"])]
+        mine["queued_sum"] = max(mine["queued_sum"], data["queued_sum"])
+
+
+def _drop_gauges(snap: dict[str, Any]) -> None:
+    """A worker that is gone: its counters stay, its gauges (and admission limits) go."""
+    snap["gauges"] = {}
+    for data in (snap.get("admission") or {}).values():
+        data["limit"] = None
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(data))
+    os.replace(tmp, path)
+
+
+class _Locked:
+    """An exclusive ``flock`` on ``path`` (released when the holder exits, even killed); nothing where
+    there is no ``fcntl`` (Windows, which has no workers)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        if fcntl is not None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = -1
 
 
 def _alive(pid: int) -> bool:

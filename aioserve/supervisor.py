@@ -38,6 +38,7 @@ from collections import deque
 from multiprocessing.connection import wait as wait_for
 from typing import TYPE_CHECKING, Any
 
+from . import metrics
 from .config import Config
 from .server import Server, loop_factory
 from .sockets import BindError, bind_socket, remove_unix, socket_url
@@ -106,6 +107,7 @@ class Supervisor:
         self.announced = False
         self.context = multiprocessing.get_context("fork")
         self._wake_r, self._wake_w = os.pipe()
+        self.metrics_dir: str | None = None  # the workers' metrics snapshots: an exited one's are folded
 
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -218,6 +220,11 @@ class Supervisor:
         if worker.fd is not None:
             os.close(worker.fd)
             worker.fd = None
+        if self.metrics_dir is not None:  # it can write no more: keep its counts in one file, drop its own
+            try:
+                metrics.SnapshotDir.retire(self.metrics_dir, worker.pid)
+            except (OSError, ValueError) as exc:
+                logger.warning("Could not fold the metrics of worker %d: %s", worker.pid, exc)
         code = worker.process.exitcode
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"code {code}"
         if self.stopping or (worker.retiring and not worker.pending):
@@ -305,36 +312,40 @@ def run_supervisor(app: App | Router, config: Config) -> None:
         sock = bind_socket(config)
     except BindError as exc:
         raise SystemExit(f"aioserve: error: {exc.strerror or exc}") from None
-    metrics_dir = _shared_metrics_dir(app)
+    metrics_dir, made = _shared_metrics_dir(app, config)
+    supervisor = Supervisor(app, config, sock)
+    supervisor.metrics_dir = metrics_dir
     try:
-        Supervisor(app, config, sock).run()
+        supervisor.run()
     finally:
         if config.uds and config.fd is None:
             remove_unix(config.uds)
         sock.close()
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if made:
+            shutil.rmtree(metrics_dir, ignore_errors=True)  # type: ignore[arg-type]
 
 
-def _shared_metrics_dir(app: App | Router) -> str | None:
+def _shared_metrics_dir(app: App | Router, config: Config) -> tuple[str | None, bool]:
     """With /metrics on, every worker writes its numbers to one fresh directory that /metrics merges.
 
-    Returns the directory when the supervisor made it (and so removes it at exit); a directory the
-    user chose (``enable_metrics(multiprocess_dir=...)`` or ``AIOSERVE_METRICS_DIR``) is emptied of
-    stale worker files instead, so a previous run's dead workers do not count.
+    Returns the directory, and whether the supervisor made it (and so removes it at exit); a directory
+    the user chose (``enable_metrics(multiprocess_dir=...)`` or ``AIOSERVE_METRICS_DIR``) is emptied of
+    a previous run's files instead, so its dead workers do not count.
     """
-    if not getattr(app, "metrics_path", None):
-        return None
+    if not getattr(app, "metrics_path", None) and not config.metrics:
+        return None, False
     chosen = getattr(app, "metrics_dir", None) or os.environ.get("AIOSERVE_METRICS_DIR")
     if chosen:
-        for stale in glob.glob(os.path.join(chosen, "worker-*.json")):
+        stale = glob.glob(os.path.join(chosen, "worker-*.json"))
+        stale += [os.path.join(chosen, name) for name in (metrics.RETIRED, metrics.SERVED)]
+        for path in stale:
             with contextlib.suppress(OSError):
-                os.unlink(stale)
+                os.unlink(path)
         os.environ["AIOSERVE_METRICS_DIR"] = chosen
-        return None
+        return chosen, False
     made = tempfile.mkdtemp(prefix="aioserve-metrics-")
     os.environ["AIOSERVE_METRICS_DIR"] = made  # inherited by the forked workers
-    return made
+    return made, True
 
 
 # -- inside a worker ----------------------------------------------------------------------------------

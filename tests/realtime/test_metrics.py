@@ -156,9 +156,62 @@ def test_snapshot_dir_keeps_dead_workers_counts_but_not_their_gauges(tmp_path):
     d = SnapshotDir(str(tmp_path))
     d.write(own.snapshot())
     merged = d.merged(own.snapshot(in_flight=1))
-    assert merged["workers"] == 3
+    assert merged["workers"] == 2  # live workers only
     assert sum(merged["series"]["/x"]["counts"]) == 3
     assert merged["gauges"]["in_flight"] == 1 + 9  # own + the live worker; the dead one's dropped
+
+
+def test_retired_worker_is_folded_into_one_file_and_counted_once(tmp_path):
+    """The supervisor folds an exited worker's file into retired.json; a reader that still holds the
+    worker's file (read before the fold) does not count it twice, nor miss it after."""
+    gone = Metrics()
+    for _ in range(3):
+        gone.route("/x").record(200, 0.01)
+    writer = SnapshotDir(str(tmp_path))
+    writer.write(gone.snapshot(in_flight=4))
+    gone_file = tmp_path / f"worker-{os.getpid()}.json"
+    held = gone_file.read_bytes()
+    os.rename(gone_file, tmp_path / "worker-1.json")  # as if written by worker pid 1's
+    SnapshotDir.retire(str(tmp_path), 1)
+    assert sorted(p.name for p in tmp_path.glob("worker-*.json")) == []
+    reader = SnapshotDir(str(tmp_path / "r"))  # a worker in another directory reading this one
+    reader.path = str(tmp_path)
+    own = Metrics()
+    own.route("/x").record(200, 0.01)
+    merged = reader.merged(own.snapshot())
+    assert sum(merged["series"]["/x"]["counts"]) == 4
+    assert merged["workers"] == 1 and merged["gauges"]["in_flight"] == 0
+    (tmp_path / "worker-2.json").write_bytes(held)  # the file as a slow reader saw it before the fold
+    merged = reader.merged(own.snapshot())
+    assert sum(merged["series"]["/x"]["counts"]) == 4
+    # a second retired worker adds to the first
+    again = SnapshotDir(str(tmp_path))
+    again.write(gone.snapshot())
+    os.rename(tmp_path / f"worker-{os.getpid()}.json", tmp_path / "worker-3.json")
+    SnapshotDir.retire(str(tmp_path), 3)
+    assert sum(reader.merged(own.snapshot())["series"]["/x"]["counts"]) == 7
+
+
+def test_merged_counters_never_below_what_was_served(tmp_path):
+    """The last answer's counters are a floor for the next, whichever worker answers; a histogram's
+    buckets and sum are raised one by one, so its count stays the sum of its buckets."""
+    d = SnapshotDir(str(tmp_path))
+    m = Metrics()
+    for _ in range(5):
+        m.route("/x").record(200, 0.01)
+    first = d.merged(m.snapshot())
+    other = SnapshotDir(str(tmp_path / "o"))
+    other.path = str(tmp_path)
+    other.own = str(tmp_path / "worker-other.json")
+    stale = Metrics()  # a worker answering with older numbers for the same series
+    stale.route("/x").record(200, 0.5)
+    os.unlink(d.own)  # as if this worker's file were older than what it served
+    second = other.merged(stale.snapshot())
+    counts = second["series"]["/x"]["counts"]
+    assert counts == [max(a, b) for a, b in zip(first["series"]["/x"]["counts"], stale.snapshot()["series"]["/x"]["counts"])]
+    assert second["series"]["/x"]["sums"][2] >= first["series"]["/x"]["sums"][2]
+    text = render(second)
+    assert 'aioserve_requests_total{route="/x",status="2xx"} 6' in text
 
 
 async def test_metrics_endpoint_answers_for_all_workers(tmp_path):
