@@ -958,6 +958,10 @@ class Connection(asyncio.Protocol):
             result = await app.handle_error(req, exc)
         if observer is not None:
             ex.disarm()  # the handler is done: its budget no longer applies
+            if ex.expired:  # it swallowed the deadline's cancellation: the 503 or the fallback answers
+                if req.holds_files:
+                    await req.aclose()
+                return
         self.answer(ex, result)
         if req.holds_files:  # spooled uploads are deleted once the handler is done
             await req.aclose()
@@ -1110,6 +1114,8 @@ class Connection(asyncio.Protocol):
             else:
                 framing = CHUNKED if http11 else b""
             ex.status = response.status
+            if self.observer is not None:  # realtime hook: answered once its head is out (a budget covers
+                self.observer.finished(ex, ex.status)  # the time to the head, never a started stream)
             ex.close_delimited = not head_only and not framing  # only the connection's close ends the body
             transport.write(response.encode_head(framing, self._tail(ex, close)))
             sent = 0
@@ -1345,7 +1351,9 @@ class Connection(asyncio.Protocol):
         ex.keep_alive = False
         ex.body_error = HTTPError(status, reason)
         ex.wake()
-        if self.app.finish is None or not self._finished_error(ex, status, reason):
+        observer = self.observer
+        if (self.app.finish is None and (observer is None or not observer.server_timing)) \
+                or not self._finished_error(ex, status, reason):
             data = self._error_bytes(status, reason)
             if ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
                 data = data[:data.index(b"\r\n\r\n") + 4]
@@ -1398,9 +1406,9 @@ class Connection(asyncio.Protocol):
         self.connection_lost(None)
 
     def _finished_error(self, ex: Exchange, status: int, reason: str) -> bool:
-        """Answer the server's own error to a parsed request through the app's finishers, so a browser
-        gets CORS headers on a 413 as on any answer; False when there is no request head to go by or
-        the finishers fail (then the plain error goes out)."""
+        """Answer the server's own error to a parsed request as any answer is encoded: through the app's
+        finishers (a browser gets CORS headers on a 413) and with Server-Timing when it is on; False when
+        there is no request head to go by or encoding fails (then the plain error goes out)."""
         if ex.request.method == "-":  # a head that never became a request
             return False
         try:
