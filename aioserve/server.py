@@ -26,6 +26,13 @@ from .tls import make_ssl_context
 
 logger = logging.getLogger("aioserve")
 
+#: How long a closing TLS connection waits for the client's close_notify (asyncio's and uvloop's
+#: default is 30 s). Our own bytes and close_notify are sent first; a client that keeps an idle
+#: keep-alive connection in a pool never answers, and until it does the connection stays open: it
+#: counts against limit_connections and graceful shutdown waits for it. A client reading the end of
+#: a response has this long after the server's close to take what the kernel cannot hold.
+TLS_SHUTDOWN_TIMEOUT = 5.0
+
 __all__ = ["Server", "loop_factory", "loop_name", "serve"]
 
 
@@ -68,6 +75,10 @@ class Server:
         def factory() -> Connection:
             return Connection(state)
 
+        tls: dict[str, Any] = {"ssl": ssl_ctx}
+        if ssl_ctx is not None:
+            tls["ssl_shutdown_timeout"] = TLS_SHUTDOWN_TIMEOUT
+
         try:
             sock = self._sock
             if sock is None and config.uds:
@@ -78,17 +89,17 @@ class Server:
             elif sock is None and config.accept_batch and ssl_ctx is None and _is_ip(config.host):
                 sock = listening_socket(config.host, config.port, config.backlog)
             if sock is not None and sock.family == socket.AF_UNIX:
-                self._server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
+                self._server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog, **tls)
             elif sock is not None and config.accept_batch and ssl_ctx is None and _can_watch(loop):
                 sock.listen(config.backlog)
                 acceptor = BatchAcceptor(loop, sock, factory, config.accept_batch)
                 acceptor.start()
                 self._server = acceptor  # type: ignore[assignment]
             elif sock is not None:
-                self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog, ssl=ssl_ctx)
+                self._server = await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls)
             else:
                 self._server = await loop.create_server(
-                    factory, config.host, config.port, backlog=config.backlog, reuse_address=True, ssl=ssl_ctx)
+                    factory, config.host, config.port, backlog=config.backlog, reuse_address=True, **tls)
         except BaseException:
             state.clock.stop()
             state.timers.close()
@@ -139,8 +150,9 @@ class Server:
             try:
                 await asyncio.wait_for(state.all_closed.wait(), timeout)
             except asyncio.TimeoutError:
-                logger.warning("Graceful shutdown timed out with %d connection(s) busy; cancelling",
-                               len(state.connections))
+                busy = sum(1 for conn in state.connections if conn.outstanding_tasks())
+                logger.warning("Graceful shutdown timed out with %d connection(s) open, %d with requests "
+                               "in progress; cancelling", len(state.connections), busy)
         for conn in list(state.connections):
             tasks = conn.outstanding_tasks()
             for task in tasks:

@@ -121,3 +121,47 @@ async def test_ciphers_restrict_tls12_negotiation(pki):
         assert cipher in wanted.split(":")
     finally:
         await server.shutdown(timeout=5)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_shutdown_does_not_wait_for_an_idle_clients_close_notify(pki, loop):
+    """A client holding an idle keep-alive TLS connection (a pooled client) never answers the server's
+    close_notify; graceful shutdown must not wait the loop's 30 s default for it."""
+    import signal
+    import socket
+    import time
+
+    with ServerProcess("tests.support.apps:ops_app", "--port", "0", "--loop", loop, "--ssl-certfile", pki["cert"],
+                       "--ssl-keyfile", pki["key"], "--no-access-log") as server:
+        server.wait_listening()
+        raw = socket.create_connection((server.host, server.port), timeout=10)
+        with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200")  # answered; the connection stays open, idle
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.wait_exit(timeout=40) == 0
+            took = time.monotonic() - started
+        assert took < 10, f"shutdown took {took:.1f}s with one idle TLS connection"
+        assert "timed out" not in server.output
+
+
+def test_encrypted_key_without_password_is_one_line_and_never_prompts(pki):
+    with ServerProcess("tests.support.apps:ops_app", "--port", "0", "--ssl-certfile", pki["cert"],
+                       "--ssl-keyfile", pki["enc_key"]) as server:
+        assert server.wait_exit() != 0
+        server.wait_for("<EOF>")
+        assert len(server.lines) == 2, server.output  # one line, then <EOF>: no prompt, no traceback
+        line = server.lines[0]
+        assert line.startswith("aioserve: error:") and pki["enc_key"] in line and "--ssl-keyfile-password" in line
+        assert server.stdout == b""
+
+
+async def test_encrypted_key_without_password_programmatic(pki):
+    from tests.support.apps import ops_app as app
+
+    from aioserve.tls import TLSConfigError
+
+    with pytest.raises(TLSConfigError, match="ssl-keyfile-password") as info:
+        await aioserve.serve(app, port=0, ssl_certfile=pki["cert"], ssl_keyfile=pki["enc_key"])
+    assert pki["enc_key"] in str(info.value)
