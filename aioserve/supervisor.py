@@ -176,6 +176,10 @@ class Supervisor:
             self.stopping = True
             for worker in self.workers.values():
                 worker.stop(self.config.timeout_graceful_shutdown)
+            # No worker starts from now on: without our copy, the socket stops listening once the
+            # workers close theirs (at the start of their drain), so new connections are refused at
+            # once instead of waiting in a queue nobody accepts from, to be reset when we exit.
+            self.sock.close()
         elif self.stopping:
             return
         elif signum == signal.SIGHUP:
@@ -295,7 +299,7 @@ class Supervisor:
         self.workers[process.pid] = Worker(process, read_end)
 
     def _announce(self) -> None:
-        if self.announced or sum(1 for w in self.workers.values() if w.ready and not w.retiring) < self.target:
+        if self.announced or self.stopping or sum(1 for w in self.workers.values() if w.ready and not w.retiring) < self.target:
             return
         self.announced = True
         loop = "uvloop" if loop_factory(self.config.loop) is not asyncio.new_event_loop else "asyncio"
