@@ -141,12 +141,31 @@ class MemoryTransport(asyncio.Transport):
 
     # -- the client's side --------------------------------------------------------------------------
     async def send(self, data: bytes) -> None:
-        """Deliver request bytes, as the network would: only while the server reads."""
+        """Deliver request bytes, as the network would: only while the server reads, and from a loop
+        callback, not from the client's task, so a handler the connection runs inline sees no current
+        task, as on a socket. Returns once they are delivered (the next send waits for that)."""
+        if not data:
+            return
         while not self.reading and not self.closed:
             self.resumed = self.loop.create_future()
             await self.resumed
-        if not self.closed and data and self.protocol is not None:
-            self.protocol.data_received(data)
+        if not self.closed and self.protocol is not None:
+            delivered: asyncio.Future[None] = self.loop.create_future()
+            self.loop.call_soon(self._deliver, data, delivered)  # in this context: handlers inherit it
+            await delivered
+
+    def _deliver(self, data: bytes, delivered: asyncio.Future[None]) -> None:
+        try:
+            if not self.closed and self.protocol is not None:
+                self.protocol.data_received(data)
+        except BaseException as exc:  # the connection's own failure: the test sees it
+            if not delivered.done():
+                delivered.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not delivered.done():
+                delivered.set_result(None)
 
     async def receive(self) -> bytes:
         """What the server wrote since the last call; b"" once it closed and all is read."""

@@ -9,6 +9,34 @@ from aioserve.testing import AsyncTestClient, TestClient
 from tests.support.server import http_client, running
 
 
+# -- a handler run inline has no task, as on the server ------------------------------------------------
+
+def where_app() -> App:
+    app = App()
+
+    @app.get("/inline")
+    async def inline(request):  # no await: the connection runs it inline
+        return {"task": asyncio.current_task() is not None}
+
+    @app.get("/task")
+    async def in_task(request):
+        await asyncio.sleep(0)
+        return {"task": asyncio.current_task() is not None}
+
+    return app
+
+
+async def test_inline_handler_has_no_task_as_on_a_real_server():
+    app = where_app()
+    async with running(app) as server, http_client(server) as client:
+        real = [(await client.get(p)).json()["task"] for p in ("/inline", "/task")]
+    async with AsyncTestClient(app) as client:
+        in_async = [(await client.get(p)).json()["task"] for p in ("/inline", "/task")]
+    with TestClient(app) as client:
+        in_sync = [client.get(p).json()["task"] for p in ("/inline", "/task")]
+    assert real == in_async == in_sync == [False, True]
+
+
 # -- an https base_url is served as https --------------------------------------------------------------
 
 def scheme_app() -> App:
