@@ -7,8 +7,10 @@ nothing here frames a message by hand.
 
 ``TestClient`` is synchronous: it runs the app on an event loop in a thread of its own (a portal)
 and blocks on it, so a test needs no event loop. ``raise_server_exceptions`` works through the app's
-own error log: while a request runs, a log handler collects what ``aioserve.error`` logs with an
-exception in that request's context (a ``ContextVar``), and the client raises the first one.
+own error log: while a client is open, ``aioserve.error`` (the one logger the server reports errors
+to) collects every exception it is asked to log in a test request's context (a ``ContextVar``),
+before and whatever its level, ``logging.disable`` or ``disabled`` decide; the client raises the
+first one. What gets written to the log is unchanged.
 """
 from __future__ import annotations
 
@@ -46,13 +48,41 @@ _tls_context: ssl.SSLContext | None = None  # what an https connection reports a
 _errors: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("aioserve_test_errors", default=None)
 
 
-class _ErrorCollector(logging.Handler):
-    """Collects exceptions the app logs while serving a test request (see the module docstring)."""
+class _ErrorCollector:
+    """Collects the exceptions ``aioserve.error`` is asked to log in a test request (module docstring).
 
-    def emit(self, record: logging.LogRecord) -> None:
+    A logging handler would not do: the logger drops a record before any handler sees it when its
+    level, ``logging.disable`` or ``logger.disabled`` say so. So, while a client is open, the logger's
+    own ``isEnabledFor`` and ``handle`` are shadowed (instance attributes): in a test request's context
+    every record is made and collected, and then handled only if the logger would have handled it.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.users = 0
+
+    def install(self) -> None:
+        if self.users == 0:
+            self.logger.isEnabledFor = self.is_enabled_for  # type: ignore[method-assign]
+            self.logger.handle = self.handle  # type: ignore[method-assign]
+        self.users += 1
+
+    def remove(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            for name in ("isEnabledFor", "handle"):
+                self.logger.__dict__.pop(name, None)
+
+    def is_enabled_for(self, level: int) -> bool:
+        return _errors.get() is not None or type(self.logger).isEnabledFor(self.logger, level)
+
+    def handle(self, record: logging.LogRecord) -> None:
         bag = _errors.get()
         if bag is not None and record.exc_info and record.exc_info[1] is not None:
             bag.append(record.exc_info[1])
+        logger = self.logger
+        if type(logger).isEnabledFor(logger, record.levelno):
+            type(logger).handle(logger, record)
 
 
 def _tls() -> ssl.SSLContext:
@@ -404,23 +434,7 @@ class _SyncTransport(httpx2.BaseTransport):
                                stream=_SyncBody(self.portal, response.stream), extensions=response.extensions)
 
 
-class _Hooks:
-    """Installs the error collector on the app's error logger while a client is open."""
-
-    collector = _ErrorCollector()
-    users = 0
-
-    @classmethod
-    def install(cls) -> None:
-        if cls.users == 0:
-            error_logger.addHandler(cls.collector)
-        cls.users += 1
-
-    @classmethod
-    def remove(cls) -> None:
-        cls.users -= 1
-        if cls.users == 0:
-            error_logger.removeHandler(cls.collector)
+_collector = _ErrorCollector(error_logger)  # installed while any client is open
 
 
 class AsyncTestClient(httpx2.AsyncClient):
@@ -435,7 +449,7 @@ class AsyncTestClient(httpx2.AsyncClient):
                  raise_server_exceptions: bool = True, cookies: Any = None, headers: Any = None,
                  follow_redirects: bool = True, **settings: Any) -> None:
         self._server = _Server(app, settings)
-        _Hooks.install()
+        _collector.install()
         self._hooked = True
         super().__init__(transport=_AsyncTransport(self._server, raise_server_exceptions), base_url=base_url,
                          cookies=cookies, headers=headers, follow_redirects=follow_redirects)
@@ -470,7 +484,7 @@ class AsyncTestClient(httpx2.AsyncClient):
     def _unhook(self) -> None:
         if self._hooked:
             self._hooked = False
-            _Hooks.remove()
+            _collector.remove()
 
     def websocket_connect(self, path: str, subprotocols: list[str] | None = None,
                           headers: dict[str, str] | None = None) -> AsyncWebSocketTestSession:
@@ -493,7 +507,7 @@ class TestClient(httpx2.Client):
                  follow_redirects: bool = True, **settings: Any) -> None:
         self._server = _Server(app, settings)
         self._portal = _Portal()
-        _Hooks.install()
+        _collector.install()
         self._hooked = True
         super().__init__(transport=_SyncTransport(self._server, raise_server_exceptions, self._portal),
                          base_url=base_url, cookies=cookies, headers=headers, follow_redirects=follow_redirects)
@@ -531,7 +545,7 @@ class TestClient(httpx2.Client):
                 self._portal.close()
         if self._hooked:
             self._hooked = False
-            _Hooks.remove()
+            _collector.remove()
 
     def websocket_connect(self, path: str, subprotocols: list[str] | None = None,
                           headers: dict[str, str] | None = None) -> WebSocketTestSession:
