@@ -44,6 +44,7 @@ CLIENT_ADDRESS = ("testclient", 50000)
 SERVER_ADDRESS = ("testserver", 80)
 TLS_SERVER_ADDRESS = ("testserver", 443)
 HIGH_WATER = 64 * 1024  # unread response bytes before the server is told to pause writing
+CLOSE_TIMEOUT = 10.0  # seconds a WebSocket close() waits for the server's answer, as websockets' default
 _tls_context: ssl.SSLContext | None = None  # what an https connection reports as its "sslcontext"
 _errors: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("aioserve_test_errors", default=None)
 
@@ -591,6 +592,8 @@ class AsyncWebSocketTestSession:
         self.accepted_subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        self.eof = False  # the server closed TCP and everything it wrote before has been read
+        self.finished = False  # close() has run
         self.response: WSResponse | None = None  # the handshake's answer
 
     async def __aenter__(self) -> AsyncWebSocketTestSession:
@@ -640,23 +643,37 @@ class AsyncWebSocketTestSession:
                 self.messages.append(event.data.decode("utf-8") if event.opcode is Opcode.TEXT else bytes(event.data))
 
     async def receive(self) -> str | bytes:
-        """The next message; raises ``WebSocketClosed`` once the server closed."""
+        """The next message; raises ``WebSocketClosed`` once the server closed.
+
+        Every frame the server wrote before it closed is read first, in order, as from a socket:
+        the close code is the server's close frame's (1006 if it closed TCP without one).
+        """
         assert self.protocol is not None and self.transport is not None
         while not self.messages:
-            if self.protocol.close_rcvd is not None or self.transport.closed:
+            if self.protocol.close_rcvd is not None or self.eof:
                 await self._flush()  # the close answer
-                rcvd = self.protocol.close_rcvd
+                self._closed()
                 if self.raise_errors and self.errors:
                     raise self.errors[0]
-                raise WebSocketClosed(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "")
-            data = await self.transport.receive()
-            if data:
-                self.protocol.receive_data(data)
-            else:
-                self.protocol.receive_eof()
-            self._collect()
+                raise WebSocketClosed(self.close_code, self.close_reason)
+            await self._read()
             await self._flush()  # pongs
         return self.messages.pop(0)
+
+    async def _read(self) -> None:
+        """Feed what the server wrote next (its TCP close once all is read) to the protocol."""
+        assert self.protocol is not None and self.transport is not None
+        data = await self.transport.receive()
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.eof = True
+            self.protocol.receive_eof()
+        self._collect()
+
+    def _closed(self) -> None:
+        rcvd = self.protocol.close_rcvd if self.protocol is not None else None
+        self.close_code, self.close_reason = (rcvd.code, rcvd.reason) if rcvd is not None else (1006, "")
 
     async def receive_text(self) -> str:
         message = await self.receive()
@@ -685,22 +702,24 @@ class AsyncWebSocketTestSession:
         await self.send_text(jsonlib.dumps(obj))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close (if still open), then read to the server's close frame or TCP close; ``close_code``
+        and ``close_reason`` are then the server's close frame's (1006 without one, or if none came
+        within ``CLOSE_TIMEOUT``: a server that stopped reading never takes the close)."""
         protocol, transport = self.protocol, self.transport
-        if protocol is None or transport is None or transport.closed:
+        if protocol is None or transport is None or self.finished:
             return
-        if protocol.state.name == "OPEN":
-            protocol.send_close(code, reason)
-            await self._flush()
-            for _ in range(100):  # the server's close answer, then its TCP close; bounded
-                if transport.closed:
-                    break
-                data = await transport.receive()
-                if not data:
-                    break
-                protocol.receive_data(data)
-                self._collect()
-        if protocol.close_rcvd is not None:
-            self.close_code, self.close_reason = protocol.close_rcvd.code, protocol.close_rcvd.reason
+        self.finished = True
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if protocol.state.name == "OPEN" and not transport.closed:
+                    protocol.send_close(code, reason)
+                    await self._flush()
+                # The server answers a close at once (or has closed): its close frame, then its TCP close.
+                while protocol.close_rcvd is None and not self.eof:
+                    await self._read()
+        except TimeoutError:
+            pass
+        self._closed()
         transport.disconnect()
 
 
@@ -725,6 +744,10 @@ class WebSocketTestSession:
     @property
     def close_code(self) -> int | None:
         return self.session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self.session.close_reason
 
     def _call(self, method: Callable[..., Awaitable[T]], *args: Any) -> T:
         return self.portal.call(method(*args))
