@@ -20,7 +20,7 @@ import json as jsonlib
 import logging
 import ssl
 import threading
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, TypeVar
 
 import h11
 import httpx2
@@ -45,6 +45,10 @@ SERVER_ADDRESS = ("testserver", 80)
 TLS_SERVER_ADDRESS = ("testserver", 443)
 HIGH_WATER = 64 * 1024  # unread response bytes before the server is told to pause writing
 CLOSE_TIMEOUT = 10.0  # seconds a WebSocket close() waits for the server's answer, as websockets' default
+# What the WebSocket handshake itself says: a client's default headers never replace these.
+HANDSHAKE_HEADERS = frozenset({"host", "connection", "upgrade", "sec-websocket-key", "sec-websocket-version",
+                               "sec-websocket-protocol", "sec-websocket-extensions", "content-length",
+                               "transfer-encoding"})
 _tls_context: ssl.SSLContext | None = None  # what an https connection reports as its "sslcontext"
 _errors: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("aioserve_test_errors", default=None)
 
@@ -438,6 +442,20 @@ class _SyncTransport(httpx2.BaseTransport):
 _collector = _ErrorCollector(error_logger)  # installed while any client is open
 
 
+def _handshake(client: httpx2.Client | httpx2.AsyncClient, path: str, headers: Any) -> tuple[str, list[tuple[str, str]]]:
+    """The ``ws(s)://`` URI for ``path`` and the headers a browser would add to the handshake: the
+    client's default headers (not those the handshake itself sets) and the cookies of its jar that
+    match the URL, then the call's own ``headers``, which replace any of the same name."""
+    url = client.base_url.join(path)
+    secure = url.scheme in ("https", "wss")
+    url = url.copy_with(scheme="https" if secure else "http")  # what the cookie jar matches
+    request = client.build_request("GET", url, headers=headers)  # merges the defaults and the cookie jar
+    explicit = {name.lower() for name in httpx2.Headers(headers).keys()} if headers else set()
+    pairs = [(name, value) for name, value in request.headers.multi_items()
+             if name.lower() not in HANDSHAKE_HEADERS or name.lower() in explicit]
+    return str(url.copy_with(scheme="wss" if secure else "ws")), pairs
+
+
 class AsyncTestClient(httpx2.AsyncClient):
     """``async with AsyncTestClient(app) as client``: startup hooks on enter, shutdown hooks on exit.
 
@@ -488,14 +506,15 @@ class AsyncTestClient(httpx2.AsyncClient):
             _collector.remove()
 
     def websocket_connect(self, path: str, subprotocols: list[str] | None = None,
-                          headers: dict[str, str] | None = None) -> AsyncWebSocketTestSession:
-        """``async with client.websocket_connect("/ws") as ws``: a WebSocket over the real session code."""
-        return AsyncWebSocketTestSession(self._server, self._ws_uri(path), subprotocols, headers,
-                                         self.raise_server_exceptions)
+                          headers: Any = None) -> AsyncWebSocketTestSession:
+        """``async with client.websocket_connect("/ws") as ws``: a WebSocket over the real session code.
 
-    def _ws_uri(self, path: str) -> str:
-        url = self.base_url.join(path)
-        return str(url.copy_with(scheme="wss" if url.scheme == "https" else "ws"))
+        The handshake carries the client's cookies and default headers, as a browser's does; ``headers``
+        adds to them (and replaces those of the same name).
+        """
+        uri, handshake_headers = _handshake(self, path, headers)
+        return AsyncWebSocketTestSession(self._server, uri, subprotocols, handshake_headers,
+                                         self.raise_server_exceptions)
 
 
 class TestClient(httpx2.Client):
@@ -549,11 +568,15 @@ class TestClient(httpx2.Client):
             _collector.remove()
 
     def websocket_connect(self, path: str, subprotocols: list[str] | None = None,
-                          headers: dict[str, str] | None = None) -> WebSocketTestSession:
-        """``with client.websocket_connect("/ws") as ws``: a WebSocket over the real session code."""
-        url = self.base_url.join(path)
-        uri = str(url.copy_with(scheme="wss" if url.scheme == "https" else "ws"))
-        session = AsyncWebSocketTestSession(self._server, uri, subprotocols, headers, self.raise_server_exceptions)
+                          headers: Any = None) -> WebSocketTestSession:
+        """``with client.websocket_connect("/ws") as ws``: a WebSocket over the real session code.
+
+        The handshake carries the client's cookies and default headers, as a browser's does; ``headers``
+        adds to them (and replaces those of the same name).
+        """
+        uri, handshake_headers = _handshake(self, path, headers)
+        session = AsyncWebSocketTestSession(self._server, uri, subprotocols, handshake_headers,
+                                            self.raise_server_exceptions)
         return WebSocketTestSession(self._portal, session)
 
 
@@ -579,11 +602,12 @@ class AsyncWebSocketTestSession:
     """The client side of a WebSocket, spoken with ``websockets``' sans-IO ``ClientProtocol``."""
 
     def __init__(self, server: _Server, uri: str, subprotocols: list[str] | None,
-                 headers: dict[str, str] | None, raise_errors: bool) -> None:
+                 headers: Mapping[str, str] | list[tuple[str, str]] | None, raise_errors: bool) -> None:
         self.server = server
         self.uri = uri
         self.subprotocols = subprotocols
-        self.extra_headers = headers or {}
+        # Added to the handshake, each name replacing what the handshake already has under it.
+        self.extra_headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         self.raise_errors = raise_errors
         self.errors: list[BaseException] = []
         self.transport: MemoryTransport | None = None
@@ -601,7 +625,10 @@ class AsyncWebSocketTestSession:
         self.transport, _ = self.server.connect(tls=self.uri.startswith("wss:"))
         protocol = self.protocol = ClientProtocol(parse_uri(self.uri), subprotocols=self.subprotocols)  # type: ignore[arg-type]
         request = protocol.connect()
-        for name, value in self.extra_headers.items():
+        for name in {name.lower() for name, _ in self.extra_headers}:
+            if name in request.headers:
+                del request.headers[name]
+        for name, value in self.extra_headers:
             request.headers[name] = value
         protocol.send_request(request)
         await self._flush()

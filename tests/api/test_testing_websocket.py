@@ -52,6 +52,55 @@ def ws_app(sent: asyncio.Event | None = None) -> App:
     return app
 
 
+# -- the handshake carries the client's cookies and default headers ------------------------------------
+
+def test_sync_websocket_handshake_sends_cookies_and_default_headers():
+    with TestClient(ws_app(), headers={"x-default": "D"}) as client:
+        client.get("/login")
+        with client.websocket_connect("/ws/who", headers={"x-call": "C"}) as ws:
+            seen = ws.receive_json()
+    # The cookie scoped to another path stays home, as in a browser; the handshake's own headers win.
+    assert seen == {"cookies": {"sess": "abc"}, "default": "D", "call": "C", "upgrade": "websocket",
+                    "connection": "Upgrade"}
+
+
+async def test_async_websocket_handshake_sends_cookies_and_default_headers():
+    async with AsyncTestClient(ws_app(), headers={"x-default": "D"}) as client:
+        await client.get("/login")
+        async with client.websocket_connect("/ws/who", headers={"x-default": "per-call"}) as ws:
+            seen = await ws.receive_json()
+    assert seen["cookies"] == {"sess": "abc"} and seen["default"] == "per-call" and seen["call"] is None
+
+
+def test_websocket_handshake_cookies_follow_the_url_and_call_headers_win():
+    app = ws_app()
+
+    @app.get("/secure-login")
+    async def secure_login(request):
+        r = Response("in")
+        r.set_cookie("tls", "only", secure=True)
+        return r
+
+    @app.websocket("/ws/offer")
+    async def offer(ws: WebSocket):
+        await ws.accept(subprotocol=ws.subprotocols[-1] if ws.subprotocols else None)
+        await ws.send_json({"cookies": ws.cookies, "host": ws.headers.get("host"),
+                            "origin": ws.headers.get("origin"), "offered": ws.subprotocols})
+
+    with TestClient(app, base_url="https://testserver") as client:
+        client.get("/secure-login")
+        with client.websocket_connect("/ws/offer", subprotocols=["a", "b"]) as ws:  # wss: the secure cookie goes
+            assert ws.accepted_subprotocol == "b"
+            assert ws.receive_json() == {"cookies": {"tls": "only"}, "host": "testserver", "origin": None,
+                                         "offered": ["a", "b"]}
+        with client.websocket_connect("ws://testserver/ws/offer", headers={"Host": "example.org",
+                                      "Origin": "https://example.org"}) as ws:  # ws: it stays home
+            assert ws.receive_json() == {"cookies": {}, "host": "example.org", "origin": "https://example.org",
+                                         "offered": []}
+        with client.websocket_connect("wss://testserver/ws/offer") as ws:
+            assert ws.receive_json()["cookies"] == {"tls": "only"}
+
+
 # -- frames written before the server closed are all delivered; close codes are the handshake's --------
 
 def test_sync_websocket_frames_before_the_tcp_close_arrive_then_1009():
