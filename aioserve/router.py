@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dis
 import inspect
+import re
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from .radix import RouteError, parse_pattern
@@ -21,6 +22,24 @@ UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__bool__": la
 
 # Opcodes through which a coroutine can give control back to the event loop.
 _SUSPENDING_OPS = frozenset({"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "YIELD_VALUE", "SEND"})
+
+
+# RFC 9110 5.6.2: a method is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _methods(pattern: str, methods: Iterable[str] | str) -> tuple[str, ...]:
+    """The route's methods, upper-cased and sorted: one string is one method (``methods="POST"``), and
+    each must be an HTTP token, so a mistake fails here with one line rather than as a 405 later."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    wanted = set()
+    for method in methods:
+        if not isinstance(method, str) or _TOKEN.fullmatch(method) is None:
+            raise RouteError(f"route {pattern!r}: method {method!r} is not an HTTP method name (a token "
+                             "such as 'GET'); pass one name or a list of them, e.g. methods=['GET', 'POST']")
+        wanted.add(method.upper())
+    return tuple(sorted(wanted))
 
 
 def can_suspend(handler: Callable[..., Any]) -> bool:
@@ -60,7 +79,7 @@ class Route:
         if not callable(handler):
             raise TypeError(f"handler {handler!r} for {pattern} must be a function ('async def' or 'def')")
         self.pattern = pattern
-        self.methods = tuple(sorted({m.upper() for m in methods}))
+        self.methods = _methods(pattern, methods)
         if not self.methods:
             raise RouteError(f"route {pattern} has no methods")
         self.handler = handler
@@ -181,7 +200,7 @@ class Router:
         self.routes: list[Route] = []
 
     def add_route(
-        self, path: str, handler: Handler, methods: Iterable[str] = ("GET",), *,
+        self, path: str, handler: Handler, methods: Iterable[str] | str = ("GET",), *,
         name: str | None = None, max_body_size: int | None = UNSET, access_log: bool = True,
         deadline: float | None = UNSET, fallback: Handler | None = None, shed: bool = True,
         compress: bool = True,
@@ -195,7 +214,7 @@ class Router:
         self.routes.append(route)
 
     def route(
-        self, path: str, methods: Iterable[str] | None = None, *, name: str | None = None,
+        self, path: str, methods: Iterable[str] | str | None = None, *, name: str | None = None,
         max_body_size: int | None = UNSET, access_log: bool = True, deadline: float | None = UNSET,
         fallback: Handler | None = None, shed: bool = True, compress: bool = True,
     ) -> Callable[[H], H]:
