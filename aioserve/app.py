@@ -171,7 +171,10 @@ class App(Router):
         return func
 
     def exception_handler(self, key: type[BaseException] | int) -> Callable[[F], F]:
-        """Handle an exception class (and subclasses), or an HTTP status code raised as ``HTTPError``."""
+        """Handle an exception class (and subclasses), or an HTTP status code raised as ``HTTPError``.
+
+        ``500`` also handles every exception that no class handler takes (the catch-all, as in
+        Starlette); those are still logged (and re-raised in a test by ``raise_server_exceptions``)."""
         def decorator(func: F) -> F:
             self.exception_handlers[key] = func
             return func
@@ -248,12 +251,19 @@ class App(Router):
             result = route.handler(request, **request.path_params)
             if route.is_async or inspect.isawaitable(result):  # a plain def's wrapper may hand back a coroutine
                 result = await result
+            return to_response(result)  # in the try: a result that is no answer is a 500 the middleware sees
         except Exception as exc:
             return await self.handle_error(request, exc)
-        return to_response(result)
 
     async def handle_error(self, request: Request, exc: BaseException) -> Response:
+        """The answer to ``exc``: its handler's (by class, or by status for an ``HTTPError``), else the
+        ``HTTPError``'s own answer, else a 500. ``exception_handler(500)`` also answers any exception no
+        handler takes (as Starlette's does); such an exception is still logged as unhandled first."""
         handler = self._find_handler(exc)
+        if handler is None and not isinstance(exc, HTTPError):
+            handler = self.exception_handlers.get(500)
+            if handler is not None:
+                self._log_unhandled(request, exc)
         if handler is not None:
             try:
                 return to_response(await handler(request, exc))
@@ -263,11 +273,15 @@ class App(Router):
                     return error_response(inner)
         if isinstance(exc, HTTPError):
             return error_response(exc)
-        error_logger.error("Unhandled exception in %s %s", request.method, request.path, exc_info=exc)
+        self._log_unhandled(request, exc)
         if self.debug:
             body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Response(body, 500, content_type=TEXT_TYPE)
         return Response(b"Internal Server Error", 500, content_type=TEXT_TYPE)
+
+    @staticmethod
+    def _log_unhandled(request: Request, exc: BaseException) -> None:
+        error_logger.error("Unhandled exception in %s %s", request.method, request.path, exc_info=exc)
 
     def _find_handler(self, exc: BaseException) -> Callable[[Request, BaseException], Awaitable[Any]] | None:
         handlers = self.exception_handlers

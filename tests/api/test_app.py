@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from aioserve import App, HTTPError, Request, Response, Router, json, text
-from tests.support import http_client, raw_connection, request_bytes, running
+from tests.support import capture_logs, http_client, raw_connection, request_bytes, running
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -472,3 +472,111 @@ async def test_request_object_is_a_request():
         await conn.send(request_bytes("GET", "/"))
         r = await conn.read_final_response()
         assert r.body == b'{"is_request":true,"method":"GET"}'
+
+
+@pytest.mark.parametrize("middleware", [False, True])
+async def test_a_bad_handler_result_is_a_500_that_middleware_still_sees(middleware):
+    app = App()
+    after: list[int] = []
+
+    if middleware:
+        @app.middleware
+        async def stamp(request, call_next):
+            response = await call_next(request)
+            after.append(response.status)
+            response.headers["X-MW"] = "1"
+            return response
+
+    @app.get("/bad")
+    async def bad(request):
+        await asyncio.sleep(0)
+        return 123
+
+    @app.get("/bad-inline")
+    def bad_inline(request):
+        return object()
+
+    with capture_logs() as logs:
+        async with running(app) as server, http_client(server) as client:
+            for path in ("/bad", "/bad-inline"):
+                r = await client.get(path)
+                assert r.status_code == 500 and r.text == "Internal Server Error", path
+                assert r.headers.get("x-mw") == ("1" if middleware else None), path
+    assert after == ([500, 500] if middleware else [])
+    logged = [r for r in logs.by_logger("aioserve.error") if r.exc_info]
+    assert [type(r.exc_info[1]) for r in logged] == [TypeError, TypeError]
+    assert "handler returned int" in str(logged[0].exc_info[1])
+
+
+@pytest.mark.parametrize("middleware", [False, True])
+async def test_the_500_handler_answers_unhandled_exceptions_which_are_still_logged(middleware):
+    app = App()
+    seen: list = []
+
+    if middleware:
+        @app.middleware
+        async def passthrough(request, call_next):
+            return await call_next(request)
+
+    @app.exception_handler(500)
+    async def on_500(request, exc):
+        seen.append(type(exc))
+        return json({"error": "custom", "kind": type(exc).__name__}, status=500)
+
+    @app.exception_handler(KeyError)
+    async def on_key_error(request, exc):
+        return Response(b"key", 409)
+
+    @app.get("/boom")
+    async def boom(request):
+        await asyncio.sleep(0)
+        raise RuntimeError("x")
+
+    @app.get("/inline-boom")
+    def inline_boom(request):
+        raise ValueError("y")
+
+    @app.get("/key")
+    async def key(request):
+        raise KeyError("k")  # its own handler wins over the 500 one
+
+    @app.get("/http-500")
+    async def http_500(request):
+        raise HTTPError(500, "as raised")
+
+    @app.get("/teapot")
+    async def teapot(request):
+        raise HTTPError(418)  # other statuses are not the 500 handler's
+
+    with capture_logs() as logs:
+        async with running(app) as server, http_client(server) as client:
+            r = await client.get("/boom")
+            assert r.status_code == 500 and r.json() == {"error": "custom", "kind": "RuntimeError"}
+            r = await client.get("/inline-boom")
+            assert r.status_code == 500 and r.json() == {"error": "custom", "kind": "ValueError"}
+            assert (await client.get("/key")).status_code == 409
+            r = await client.get("/http-500")
+            assert r.status_code == 500 and r.json()["kind"] == "HTTPError"
+            assert (await client.get("/teapot")).status_code == 418
+            assert (await client.get("/missing")).status_code == 404
+    assert seen == [RuntimeError, ValueError, HTTPError]
+    # An unhandled exception keeps its traceback in the log, even when the 500 handler answers it.
+    logged = [type(r.exc_info[1]) for r in logs.by_logger("aioserve.error") if r.exc_info]
+    assert logged == [RuntimeError, ValueError]
+
+
+async def test_a_500_handler_that_fails_falls_back_to_the_generic_500():
+    app = App()
+
+    @app.exception_handler(500)
+    async def on_500(request, exc):
+        raise LookupError("the handler itself fails")
+
+    @app.get("/boom")
+    async def boom(request):
+        raise RuntimeError("x")
+
+    with capture_logs():
+        async with running(app) as server, http_client(server) as client:
+            r = await client.get("/boom")
+            assert r.status_code == 500 and r.text == "Internal Server Error"
