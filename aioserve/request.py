@@ -40,6 +40,10 @@ class Channel(Protocol):
     def answer_now(self, result: Any) -> asyncio.Task[None] | None: ...
 
 
+_CONSUMED = ("the request body was already read by request.stream(), which keeps nothing: read it once, "
+             "either with stream() or with body() (after which stream() replays it)")
+
+
 class Request:
     # What every request sets lives in slots. Everything else starts as a class-level default and
     # lands in the instance ``__dict__`` only when a request sets it (parsed headers, a cached
@@ -57,6 +61,7 @@ class Request:
     _cookies: dict[str, str] | None = None
     _state: dict[str, Any] | None = None
     _body: bytes | None = None  # the whole body, once read
+    _streamed = False  # stream() has started reading the body: it is no longer there for body()
     _form: FormData | None = None  # parsed once; closed by ``aclose`` when the handler is done
     # What metrics record this request under when not its route's pattern: an ASGI app's own route
     # template, set by the adapter (asgi.py), since every ASGI request matches the same catch-all route.
@@ -179,8 +184,13 @@ class Request:
 
     # -- body --------------------------------------------------------------------------------------
     async def body(self) -> bytes:
-        """The whole body (bounded by the route's ``max_body_size``: past it, 413)."""
+        """The whole body (bounded by the route's ``max_body_size``: past it, 413).
+
+        After ``stream()`` has read it, the body is gone: ``RuntimeError`` (as Starlette's), never a
+        silently empty or partial body. ``body()`` first, then ``stream()``, replays it."""
         if self._body is None:
+            if self._streamed:
+                raise RuntimeError(_CONSUMED)
             self._body = b"" if self._channel is None else await self._channel.read_body()
         return self._body
 
@@ -192,15 +202,18 @@ class Request:
             raise HTTPError(400, f"Invalid JSON body: {exc}") from None
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """Yield the body chunk by chunk as it arrives, in constant memory."""
+        """Yield the body chunk by chunk as it arrives, in constant memory (once: what it yielded is not
+        kept, so a second ``stream()``, ``body()``, ``json()`` or ``form()`` raises ``RuntimeError``)."""
         if self._body is not None or self._channel is None:
             if self._body:
                 yield self._body
             return
+        if self._streamed:
+            raise RuntimeError(_CONSUMED)
+        self._streamed = True
         while True:
             chunks = await self._channel.read_chunks()
             if not chunks:
-                self._body = b""
                 return
             for piece in chunks:
                 yield piece
