@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from . import reload, supervisor
 from .accept import warn_out_of_resources
@@ -80,6 +80,34 @@ def _capacity_errors_as_warnings(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+RELOADER_CHECK_EVERY = 0.5  # seconds between checks that a --reload child's reloader is alive
+
+
+def _watch_reloader(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None] | None:
+    """In a ``--reload`` child: shut down gracefully once the reloader is gone (killed, so it could not
+    stop us), as workers do when their supervisor dies, instead of serving on as an orphan."""
+    parent = reload.reloader_pid() if reload.is_reload_child() else None
+    if parent is None:
+        return None
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal handle
+        if os.getppid() != parent:  # reparented: the reloader died
+            if not stop.is_set():
+                logger.warning("Server process %d lost its reloader; shutting down", os.getpid())
+                stop.set()
+            return
+        handle = loop.call_later(RELOADER_CHECK_EVERY, check)
+
+    def cancel() -> None:
+        if handle is not None:
+            handle.cancel()
+
+    check()
+    return cancel
+
+
 async def _serve_until_signalled(app: App | Router, config: Config) -> None:
     loop = asyncio.get_running_loop()
     _capacity_errors_as_warnings(loop)
@@ -106,7 +134,10 @@ async def _serve_until_signalled(app: App | Router, config: Config) -> None:
     except OSError as exc:
         raise SystemExit(f"aioserve: error: cannot listen on {describe(config)}: {exc.strerror or exc}") from None
     logger.info("Listening on %s (loop: %s, workers: 1, pid: %d)", server.url, loop_name(loop), os.getpid())
+    unwatch = _watch_reloader(loop, stop)
     await stop.wait()
+    if unwatch is not None:
+        unwatch()
     await server.shutdown(config.timeout_graceful_shutdown)
     logger.info("Stopped")
 

@@ -25,11 +25,20 @@ from .sockets import BindError, bind_socket, remove_unix
 logger = logging.getLogger("aioserve")
 
 CHILD_ENV = "AIOSERVE_RELOAD_FD"  # set in the child: the descriptor of the reloader's socket
+PARENT_ENV = "AIOSERVE_RELOAD_PARENT"  # set in the child: the reloader's pid
 SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "venv", "build", "dist"}
 
 
 def is_reload_child() -> bool:
     return CHILD_ENV in os.environ
+
+
+def reloader_pid() -> int | None:
+    """In a reloaded child: the pid of the reloader that started it (the child exits once it is gone)."""
+    try:
+        return int(os.environ[PARENT_ENV])
+    except (KeyError, ValueError):
+        return None
 
 
 def adopt_reload_socket(config: Config) -> None:
@@ -98,7 +107,7 @@ def run_reloader(config: Config) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     command = [sys.executable, *sys.orig_argv[1:]]
-    env = dict(os.environ, **{CHILD_ENV: str(sock.fileno())})
+    env = dict(os.environ, **{CHILD_ENV: str(sock.fileno()), PARENT_ENV: str(os.getpid())})
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, env=env, pass_fds=(sock.fileno(),))
