@@ -6,8 +6,10 @@ what it knows about the connection, and ignores any the application sets.
 """
 from __future__ import annotations
 
+import re
 import time
-from email.utils import formatdate
+from datetime import datetime, timezone
+from email.utils import format_datetime, formatdate
 from typing import Any, AsyncIterable
 from urllib.parse import quote
 
@@ -17,7 +19,8 @@ from .datastructures import HeadersInit, MutableHeaders
 from .wire import HTML_TYPE, JSON_TYPE, OCTET_TYPE, TEXT_TYPE, check_header, status_line
 
 #: Header names the server writes itself; application values for them are not sent.
-MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"})
+#: ``Server`` is the server's like ``Date``: set it with the ``server_header`` setting (``None`` for none).
+MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"})
 
 
 class Response:
@@ -82,25 +85,37 @@ class Response:
         key: str,
         value: str = "",
         max_age: int | None = None,
-        expires: int | float | str | None = None,
+        expires: int | float | str | datetime | None = None,
         path: str | None = "/",
         domain: str | None = None,
         secure: bool = False,
         httponly: bool = False,
         samesite: str | None = "lax",
     ) -> None:
-        """Add a ``Set-Cookie`` header. ``expires`` is seconds from now (number) or an HTTP date string."""
+        """Add a ``Set-Cookie`` header (RFC 6265). ``expires`` is seconds from now (a number), a
+        ``datetime`` (naive means UTC) or an HTTP date string; numbers and datetimes are sent as an
+        IMF-fixdate (RFC 9110 5.6.7).
+
+        ``ValueError`` for a name that is not a token, or a ``path``, ``domain`` or ``expires`` that
+        could end its attribute (``;``, control characters; for ``domain`` also ``=``, ``,`` and spaces).
+        """
+        if not isinstance(key, str) or _COOKIE_NAME.fullmatch(key) is None:
+            raise ValueError(f"cookie name {key!r} must be an HTTP token (no '=', ';', spaces or controls)")
         parts = [f"{key}={quote(value, safe='')}"]
         if max_age is not None:
             parts.append(f"Max-Age={int(max_age)}")
         if expires is not None:
-            if isinstance(expires, (int, float)):
+            if isinstance(expires, datetime):
+                if expires.tzinfo is None:
+                    expires = expires.replace(tzinfo=timezone.utc)
+                expires = format_datetime(expires.astimezone(timezone.utc), usegmt=True)
+            elif isinstance(expires, (int, float)):
                 expires = formatdate(time.time() + expires, usegmt=True)
-            parts.append(f"Expires={expires}")
+            parts.append(f"Expires={_attribute('expires', expires, _COOKIE_ATTRIBUTE)}")
         if path is not None:
-            parts.append(f"Path={path}")
+            parts.append(f"Path={_attribute('path', path, _COOKIE_ATTRIBUTE)}")
         if domain is not None:
-            parts.append(f"Domain={domain}")
+            parts.append(f"Domain={_attribute('domain', domain, _COOKIE_DOMAIN)}")
         if secure:
             parts.append("Secure")
         if httponly:
@@ -140,6 +155,20 @@ class Response:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, body={len(self.body)} bytes)"
+
+
+# RFC 6265 4.1.1: a cookie name is a token; an attribute value is anything but controls and ";". A domain
+# is a host name: no "=", "," or spaces either.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_COOKIE_ATTRIBUTE = re.compile(r"[^\x00-\x1f\x7f;]*")
+_COOKIE_DOMAIN = re.compile(r"[^\x00-\x20\x7f;=,]+")
+
+
+def _attribute(name: str, value: Any, allowed: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or allowed.fullmatch(value) is None:
+        raise ValueError(f"cookie {name} {value!r} would end its attribute early "
+                         "(no ';' or control characters; in a domain no '=', ',' or spaces either)")
+    return value
 
 
 _TYPE_LINES: dict[str, bytes] = {}  # content type -> its checked header line; apps use a handful

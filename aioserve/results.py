@@ -11,11 +11,15 @@ from .wire import JSON_TYPE, OCTET_TYPE, REASONS, TEXT_TYPE
 
 
 def error_response(exc: HTTPError) -> Response:
+    """``HTTPError``'s answer: no detail, the reason phrase; dict/list, JSON; bytes, those bytes
+    (application/octet-stream); anything else, its ``str`` as text/plain. ``headers`` may set the type."""
     detail = exc.detail
     if detail is None:
         response = Response(REASONS.get(exc.status, "Error"), exc.status, exc.headers, TEXT_TYPE)
     elif isinstance(detail, (dict, list)):
         response = Response(orjson.dumps(detail), exc.status, exc.headers, JSON_TYPE)
+    elif isinstance(detail, (bytes, bytearray, memoryview)):  # the body as given, typed as a bytes result is
+        response = Response(bytes(detail), exc.status, exc.headers, OCTET_TYPE)
     else:
         response = Response(str(detail), exc.status, exc.headers, TEXT_TYPE)
     return response

@@ -468,3 +468,93 @@ async def test_header_injection_at_runtime_does_not_reach_the_wire():
         r = await conn.read_final_response()
         assert r.status == 500
         assert not r.has("injected")
+
+
+# --------------------------------------------------------------------------
+# Fixes: bytes detail, the Server header, cookie checks
+# --------------------------------------------------------------------------
+
+
+async def test_http_error_with_a_bytes_detail_sends_those_bytes():
+    app = App()
+
+    @app.get("/raw")
+    async def raw(request):
+        raise HTTPError(400, detail=b"raw \xff")
+
+    @app.get("/typed")
+    async def typed(request):
+        raise HTTPError(422, detail=bytearray(b"<e/>"), headers={"Content-Type": "application/xml"})
+
+    async with running(app) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", "/raw") + request_bytes("GET", "/typed"))
+        raw_r, typed_r = await conn.read_responses(2)
+    assert raw_r.status == 400 and raw_r.body == b"raw \xff"
+    assert raw_r.header("content-type") == "application/octet-stream"
+    assert typed_r.status == 422 and typed_r.body == b"<e/>" and typed_r.header("content-type") == "application/xml"
+
+
+@pytest.mark.parametrize("server_header", ["aioserve", "custom/1", None])
+async def test_the_server_header_is_the_servers_alone(server_header):
+    app = App()
+
+    @app.get("/given")
+    async def given(request):
+        return Response(b"x", headers={"Server": "mine"})
+
+    @app.get("/added")
+    async def added(request):
+        response = text("x")
+        response.headers["server"] = "mine"
+        return response
+
+    @app.get("/streamed")
+    async def streamed(request):
+        async def gen():
+            yield b"x"
+        return stream(gen(), headers={"Server": "mine"})
+
+    async with running(app, server_header=server_header) as server, raw_connection(server) as conn:
+        await conn.send(b"".join(request_bytes("GET", p) for p in ("/given", "/added", "/streamed")))
+        responses = await conn.read_responses(3)
+    for r in responses:
+        assert r.status == 200
+        assert r.getall("server") == ([server_header] if server_header else [])
+
+
+@pytest.mark.parametrize("key", ["a=b; Domain=evil.example", "a b", "a;b", "", "a\x00", "a\r\nX: y", "é", "(a)"])
+def test_set_cookie_refuses_a_name_that_is_not_a_token(key):
+    with pytest.raises(ValueError, match="cookie"):
+        Response("x").set_cookie(key, "1")
+
+
+@pytest.mark.parametrize("options", [
+    {"path": "/; Domain=evil.example"}, {"path": "/\x01"}, {"path": "/\x7f"},
+    {"domain": "example.com; Secure"}, {"domain": "a=b"}, {"domain": "ex ample.com"}, {"domain": "x\x00"},
+    {"domain": ""}, {"expires": "Wed, 01 Jan 2030 00:00:00 GMT; Domain=evil.example"}, {"expires": "x\r\ny"},
+])
+def test_set_cookie_refuses_attributes_that_would_add_attributes(options):
+    response = Response("x")
+    with pytest.raises(ValueError, match="cookie"):
+        response.set_cookie("ok", "1", **options)
+    assert "set-cookie" not in response.headers
+
+
+def test_set_cookie_renders_a_datetime_expires_as_an_http_date():
+    from datetime import timedelta
+
+    def expires_of(when):
+        response = Response("x")
+        response.set_cookie("c", "1", expires=when)
+        (cookie,) = response.headers.getall("set-cookie")
+        return next(p.strip()[8:] for p in cookie.split(";") if p.strip().lower().startswith("expires="))
+
+    fixdate = "Tue, 01 Jan 2030 00:00:00 GMT"  # RFC 9110 5.6.7 IMF-fixdate
+    assert expires_of(datetime(2030, 1, 1, tzinfo=timezone.utc)) == fixdate
+    assert expires_of(datetime(2030, 1, 1, 2, tzinfo=timezone(timedelta(hours=2)))) == fixdate
+    assert expires_of(datetime(2030, 1, 1)) == fixdate  # naive: taken as UTC
+    assert expires_of("Tue, 01 Jan 2030 00:00:00 GMT") == fixdate
+    assert email.utils.parsedate_to_datetime(expires_of(3600)) > datetime.now(timezone.utc)
+    response = Response("x")
+    response.set_cookie("c", "v", path="/a=b", domain=".example.com")  # '=' is fine in a path
+    assert "Path=/a=b" in response.headers["set-cookie"] and "Domain=.example.com" in response.headers["set-cookie"]
