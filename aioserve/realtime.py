@@ -74,7 +74,7 @@ class Realtime:
         self.schedules = (limit is not None or self.adaptive is not None
                           or any(route.budget is not None for route in app.routes))
         budgeted = any(route.budget is not None for route in app.routes)
-        self.admission = Admission() if app.admission and budgeted else None
+        self.admission = Admission(self._polls_before_ready(self.loop)) if app.admission and budgeted else None
         self.tracks_starts = self.admission is not None
         self.lag: LoopLagMonitor | None = None
         if self.metrics is not None or self.adaptive is not None:
@@ -185,6 +185,14 @@ class Realtime:
                 admission.finished(route.estimate_key, now - began, now)
         elif route.budget is not None and route.shed:  # it was admitted, and is still counted as waiting
             admission.abandoned(route.estimate_key, now, started=False)
+
+    @staticmethod
+    def _polls_before_ready(loop: Any) -> bool:
+        """How the loop orders its sockets and its ready handlers, for admission's unseen wait:
+        asyncio's own loops (``BaseEventLoop._run_once``) poll the selector, run the ready handlers,
+        then read what the poll found; libuv's (uvloop, winloop) poll and read at once, after the
+        handlers. A loop not known to be libuv's is taken to be the former (the safer estimate)."""
+        return not type(loop).__module__.startswith(("uvloop", "winloop"))
 
     def timing(self, ex: Exchange) -> bytes:
         if not ex.started:

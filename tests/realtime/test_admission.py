@@ -184,7 +184,11 @@ def test_a_missed_abandon_is_forgotten():
     for _ in range(3):
         ctl.admit("/a", 0.05, 0.02)  # never started nor abandoned: the observer lost them
     assert ctl.snapshot()["waiting"] == 3
-    ctl.admit("/a", 0.05, 2.0)
+    # forgotten before it is judged: nothing ahead of it, and the loop has been idle since, so it fits
+    assert ctl.admit("/a", 0.05, 2.0)
+    assert ctl.snapshot()["waiting"] == 1
+    assert ctl.snapshot()["ahead"] == pytest.approx(0.010)
+    ctl.abandoned("/a", 2.01, started=False)
     assert ctl.snapshot()["waiting"] == 0
     assert ctl.snapshot()["ahead"] == 0.0
 
