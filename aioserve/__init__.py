@@ -10,13 +10,15 @@ from .request import Request
 from .response import Response, StreamResponse, html, json, redirect, stream, text
 from .router import Router
 from .processes import run
+from .radix import RouteError
 from .server import Server, serve
 from .sse import ServerSentEvent, sse
 from .staticfiles import FileResponse
 from .websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
-    "App", "ClientDisconnected", "Config", "FileResponse", "HTTPError", "Request", "Response", "Router", "Server",
+    "App", "ClientDisconnected", "Config", "FileResponse", "HTTPError", "Request", "Response", "RouteError", "Router",
+    "Server",
     "ServerSentEvent", "StreamResponse", "WebSocket", "WebSocketDisconnect", "__version__", "html", "json",
     "redirect", "run", "serve", "sse", "stream", "text",
 ]

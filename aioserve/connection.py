@@ -115,6 +115,10 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST 
 _PLAIN_500 = status_line(500) + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n"
 
 
+def _is_event_stream(response: Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
 class _BodyPastHead:
     """Parser callbacks for a body read on its own (``Connection._read_body_past_head``): the head fed
     first is a stand-in, so only the body's callbacks, and the trailer fields after it, reach the
@@ -1117,6 +1121,7 @@ class Connection(asyncio.Protocol):
             if self.observer is not None:  # realtime hook: answered once its head is out (a budget covers
                 self.observer.finished(ex, ex.status)  # the time to the head, never a started stream)
             ex.close_delimited = not head_only and not framing  # only the connection's close ends the body
+            ex.streamed = response
             transport.write(response.encode_head(framing, self._tail(ex, close)))
             sent = 0
             if not head_only:
@@ -1146,6 +1151,13 @@ class Connection(asyncio.Protocol):
         except ClientDisconnected:
             self.drop(ex, sent)
             return
+        except asyncio.CancelledError:
+            if not ex.ending:
+                raise
+            # Graceful shutdown ends an event stream (start_draining): whole, then the connection closes.
+            if chunked and not transport.is_closing():
+                transport.write(LAST_CHUNK)
+            close = True
         except Exception:
             error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
             # The body is cut short: the client must see an incomplete message. A close ends a
@@ -1458,6 +1470,11 @@ class Connection(asyncio.Protocol):
         if self.upgraded is not None:
             self.upgraded.shutdown()  # close 1001; the connection is forgotten when its TCP closes
             return
+        for ex in self.pipeline:  # an event stream never ends by itself: end it now (_stream), whole
+            task = ex.task
+            if ex.streamed is not None and task is not None and not task.done() and _is_event_stream(ex.streamed):
+                ex.ending = True
+                task.cancel()
         if self.transport is None or self.stage == CLOSING:
             return
         if self.current is not None:  # its body is still arriving: finish reading it, then close

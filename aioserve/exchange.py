@@ -57,6 +57,8 @@ class Exchange:
     close = False  # close the connection after this answer
     close_delimited = False  # a streamed body that only the connection's close ends (HTTP/1.0, no length)
     logged = False  # its access-log line is written, though it was never answered whole (a client gone)
+    streamed: Any = None  # the StreamResponse whose body is being written (its head is out)
+    ending = False  # graceful shutdown is ending its event stream (a cancel that ends it whole)
     task: asyncio.Task[Any] | None = None  # the handler's (or the stream's) task, when it has one
     turn: asyncio.Future[None] | None = None  # a streamed answer waits here for the earlier ones
     context: contextvars.Context | None = None  # the context an inline handler ran in

@@ -204,4 +204,60 @@ async def test_graceful_shutdown_ends_an_open_stream():
                 break
         await asyncio.wait_for(srv.shutdown(timeout=0.3), READ_TIMEOUT)
         await asyncio.wait_for(state["closed"].wait(), 1.0)
-        assert await conn.is_closed_by_peer()
+        rest = b""
+        for _ in range(20):  # the stream is ended whole: its last chunk, then the close
+            piece = await conn.read_some()
+            if not piece:
+                break
+            rest += piece
+        assert (data + rest).endswith(b"0\r\n\r\n")
+
+
+async def test_graceful_shutdown_ends_an_event_stream_at_once_and_whole_but_lets_other_streams_finish():
+    """API.md: graceful shutdown ends open streams. An event stream never ends by itself, so it is ended
+    at once (its generator's finally runs, the chunked body gets its last chunk); a finite stream (a
+    download) is left to finish within the graceful timeout."""
+    from aioserve import StreamResponse, serve
+
+
+    events_app = App()
+    closed, downloading, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    live_started = asyncio.Event()
+
+    @events_app.get("/live")
+    async def live(request):
+        async def gen():
+            try:
+                yield "first"
+                live_started.set()  # "first" has been written
+                await asyncio.Event().wait()  # never produces again
+            finally:
+                closed.set()
+        return sse(gen(), ping=None)
+
+    @events_app.get("/download")
+    async def download(request):
+        async def pieces():
+            yield b"part1,"
+            downloading.set()
+            await release.wait()
+            yield b"part2"
+        return StreamResponse(pieces())
+
+    srv = await serve(events_app, host=HOST, port=0, access_log=False)
+    async with raw_connection(srv) as live_conn, raw_connection(srv) as file_conn:
+        await live_conn.send(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        await file_conn.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(downloading.wait(), READ_TIMEOUT)
+        await asyncio.wait_for(live_started.wait(), READ_TIMEOUT)
+        shutdown = asyncio.ensure_future(srv.shutdown(timeout=30))
+        await asyncio.wait_for(closed.wait(), READ_TIMEOUT)  # at once, not after 30 s
+        live = await live_conn.read_response()
+        assert live.status == 200 and live.body == b"data: first\n\n"  # whole: its last chunk came
+        assert await live_conn.is_closed_by_peer()
+        assert not shutdown.done()  # the download still runs
+        release.set()
+        download = await file_conn.read_response()
+        assert download.body == b"part1,part2"
+        await asyncio.wait_for(shutdown, READ_TIMEOUT)
+
