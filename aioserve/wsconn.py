@@ -285,6 +285,9 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self._send_response(response)
 
     def _send_response(self, response: Any) -> None:
+        server = self.config.server_header  # every answer carries Server, as the HTTP ones do (wire.py)
+        if server and "Server" not in response.headers:
+            response.headers["Server"] = server
         self.ws.send_response(response)
         self._write_out()
         self._answered(response.status_code, len(response.body or b""))

@@ -349,6 +349,18 @@ async def test_close_before_accept_is_403(server):
         assert await conn.is_closed_by_peer()
 
 
+async def test_every_handshake_answer_carries_date_and_server(server):
+    """API.md: every response carries Date and Server; the handshake's answers are responses too."""
+    for request, status in ((handshake(), 101), (handshake("/refuse"), 403), (handshake(version="8"), 426),
+                            (b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Version: 13\r\n\r\n", 400)):
+        async with raw_connection(server) as conn:
+            await conn.send(request)
+            response = await conn.read_response()
+            assert response.status == status
+            assert response.header("server") == "aioserve" and response.has("date"), response.headers
+
+
 async def test_http_error_before_accept_answers_its_status(server):
     async with raw_connection(server) as conn:
         await conn.send(handshake("/unauthorised"))
