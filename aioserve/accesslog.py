@@ -50,7 +50,8 @@ class AccessLog:
         client = req.client
         host = f"{client[0]}:{client[1]}" if client else "-"
         # The target as sent (percent-encoded): a decoded path could carry a line break into the log.
-        target = req.raw_path.decode("latin-1")
+        # A '"' (the parser lets it through) would end the quoted field early: it is logged as %22.
+        target = _target(req)
         if not self.lines:  # the first line of this iteration: which way do lines go now?
             self.handler = default_handler_only()
         if self.handler is None:
@@ -82,7 +83,7 @@ class AccessLog:
         duration_ms = (perf_counter() - opened) * 1000.0
         client = req.client
         host = f"{client[0]}:{client[1]}" if client else "-"
-        target = req.raw_path.decode("latin-1")
+        target = _target(req)
         if not self.lines:
             self.handler = default_handler_only()
         if self.handler is None:
@@ -129,6 +130,14 @@ class AccessLog:
             pass
         finally:
             handler.release()
+
+
+def _target(req: Request) -> str:
+    """The request target as sent, for a quoted log field: a '"' in it becomes %22."""
+    raw = req.raw_path
+    if b'"' in raw:
+        raw = raw.replace(b'"', b"%22")
+    return raw.decode("latin-1")
 
 
 def default_handler_only() -> logging.StreamHandler | None:

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-rate-grace-period", type=float, default=5.0,
                    help="seconds before the minimum data rates apply (default 5)")
     # processes
-    p.add_argument("--workers", type=int, default=_env_int("WEB_CONCURRENCY", 1),
+    p.add_argument("--workers", type=int, default=None,
                    help="worker processes sharing the socket (default $WEB_CONCURRENCY or 1)")
     p.add_argument("--limit-max-requests", type=int, metavar="N",
                    help="replace a worker after about N requests (+0-10%% jitter)")
@@ -130,9 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip().isdigit() else default
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, else $WEB_CONCURRENCY (as gunicorn and uvicorn read it), else 1."""
+    if args.workers is not None:
+        return args.workers
+    value = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if not value:
+        return 1
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ValueError(f"WEB_CONCURRENCY (the default of --workers) must be an integer >= 1, not {value!r}; "
+                         "fix or unset it, or pass --workers")
+    return workers
 
 
 def die(message: str) -> None:
@@ -230,7 +242,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "min_request_body_rate": args.min_request_body_rate,
         "min_response_rate": args.min_response_rate,
         "min_rate_grace_period": args.min_rate_grace_period,
-        "workers": args.workers,
+        "workers": _workers(args),
         "limit_max_requests": args.limit_max_requests,
         "timeout_worker_healthcheck": args.timeout_worker_healthcheck,
         "ssl_keyfile": args.ssl_keyfile,

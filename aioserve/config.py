@@ -136,6 +136,9 @@ class Config:
         for name in ("ssl_keyfile_password", "ssl_ca_certs", "ssl_ciphers", "ssl_cert_reqs"):
             if getattr(self, name) and not self.ssl_certfile:  # a TLS detail without TLS is a mistake
                 raise SettingError.naming("{} needs {} and {}", name, "ssl_certfile", "ssl_keyfile")
+        if self.ssl_cert_reqs and not self.ssl_ca_certs:  # no client certificate could ever verify
+            raise SettingError.naming("{} 1 or 2 needs {}: the CA certificates to verify client certificates with",
+                                      "ssl_cert_reqs", "ssl_ca_certs")
         if self.reload_dirs and not self.reload:
             raise SettingError.naming("{} needs {}", "reload_dirs", "reload")
         if self.uds and self.fd is not None:

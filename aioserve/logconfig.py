@@ -90,7 +90,8 @@ def load_log_config(path: str) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot read --log-config {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # json, configparser and dictConfig errors
-        raise ConfigError(f"invalid --log-config {path}: {type(exc).__name__}: {exc}") from None
+        detail = " ".join(str(exc).split())  # configparser's messages span lines: one line here
+        raise ConfigError(f"invalid --log-config {path}: {type(exc).__name__}: {detail}") from None
 
 
 def _numeric(level: str) -> int:

@@ -43,6 +43,13 @@ def run(app: App | Router, **settings: Any) -> None:
     ``reload=True`` watches the code and restarts a child process (``reload.py``); ``workers > 1`` or
     ``limit_max_requests`` runs a supervisor with worker processes (``supervisor.py``).
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("run() (app.run()) blocks and runs its own event loop, and one is running already: "
+                           "inside async code use `server = await aioserve.serve(app, ...)` instead")
     config = Config.from_settings(**settings)
     configure_logging(config.log_level, config.log_config)
     if config.reload and not reload.is_reload_child():

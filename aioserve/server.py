@@ -21,7 +21,7 @@ from .connection import Connection
 from .realtime import Realtime
 from .router import Router
 from .shared import ServerState
-from .sockets import bind_unix, remove_unix, socket_url
+from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
 from .tls import make_ssl_context
 
 logger = logging.getLogger("aioserve")
@@ -100,12 +100,14 @@ class Server:
             else:
                 self._server = await loop.create_server(
                     factory, config.host, config.port, backlog=config.backlog, reuse_address=True, **tls)
-        except BaseException:
+        except BaseException as exc:
             state.clock.stop()
             state.timers.close()
             if realtime is not None:
                 realtime.stop()
             await self.app.shutdown()
+            if isinstance(exc, OSError) and not isinstance(exc, BindError):  # say which address
+                raise BindError(exc.errno, f"cannot listen on {describe(config)}: {exc.strerror or exc}") from None
             raise
 
     @property
