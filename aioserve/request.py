@@ -26,6 +26,9 @@ class Channel(Protocol):
     @property
     def disconnected(self) -> bool: ...
 
+    @property
+    def peer_closed(self) -> bool: ...
+
     def peer(self) -> tuple[str, int] | None: ...
 
     async def read_body(self) -> bytes: ...
@@ -173,7 +176,10 @@ class Request:
 
     @property
     def is_disconnected(self) -> bool:
-        return self._channel is not None and self._channel.disconnected
+        """The client went away, or closed its side (EOF: it will send nothing more, and a client that
+        closes normally does so with its request outstanding)."""
+        channel = self._channel
+        return channel is not None and (channel.disconnected or channel.peer_closed)
 
     async def wait_disconnected(self) -> None:
         """Return once the client has gone away (the ASGI adapter's ``http.disconnect``)."""

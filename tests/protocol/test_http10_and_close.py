@@ -301,13 +301,13 @@ async def test_disconnect_while_handler_awaits(how):
             await asyncio.wait_for(started.wait(), 5)
             if how == "reset":
                 conn.reset()
-                # The server notices the reset without the handler doing anything.
-                await wait_until(
-                    lambda: seen["request"].is_disconnected is True, 3,
-                    message="request.is_disconnected did not become True after a reset",
-                )
             else:
                 await conn.close()
+            # The server notices the reset, or the close (EOF), without the handler doing anything.
+            await wait_until(
+                lambda: seen["request"].is_disconnected is True, 3,
+                message=f"request.is_disconnected did not become True after a {how}",
+            )
             release.set()
             await asyncio.wait_for(finished.wait(), 5)
             assert "cancelled" not in seen, "the handler was cancelled on disconnect"
