@@ -133,8 +133,11 @@ class AccessLog:
 
 
 def _target(req: Request) -> str:
-    """The request target as sent, for a quoted log field: a '"' in it becomes %22."""
+    """The request target as sent (path and query), for a quoted log field: a '"' in it becomes %22."""
     raw = req.raw_path
+    query = req.query_string
+    if query:
+        raw = raw + b"?" + query
     if b'"' in raw:
         raw = raw.replace(b'"', b"%22")
     return raw.decode("latin-1")

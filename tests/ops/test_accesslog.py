@@ -183,3 +183,12 @@ async def test_a_decoded_line_break_cannot_forge_a_log_line(default_stderr):
         await conn.read_final_response()
         lines = await default_stderr.lines(1)
     assert len(lines) == 1 and "/x%0A2026-01-01%20forged" in lines[0]
+
+
+async def test_the_target_is_logged_as_sent_query_included(default_stderr):
+    default_stderr.install()
+    async with running(_app(), access_log=True) as server, raw_connection(server) as conn:
+        await conn.send(request_bytes("GET", '/x?user=3&next=%0Aforged&q="quoted"'))
+        await conn.read_final_response()
+        lines = await default_stderr.lines(1)
+    assert len(lines) == 1 and '"GET /x?user=3&next=%0Aforged&q=%22quoted%22 HTTP/1.1"' in lines[0], lines

@@ -56,7 +56,7 @@ async def test_access_log_after_the_response_with_structured_fields(access_recor
     assert first.bytes == len(slow.content) and first.duration_ms >= 195
     assert first.client.startswith("127.0.0.1:")
     assert second.bytes == len(streamed.content)  # a stream is logged when it has been sent
-    assert '"GET /slow HTTP/1.1" 200' in first.getMessage()
+    assert '"GET /slow?s=0.2 HTTP/1.1" 200' in first.getMessage()  # the target as sent; path is /slow
 
 
 async def test_access_log_times_fast_answers_below_the_millisecond(access_records):
