@@ -104,6 +104,14 @@ class Config:
     lifespan: str = "auto"  # auto | on | off: an ASGI app's lifespan protocol
     root_path: str = ""  # scope["root_path"] of an ASGI app
 
+    def __post_init__(self) -> None:
+        # A flag's spelling of "none" or "off" (--max-body-size -1, --timeout-write 0...) is taken from a
+        # keyword too and means the same, so a setting reads alike in both places; None stays the keyword's.
+        for name, off in _OFF.items():
+            value = getattr(self, name)
+            if value == off and (type(value) is int or (type(value) is float and _RANGES[name].kind == "number")):
+                setattr(self, name, None)
+
     def form_limits(self) -> FormLimits:
         """The ``forms.FormLimits`` these settings describe (what ``request.form()`` uses by default)."""
         return FormLimits(
@@ -178,6 +186,7 @@ class _Range:
     high: float | None = None
     above: bool = False  # > low rather than >= low
     none: str | None = None  # None allowed; then how the CLI says it ("" when by leaving the flag out)
+    off: int | None = None  # the flag's value for None ("-1 for no limit"), which a keyword may give too
 
     def accepts(self, value: Any) -> bool:
         if value is None:
@@ -202,7 +211,7 @@ class _Range:
         elif self.low is not None:
             noun += f" {'>' if self.above else '>='} {_number(self.low)}"
         if self.none is not None and not cli:
-            noun += " or None"
+            noun += f", or None or {self.none}" if self.off is not None else " or None"
         elif self.none:
             noun += f", or {self.none}"
         return noun
@@ -230,7 +239,7 @@ _RANGES: dict[str, _Range] = {
     "access_log": _Range("bool"),
     "backlog": _Range("int", 1, 2**31 - 1),  # listen() takes a C int
     "accept_batch": _Range("int", 0),
-    "max_body_size": _Range("int", 0, none="-1 for no limit"),
+    "max_body_size": _Range("int", 0, none="-1 for no limit", off=-1),
     "limit_request_line": _COUNT,
     "limit_request_fields": _COUNT,
     "limit_request_header_size": _COUNT,
@@ -240,12 +249,12 @@ _RANGES: dict[str, _Range] = {
     "limit_chunk_extension": _COUNT,
     "limit_form_parts": _COUNT,
     "limit_form_field_size": _COUNT,
-    "limit_form_file_size": _Range("int", 1, none=""),
+    "limit_form_file_size": _Range("int", 1, none="-1 for no limit", off=-1),
     "limit_form_part_header_size": _COUNT,
     "timeout_keep_alive": _SECONDS,
     "timeout_header": _SECONDS,
     "timeout_body": _SECONDS,
-    "timeout_write": _Range("number", 0, above=True, none="0 for off"),
+    "timeout_write": _Range("number", 0, above=True, none="0 for off", off=0),
     "timeout_graceful_shutdown": _Range("number", 0, none=""),  # None: wait for every request
     "min_request_body_rate": _RATE,
     "min_response_rate": _RATE,
@@ -263,12 +272,13 @@ _RANGES: dict[str, _Range] = {
     "reload": _Range("bool"),
     "reload_delay": _SECONDS,
     "ws_max_size": _COUNT,
-    "ws_ping_interval": _Range("number", 0, above=True, none="0 for off"),
-    "ws_ping_timeout": _Range("number", 0, above=True, none="0 for off"),
+    "ws_ping_interval": _Range("number", 0, above=True, none="0 for off", off=0),
+    "ws_ping_timeout": _Range("number", 0, above=True, none="0 for off", off=0),
     "ws_per_message_deflate": _Range("bool"),
     "deadline": _Range("number", 0, above=True, none=""),
     "metrics": _Range("str", none=""),
 }
+_OFF = {name: r.off for name, r in _RANGES.items() if r.off is not None}  # see Config.__post_init__
 
 
 def _one_of(name: str, choices: tuple[Any, ...]) -> Any:

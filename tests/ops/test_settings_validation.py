@@ -43,7 +43,8 @@ BAD_FLAGS: dict[str, tuple[list[str], str]] = {
     "--limit-chunk-extension": (["--limit-chunk-extension", "0"], "--limit-chunk-extension must be an integer >= 1, not 0"),
     "--limit-form-parts": (["--limit-form-parts", "0"], "--limit-form-parts must be an integer >= 1, not 0"),
     "--limit-form-field-size": (["--limit-form-field-size", "0"], "--limit-form-field-size must be an integer >= 1, not 0"),
-    "--limit-form-file-size": (["--limit-form-file-size", "0"], "--limit-form-file-size must be an integer >= 1, not 0"),
+    "--limit-form-file-size": (["--limit-form-file-size", "0"],
+                               "--limit-form-file-size must be an integer >= 1, or -1 for no limit, not 0"),
     "--limit-form-part-header-size": (["--limit-form-part-header-size", "0"],
                                       "--limit-form-part-header-size must be an integer >= 1, not 0"),
     "--limit-in-flight": (["--limit-in-flight", "0"], "--limit-in-flight must be an integer >= 1, not 0"),
@@ -126,7 +127,7 @@ BAD_KEYWORDS: dict[str, object] = {
     "server_header": "aioserve\r\nX-Injected: 1",
     "backlog": -5,
     "accept_batch": -1,
-    "max_body_size": -1,
+    "max_body_size": -2,  # -1 is the flag's "no limit", a keyword's too
     "limit_request_line": 0,
     "limit_request_fields": 0,
     "limit_request_header_size": 0,
@@ -141,7 +142,7 @@ BAD_KEYWORDS: dict[str, object] = {
     "timeout_keep_alive": 0,
     "timeout_header": -1.0,
     "timeout_body": float("inf"),
-    "timeout_write": 0,
+    "timeout_write": -1,  # 0 is "off", as the flag's
     "timeout_graceful_shutdown": -1,
     "min_request_body_rate": -0.5,
     "min_response_rate": float("nan"),
@@ -163,7 +164,7 @@ BAD_KEYWORDS: dict[str, object] = {
     "reload_delay": -0.25,
     "ws_max_size": 0,
     "ws_ping_interval": -1,
-    "ws_ping_timeout": 0,
+    "ws_ping_timeout": -0.5,
     "ws_per_message_deflate": "yes",
     "deadline": 0,
     "metrics": "",
@@ -178,6 +179,8 @@ def test_every_field_is_walked():
 
 def test_defaults_and_documented_off_values_are_valid():
     Config().validate()
+    Config.from_settings(max_body_size=-1, limit_form_file_size=-1, timeout_write=0, ws_ping_interval=0,
+                         ws_ping_timeout=0.0)
     Config.from_settings(max_body_size=None, timeout_write=None, timeout_graceful_shutdown=None,
                          min_request_body_rate=0, min_response_rate=0, server_header=None, port=0, fd=0,
                          limit_connections=None, backlog=1, timeout_body=0.001, reload=True, reload_dirs=["."])
