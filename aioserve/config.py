@@ -121,10 +121,12 @@ class Config:
 
     @classmethod
     def from_settings(cls, **settings: Any) -> Config:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} | {"reload_dir"}
         unknown = sorted(set(settings) - names)
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(unknown)} (valid: {', '.join(sorted(names))})")
+        if "reload_dir" in settings:  # --reload-dir's own name; reload_dirs (the field) keeps working
+            settings["reload_dirs"] = _reload_dir(settings.pop("reload_dir"), settings)
         config = cls(**settings)
         config.validate()
         return config
@@ -308,6 +310,22 @@ def _check_reload_dirs(value: Any) -> None:
         return
     raise SettingError(f"reload_dirs must be a list of directory names or None, not {value!r}",
                        f"--reload-dir must name a directory, not {value!r}")
+
+
+def _reload_dir(value: Any, settings: dict[str, Any]) -> list[str] | None:
+    """``reload_dir=``: one directory or a list of them, as ``reload_dirs``."""
+    if "reload_dirs" in settings:
+        raise TypeError("give reload_dir or reload_dirs, not both")
+    if isinstance(value, str) and value:
+        value = [value]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        value = list(value)
+    elif value is not None:
+        raise SettingError(f"reload_dir must be a directory name, a list of them, or None, not {value!r}",
+                           f"--reload-dir must name a directory, not {value!r}")
+    if value and not settings.get("reload"):
+        raise SettingError.naming("{} needs {}", "reload_dir", "reload")
+    return value
 
 
 def _check_root_path(value: Any) -> None:
