@@ -24,7 +24,7 @@ from .radix import RadixTree
 from .request import Request
 from .response import Response, StreamResponse
 from .results import error_response, to_response
-from .router import Route, Router
+from .router import Route, Router, WebSocketRoute
 from .staticfiles import StaticFiles
 from .wire import TEXT_TYPE
 
@@ -241,6 +241,15 @@ class App(Router):
         if method == "OPTIONS" and self.cors is not None:
             return self.cors.route, (), None  # a CORS preflight (cors.py)
         return None, (), HTTPError(405, headers={"Allow": self.tree.allow(path)})
+
+    def resolve_websocket(self, path: str) -> tuple[WebSocketRoute | None, Any]:
+        """The first WebSocket route matching ``path`` in match order, for an upgrade whose first GET
+        match is an ordinary route: ``GET /ws/lobby`` must not hide ``websocket("/ws/{room}")``."""
+        for endpoint, values in self.tree.match_all(path):
+            route = endpoint.routes.get("GET")
+            if type(route) is WebSocketRoute:
+                return route, values
+        return None, ()
 
     async def _endpoint(self, request: Request) -> Response:
         """Innermost layer under middleware: always returns a Response."""

@@ -253,17 +253,8 @@ class Connection(asyncio.Protocol):
         if self.write_timer is not None:
             self.write_timer.cancel()
             self.write_timer = None
-        observer = self.observer
         for ex in self.pipeline:
-            ex.disconnected = True
-            ex.wake()
-            ex.disarm()  # a budget's timer must not fire for a request nobody waits for
-            if self.access_log:
-                self._log_unanswered(ex, 0)
-            if observer is not None:  # realtime hook: the requests of a lost connection are not in flight
-                observer.finished(ex, 499)
-            if ex.turn is not None and not ex.turn.done():
-                ex.turn.set_result(None)
+            self._release(ex)
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -727,7 +718,7 @@ class Connection(asyncio.Protocol):
                     self.ignored_upgrade = ex
             elif self._upgrade != b"websocket":
                 raise ProtocolError(400, f"Upgrade to {self._upgrade.decode('latin-1')} is not supported")
-            elif type(route) is not WebSocketRoute:
+            elif type(route) is not WebSocketRoute and not self._websocket_route(req, path):
                 raise ProtocolError(400, "Upgrade to websocket is not supported here")
             elif len(self.pipeline) > 1:
                 raise ProtocolError(400, "A WebSocket upgrade must not be pipelined behind other requests")
@@ -777,6 +768,15 @@ class Connection(asyncio.Protocol):
             ex.task = asyncio.Task(self._run(ex), loop=self.loop, eager_start=True)
         else:
             ex.task = self.loop.create_task(self._run(ex))
+
+    def _websocket_route(self, req: Request, path: str) -> bool:
+        """An upgrade whose first match is an ordinary GET route: the WebSocket route behind it, if any."""
+        route, values = self.app.resolve_websocket(path)
+        if route is None:
+            return False
+        req.route = route
+        req.path_values = values
+        return True
 
     def on_body(self, body: bytes) -> None:
         ex = self.current
@@ -1269,6 +1269,8 @@ class Connection(asyncio.Protocol):
             transport.write(b"".join(out))  # type: ignore[arg-type]
         if close or (not pipeline and self.stage == CLOSING):
             self._enter(CLOSING)
+            for ex in pipeline:  # requests behind an answer that closes: never answered, let them go
+                self._release(ex)
             pipeline.clear()
             transport.close()
             return
@@ -1323,6 +1325,20 @@ class Connection(asyncio.Protocol):
         ex.close = True
         if self.pipeline and self.pipeline[0] is ex:
             self._flush()
+
+    def _release(self, ex: Exchange) -> None:
+        """Let go of a request whose answer will never be written (its connection is gone or closing):
+        its reader and its turn are woken (a stream waiting for its turn then ends, its generator
+        closed), its budget disarmed, its line logged, and it is no longer in flight."""
+        ex.disconnected = True
+        ex.wake()
+        ex.disarm()  # a budget's timer must not fire for a request nobody waits for
+        if self.access_log:
+            self._log_unanswered(ex, 0)
+        if self.observer is not None:  # realtime hook: not in flight
+            self.observer.finished(ex, 499)
+        if ex.turn is not None and not ex.turn.done():
+            ex.turn.set_result(None)
 
     def _log_unanswered(self, ex: Exchange, size: int) -> None:
         """The access-log line of a request whose answer was not completed (its client left, or the

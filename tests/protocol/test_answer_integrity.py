@@ -89,6 +89,18 @@ def _logged(logs, text: str) -> bool:
     return False
 
 
+def _open_files() -> list[str]:
+    """What this process's descriptors point at (Linux's /proc; empty elsewhere)."""
+    import os
+    names = []
+    for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return names
+
+
 async def _read_to_end(conn, timeout: float = 5.0) -> tuple[bytes, bool]:
     """Everything until the server closes, and whether it closed with a reset (not a clean FIN)."""
     data = bytes(conn.buffer)
@@ -322,3 +334,37 @@ async def test_a_fragment_never_reaches_a_query_value():
         async with raw_connection(server) as conn:
             conn.write(b"GET /q?a=1&b=%23 HTTP/1.1\r\nHost: x\r\n\r\n")  # an encoded "#" is data
             assert _json(await conn.read_response()) == {"a": "1", "b": "#"}
+
+
+async def test_requests_behind_an_answer_that_closes_are_let_go(tmp_path):
+    """A close-delimited stream (HTTP/1.0) ends the connection: the streams and files pipelined behind
+    it were waiting for a turn that never came, holding a task, a file and an in-flight place."""
+    from aioserve import FileResponse
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"z" * 300_000)
+    app = App()
+    app.enable_metrics("/metrics")
+
+    @app.get("/s")
+    async def s(request):
+        async def gen():
+            yield b"data\n"
+        return StreamResponse(gen())
+
+    @app.get("/file")
+    async def file(request):
+        return FileResponse(str(big))
+
+    def streams_waiting() -> list:
+        return [t for t in asyncio.all_tasks() if "_stream" in repr(t.get_coro())]
+
+    async with running(app) as server:
+        async with raw_connection(server) as conn:
+            keep = b"Connection: keep-alive\r\n\r\n"
+            conn.write(b"GET /s HTTP/1.0\r\n" + keep + b"GET /s HTTP/1.0\r\n" + keep + b"GET /file HTTP/1.0\r\n" + keep)
+            data, _ = await _read_to_end(conn)
+            assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"data\n")  # the first, then the close
+        await wait_until(lambda: not streams_waiting(), timeout=5, message="streams left waiting for their turn")
+        await wait_until(lambda: server.state.observer.in_flight == 0, timeout=5)
+        assert str(big) not in _open_files()

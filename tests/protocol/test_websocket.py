@@ -1048,3 +1048,24 @@ async def test_small_sends_in_a_tight_loop_wait_for_a_client_that_does_not_read(
     assert (opcode, payload[:2]) == (CLOSE, struct.pack("!H", 1000))
     assert seen["burst"] == BURST
     await ctx.__aexit__(None, None, None)
+
+
+async def test_an_ordinary_get_route_does_not_hide_a_websocket_route_from_an_upgrade():
+    app = App()
+
+    @app.get("/rooms/lobby")
+    async def lobby_page(request):
+        return "the lobby's page"
+
+    @app.websocket("/rooms/{room}")
+    async def room(ws: WebSocket, room: str):
+        await ws.accept()
+        await ws.send(f"welcome to {room}")
+        await ws.close()
+
+    async with running(app) as server:
+        async with connect(f"ws://{HOST}:{server.port}/rooms/lobby") as client:
+            assert await client.recv() == "welcome to lobby"
+        async with raw_connection(server) as conn:  # a plain GET still gets the ordinary route
+            response = await conn.request("GET", "/rooms/lobby")
+            assert response.status == 200 and response.body == b"the lobby's page"
