@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m aioserve", description="Serve an aioserve App or Router.")
-    p.add_argument("target", help="MODULE:ATTR naming an App, a Router, or (with --factory) a callable returning one")
+    p.add_argument("target", help="MODULE:ATTR naming an App, a Router, an ASGI 3 app, or (with --factory) a callable "
+                                  "returning one")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; '::' for IPv6)")
     p.add_argument("--port", type=int, default=8000, help="bind port (default 8000; 0 picks a free one)")
     p.add_argument("--uds", help="bind a Unix domain socket at this path instead of host/port")
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default time budget of every request, s: past it 503 + Retry-After if not started (an App's own wins)")
     p.add_argument("--metrics", metavar="PATH", default=None, help="serve Prometheus metrics at PATH (any app, ASGI included)")
     p.add_argument("--interface", choices=["auto", "aioserve", "asgi"], default="auto",
-                   help="what TARGET is (default auto: an App or Router is aioserve, another callable ASGI 3)")
+                   help="what TARGET is (default auto: an App or Router is aioserve, another callable ASGI 3); "
+                        "asgi serves even an App through the ASGI adapter")
     p.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto",
                    help="ASGI lifespan: auto runs it and carries on if the app does not support it (default auto)")
     p.add_argument("--root-path", default="", help="scope['root_path'] of an ASGI app mounted below a prefix")
@@ -153,7 +155,12 @@ def die(message: str) -> None:
 
 
 def load_target(target: str, factory: bool = False, interface: str = "auto") -> Any:
-    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return something servable."""
+    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return something servable.
+
+    ``run()`` then serves it as ``interface`` says (``server.servable()``); the checks here only turn
+    a target that cannot be served that way into one line."""
+    from .server import a_type
+
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         die(f"target {target!r} must look like MODULE:ATTR, e.g. examples.hello:app")
@@ -174,27 +181,27 @@ def load_target(target: str, factory: bool = False, interface: str = "auto") -> 
         except AttributeError:
             die(f"module {module_name!r} has no attribute {attr!r}")
     if factory:
-        if not callable(obj):
-            die(f"--factory was given but {target} is a {type(obj).__name__}, not a callable")
+        if isinstance(obj, (App, Router)) or not callable(obj):
+            die(f"--factory was given but {target} is {a_type(obj)}, not a callable that returns one")
         try:
             obj = obj()
         except Exception as exc:
             die(f"the factory {target} raised {type(exc).__name__}: {exc}")
-    if interface == "asgi":
-        if isinstance(obj, (App, Router)) or not callable(obj):
-            die(f"--interface asgi was given but {target} is a {type(obj).__name__}, not an ASGI callable")
+    if interface == "asgi":  # an App is an ASGI 3 app itself; a Router is served by a default App
+        if not isinstance(obj, Router) and not callable(obj):
+            die(f"--interface asgi was given but {target} is {a_type(obj)}, not an ASGI callable")
         return obj
     if isinstance(obj, (App, Router)):
         return obj
     if interface == "aioserve":
-        die(f"--interface aioserve was given but {target} is a {type(obj).__name__}, not an App or Router")
+        die(f"--interface aioserve was given but {target} is {a_type(obj)}, not an App or Router")
     from .asgi import is_asgi
 
     if is_asgi(obj) and _takes_three(obj):
         return obj
     if callable(obj) and not factory:
         die(f"{target} is a callable, not an App or Router; add --factory if it returns one")
-    die(f"{target} is a {type(obj).__name__}, not an aioserve App or Router")
+    die(f"{target} is {a_type(obj)}, not an aioserve App or Router")
     raise AssertionError  # unreachable
 
 
@@ -263,6 +270,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "ws_per_message_deflate": args.ws_per_message_deflate,
         "deadline": args.deadline,
         "metrics": args.metrics,
+        "factory": args.factory,
+        "interface": args.interface,
         "lifespan": args.lifespan,
         "root_path": args.root_path,
     }
@@ -279,14 +288,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, TypeError) as exc:
         die(str(exc))
     app = load_target(args.target, args.factory, args.interface)
-    from .asgi import LifespanError, asgi_app
-
-    if args.interface == "asgi":
-        app = asgi_app(app, root_path=args.root_path, lifespan=args.lifespan)
+    from .asgi import LifespanError
     from .processes import run
 
-    try:
-        run(app, **settings_from_args(args))
+    try:  # the factory was called above, for its one-line errors; run() serves as --interface says
+        run(app, **{**settings_from_args(args), "factory": False})
     except SettingError as exc:
         die(exc.flag_message)
     except (ValueError, TypeError) as exc:

@@ -101,6 +101,9 @@ class Config:
     # real time, for any app (an App's own deadline= wins); and ASGI apps (asgi.py)
     deadline: float | None = None  # seconds: the default budget of every request
     metrics: str | None = None  # serve Prometheus metrics at this path
+    # what the target is: serve() and run() resolve it as the CLI does (server.servable())
+    factory: bool = False  # call the target to get the app
+    interface: str = "auto"  # auto (App or Router: aioserve; another callable: ASGI 3) | aioserve | asgi
     lifespan: str = "auto"  # auto | on | off: an ASGI app's lifespan protocol
     root_path: str = ""  # scope["root_path"] of an ASGI app
 
@@ -279,6 +282,7 @@ _RANGES: dict[str, _Range] = {
     "ws_per_message_deflate": _Range("bool"),
     "deadline": _Range("number", 0, above=True, none=""),
     "metrics": _Range("str", none=""),
+    "factory": _Range("bool"),
 }
 _OFF = {name: r.off for name, r in _RANGES.items() if r.off is not None}  # see Config.__post_init__
 
@@ -341,6 +345,7 @@ _SPECIAL = {
     "server_header": _check_server_header,
     "forwarded_allow_ips": _check_forwarded_allow_ips,
     "reload_dirs": _check_reload_dirs,
+    "interface": _one_of("interface", ("auto", "aioserve", "asgi")),
     "lifespan": _one_of("lifespan", ("auto", "on", "off")),
     "root_path": _check_root_path,
 }

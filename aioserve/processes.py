@@ -20,7 +20,7 @@ from .config import Config
 from .logconfig import ConfigError
 from .logconfig import configure_logging as _configure_logging
 from .router import Router
-from .server import Server, loop_factory, loop_name
+from .server import Server, loop_factory, loop_name, servable
 from .sockets import BindError, describe
 from .tls import make_ssl_context
 
@@ -37,11 +37,13 @@ def configure_logging(level: str | None, log_config: str | None = None) -> None:
         raise SystemExit(f"aioserve: error: {exc}") from None
 
 
-def run(app: App | Router, **settings: Any) -> None:
+def run(app: Any, **settings: Any) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully. Blocks.
 
-    ``reload=True`` watches the code and restarts a child process (``reload.py``); ``workers > 1`` or
-    ``limit_max_requests`` runs a supervisor with worker processes (``supervisor.py``).
+    ``app`` is an App, a Router or an ASGI 3 callable; ``factory=`` and ``interface=`` mean what the
+    CLI's ``--factory`` and ``--interface`` do (``server.servable()``). ``reload=True`` watches the code
+    and restarts a child process (``reload.py``); ``workers > 1`` or ``limit_max_requests`` runs a
+    supervisor with worker processes (``supervisor.py``).
     """
     try:
         asyncio.get_running_loop()
@@ -51,6 +53,7 @@ def run(app: App | Router, **settings: Any) -> None:
         raise RuntimeError("run() (app.run()) blocks and runs its own event loop, and one is running already: "
                            "inside async code use `server = await aioserve.serve(app, ...)` instead")
     config = Config.from_settings(**settings)
+    app = servable(app, config)  # once, here: workers fork with it, as the CLI's target
     configure_logging(config.log_level, config.log_config)
     if config.reload and not reload.is_reload_child():
         reload.run_reloader(config)

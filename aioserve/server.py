@@ -33,7 +33,7 @@ logger = logging.getLogger("aioserve")
 #: a response has this long after the server's close to take what the kernel cannot hold.
 TLS_SHUTDOWN_TIMEOUT = 5.0
 
-__all__ = ["Server", "loop_factory", "loop_name", "serve"]
+__all__ = ["Server", "loop_factory", "loop_name", "serve", "servable"]
 
 
 class Server:
@@ -192,13 +192,44 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-async def serve(app: App | Router, **settings: Any) -> Server:
-    """Start serving ``app`` inside the running loop; returns once it is listening."""
+def a_type(obj: Any) -> str:
+    """``an App``, ``a Starlette``: what ``obj`` is, for an error message."""
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def servable(target: Any, config: Config) -> Any:
+    """What ``serve()`` and ``run()`` serve for ``target``, with the CLI's meaning of ``--factory`` and
+    ``--interface``: ``factory`` calls the target to get the app; ``interface="asgi"`` serves it through
+    the ASGI adapter (asgi.py), an App included (it is an ASGI 3 app itself, ``App.__call__``) and a
+    Router by its default App; ``"aioserve"`` requires an App or a Router; ``"auto"`` leaves it to
+    ``Server``, which serves an App or a Router as such and another callable as ASGI 3."""
+    app = target
+    if config.factory:
+        if isinstance(app, (App, Router)) or not callable(app):
+            raise TypeError(f"factory=True was given but the app is {a_type(app)}, not a callable that returns one")
+        app = app()
+    if config.interface == "asgi":
+        if isinstance(app, Router) and not isinstance(app, App):  # (an App is a Router too)
+            app = App.from_router(app)
+        elif not callable(app):
+            raise TypeError(f"interface='asgi' was given but the app is {a_type(app)}, not an ASGI callable")
+        return asgi_app(app, root_path=config.root_path, lifespan=config.lifespan)
+    if config.interface == "aioserve" and not isinstance(app, (App, Router)):
+        raise TypeError(f"interface='aioserve' was given but the app is {a_type(app)}, not an aioserve App or Router")
+    return app
+
+
+async def serve(app: Any, **settings: Any) -> Server:
+    """Start serving ``app`` inside the running loop; returns once it is listening.
+
+    ``app`` is an App, a Router or an ASGI 3 callable (or with ``factory=True`` a callable returning
+    one); ``interface=`` says which, as the CLI's ``--interface`` (see ``servable()``)."""
     config = Config.from_settings(**settings)
     if config.workers > 1 or config.reload or config.limit_max_requests:
         logger.warning("serve() runs in the calling process and loop: workers, reload and limit_max_requests "
                        "apply to run() and the CLI only")
-    server = Server(app, config)
+    server = Server(servable(app, config), config)
     await server.start()
     logger.info("Listening on %s", server.url)
     return server

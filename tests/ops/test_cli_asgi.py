@@ -35,10 +35,26 @@ def test_interface_aioserve_refuses_an_asgi_app():
     assert "--interface aioserve was given but tests.support.asgi_apps:app is a Starlette" in result.stderr
 
 
-def test_interface_asgi_refuses_an_aioserve_app():
-    result = run_cli(["examples.hello:app", "--interface", "asgi", *BASE])
-    assert result.returncode != 0
-    assert "--interface asgi was given but examples.hello:app is a App, not an ASGI callable" in result.stderr
+def test_interface_asgi_serves_an_aioserve_app_through_the_adapter(spawn):
+    """An App is an ASGI 3 app itself (App.__call__): --interface asgi serves it as one, not an error."""
+    srv = spawn("examples.hello:app", "--interface", "asgi", *BASE).wait_listening()
+    assert get(srv, "/hello/asgi?greeting=Hi") == (200, "Hi, asgi!")
+    assert get(srv, "/nowhere")[0] == 404
+
+
+@pytest.mark.parametrize("target,what", [("tests.support.asgi_apps:ROUTES", "a list"),
+                                         ("examples.hello:__name__", "a str")])
+def test_interface_asgi_refuses_what_is_not_callable(target, what):
+    result = run_cli([target, "--interface", "asgi", *BASE])
+    assert result.returncode == 1
+    assert result.stderr == f"aioserve: error: --interface asgi was given but {target} is {what}, not an ASGI callable\n"
+
+
+def test_factory_of_an_app_is_one_line():
+    result = run_cli(["examples.hello:app", "--factory", *BASE])
+    assert result.returncode == 1
+    assert result.stderr == ("aioserve: error: --factory was given but examples.hello:app is an App, "
+                             "not a callable that returns one\n")
 
 
 def test_lifespan_off_skips_startup(spawn):

@@ -168,6 +168,8 @@ BAD_KEYWORDS: dict[str, object] = {
     "ws_per_message_deflate": "yes",
     "deadline": 0,
     "metrics": "",
+    "factory": "yes",
+    "interface": "wsgi",
     "lifespan": "maybe",
     "root_path": "api",
 }
