@@ -50,6 +50,7 @@ class ASGIChannel:
     """A request's body and client, read through ASGI ``receive()`` (the ``request.Channel``)."""
 
     deadline: float | None = None
+    peer_closed = False  # an ASGI server reports only a client gone (http.disconnect): ``gone``
 
     def __init__(self, receive: Receive, limit: int | None, client: tuple[str, int] | None) -> None:
         self.receive = receive

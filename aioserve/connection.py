@@ -1127,6 +1127,7 @@ class Connection(asyncio.Protocol):
             if not head_only:
                 if isinstance(response, FileResponse) and use_sendfile(self.loop, transport, response):
                     sent, rest = await self._send_file(response, transport)
+                    ex.sent = sent
                     iterator = response.reader(rest)  # [] when sendfile sent it all; closes the file
                 async for piece in iterator:
                     if type(piece) is str:
@@ -1141,6 +1142,7 @@ class Connection(asyncio.Protocol):
                         raise RuntimeError(f"the body is longer than the {length} bytes its Content-Length announced")
                     transport.write(chunk(piece) if chunked else piece)
                     sent += len(piece)
+                    ex.sent = sent  # for the access log, should the client leave mid-stream (_release)
                 if chunked:
                     transport.write(LAST_CHUNK)
                 elif length is not None and sent != length:  # the message would be mis-framed: cut it
@@ -1334,7 +1336,7 @@ class Connection(asyncio.Protocol):
         ex.wake()
         ex.disarm()  # a budget's timer must not fire for a request nobody waits for
         if self.access_log:
-            self._log_unanswered(ex, 0)
+            self._log_unanswered(ex, ex.sent)
         if self.observer is not None:  # realtime hook: not in flight
             self.observer.finished(ex, 499)
         if ex.turn is not None and not ex.turn.done():

@@ -58,6 +58,7 @@ class Exchange:
     close_delimited = False  # a streamed body that only the connection's close ends (HTTP/1.0, no length)
     logged = False  # its access-log line is written, though it was never answered whole (a client gone)
     streamed: Any = None  # the StreamResponse whose body is being written (its head is out)
+    sent = 0  # bytes of a streamed body written so far
     ending = False  # graceful shutdown is ending its event stream (a cancel that ends it whole)
     task: asyncio.Task[Any] | None = None  # the handler's (or the stream's) task, when it has one
     turn: asyncio.Future[None] | None = None  # a streamed answer waits here for the earlier ones

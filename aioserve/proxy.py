@@ -1,38 +1,44 @@
 """Proxy headers: who the client is when a reverse proxy stands in front of the server.
 
 Only when the connection's peer is a trusted proxy (``forwarded_allow_ips``: addresses, networks,
-``*``, or ``unix:`` for Unix-socket peers) are ``X-Forwarded-For`` / ``X-Forwarded-Proto`` read, or,
-when no ``X-Forwarded-For`` came, ``Forwarded`` (RFC 7239); from anyone else they are ignored, because
-anyone can send them. In a chain of proxies the client is the right-most address that is not a
+``*``, or ``unix:`` for Unix-socket peers) are ``X-Forwarded-For`` / ``X-Forwarded-Proto`` or
+``Forwarded`` (RFC 7239) read; from anyone else they are ignored, because anyone can send them. In a chain of proxies the client is the right-most address that is not a
 trusted proxy itself, so a client cannot spoof its address by sending the header first.
 
-``X-Forwarded-For`` wins because it is what proxies write (nginx's ``$proxy_add_x_forwarded_for``,
-load balancers): such a proxy passes a ``Forwarded`` the client sent through untouched, so trusting
-that header would let any client name its own address and scheme. A hop is taken only when it is an
-IP address: anything else (``unknown``, an obfuscated ``_name``, text meant for the access log) leaves
-the peer's address in place.
+A proxy writes one of the two and passes the other through untouched, as the client sent it: nginx
+appends to ``X-Forwarded-For`` (``$proxy_add_x_forwarded_for``) and leaves a ``Forwarded`` alone, and a
+proxy that writes ``Forwarded`` leaves an ``X-Forwarded-For`` alone. So when both came, which one the
+proxy wrote cannot be told, and trusting either would let a client name its own address and scheme:
+neither is read (the peer stays the client; a warning says so, at most once a minute). A hop is taken
+only when it is an IP address: anything else (``unknown``, an obfuscated ``_name``, text meant for the
+access log) leaves the peer's address in place.
 
 The connection calls ``apply`` once per request, and only when ``proxy_headers`` is on.
 """
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
 from typing import Iterable
 
 from .config import parse_trusted
 from .request import Request
 
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+INF = float("inf")
+logger = logging.getLogger("aioserve")
 
 
 class ProxyHeaders:
     """Trust rules, parsed once at start-up; ``apply(request)`` rewrites ``client`` and ``scheme``."""
 
-    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache")
+    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache", "_warned")
 
     def __init__(self, allow: str | Iterable[str]) -> None:
         self.trust_all, self.trust_unix, self.hosts, self.networks = parse_trusted(allow)
         self._cache: dict[str, bool] = {}
+        self._warned = -INF
 
     def trusts(self, host: str | None) -> bool:
         """Is ``host`` (a peer or a hop in a forwarded chain) one of our proxies?"""
@@ -72,7 +78,10 @@ class ProxyHeaders:
                 xff = value if xff is None else xff + b"," + value
             elif name == b"x-forwarded-proto":
                 proto = value if proto is None else proto + b"," + value
-        if forwarded is not None and xff is None:
+        if forwarded is not None and (xff is not None or proto is not None):
+            self._warn_both()
+            return
+        if forwarded is not None:
             hops = parse_forwarded(forwarded.decode("latin-1"))
             chosen = self._client_hop([hop.get("for", "") for hop in hops])
             if chosen is not None:
@@ -95,6 +104,13 @@ class ProxyHeaders:
             scheme = _SCHEMES.get(proto.decode("latin-1").split(",")[0].strip().lower())
             if scheme:
                 req.scheme = scheme
+
+    def _warn_both(self) -> None:
+        now = time.monotonic()
+        if now - self._warned >= 60.0:
+            self._warned = now
+            logger.warning("A request from a trusted proxy carried both Forwarded and X-Forwarded-*: neither "
+                           "is used (one came from the client); have the proxy drop the one it does not write")
 
     def _client_hop(self, hosts: list[str]) -> int | None:
         """Index of the client in a chain: right-most hop that is not a trusted proxy."""

@@ -468,3 +468,21 @@ async def test_app_under_uvicorn_sends_no_body_with_204_or_304():
         await conn.send(request_bytes("GET", "/status/200"))  # the same connection, still in step
         response = await conn.read_final_response()
         assert response.status == 200 and response.body == b"abc"
+
+
+async def test_is_disconnected_works_for_an_app_under_another_asgi_server():
+    """request.is_disconnected reads the channel's half-close too; the ASGI channel must answer it."""
+    from aioserve import App
+
+    app = App()
+
+    @app.get("/disc")
+    async def disc(request):
+        return {"disconnected": request.is_disconnected}
+
+    async with under_uvicorn(app) as port:
+        import httpx2
+
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
+            r = await client.get("/disc")
+    assert r.status_code == 200 and r.json() == {"disconnected": False}

@@ -82,3 +82,4 @@ async def test_a_stream_its_client_left_is_logged_with_the_status_sent(access_re
         assert len(access_records) == 1
         record = access_records[0]
         assert record.path == "/stream" and record.status == 200
+        assert record.bytes == 1000  # what was sent before the client left

@@ -37,9 +37,10 @@ PEER = ("127.0.0.1", 50000)
     ("192.168.0.0/16", ("192.168.4.5", 1), {"X-Forwarded-For": "203.0.113.9"}, ("203.0.113.9", 0), "http"),
     # RFC 7239 Forwarded, when no X-Forwarded-For came; IPv6 in brackets with a port; proto per hop
     ("127.0.0.1", PEER, {"Forwarded": 'for="[2001:db8::17]:4711";proto=https'}, ("2001:db8::17", 4711), "https"),
-    # both: X-Forwarded-For is what the proxy wrote (nginx passes a client's own Forwarded through)
+    # both: the proxy wrote one and passed the client's other through; which cannot be told: neither
     ("127.0.0.1", PEER, {"Forwarded": 'for="[2001:db8::17]:4711";proto=https', "X-Forwarded-For": "1.1.1.1"},
-     ("1.1.1.1", 0), "http"),
+     PEER, "http"),
+    ("127.0.0.1", PEER, {"Forwarded": "for=10.0.0.7;proto=https", "X-Forwarded-Proto": "https"}, PEER, "http"),
     # a hop that is not an IP address (unknown, obfuscated, text for the log) leaves the peer in place
     ("127.0.0.1", PEER, {"Forwarded": "for=unknown"}, PEER, "http"),
     ("127.0.0.1", PEER, {"Forwarded": 'for="10.0.0.1 - \\"GET /admin\\" 200"'}, PEER, "http"),
