@@ -8,9 +8,11 @@ nothing here frames a message by hand.
 ``TestClient`` is synchronous: it runs the app on an event loop in a thread of its own (a portal)
 and blocks on it, so a test needs no event loop. ``raise_server_exceptions`` works through the app's
 own error log: while a client is open, ``aioserve.error`` (the one logger the server reports errors
-to) collects every exception it is asked to log in a test request's context (a ``ContextVar``),
-before and whatever its level, ``logging.disable`` or ``disabled`` decide; the client raises the
-first one. What gets written to the log is unchanged.
+to) collects every exception it is asked to log at ERROR or above in a test request's context (a
+``ContextVar``), before and whatever its level, ``logging.disable`` or ``disabled`` decide; the client
+raises the first one. What gets written to the log is unchanged. That context is a copy made for the
+test's connection (the server's side of it runs in it); the test's own context is never changed, so a
+real server the test starts does not report to a test client.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ class _ErrorCollector:
     A logging handler would not do: the logger drops a record before any handler sees it when its
     level, ``logging.disable`` or ``logger.disabled`` say so. So, while a client is open, the logger's
     own ``isEnabledFor`` and ``handle`` are shadowed (instance attributes): in a test request's context
-    every record is made and collected, and then handled only if the logger would have handled it.
+    every record at ERROR or above (the level the server reports failures at) is made and collected, and
+    then handled only if the logger would have handled it. Below ERROR nothing changes.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -79,11 +82,12 @@ class _ErrorCollector:
                 self.logger.__dict__.pop(name, None)
 
     def is_enabled_for(self, level: int) -> bool:
-        return _errors.get() is not None or type(self.logger).isEnabledFor(self.logger, level)
+        return level >= logging.ERROR and _errors.get() is not None \
+            or type(self.logger).isEnabledFor(self.logger, level)
 
     def handle(self, record: logging.LogRecord) -> None:
         bag = _errors.get()
-        if bag is not None and record.exc_info and record.exc_info[1] is not None:
+        if bag is not None and record.levelno >= logging.ERROR and record.exc_info and record.exc_info[1] is not None:
             bag.append(record.exc_info[1])
         logger = self.logger
         if type(logger).isEnabledFor(logger, record.levelno):
@@ -101,12 +105,16 @@ class MemoryTransport(asyncio.Transport):
     """The server's side of an in-memory connection: what it writes is read by the test client.
 
     With ``tls`` (an https or wss URL) it reports an ``sslcontext``, as a TLS transport does, so the
-    connection serves the request as https; the bytes are never encrypted.
+    connection serves the request as https; the bytes are never encrypted. With ``errors`` (the test
+    request's error list), what the client makes the server do runs in a copy of the client's context
+    where ``_errors`` is that list (``context()``): handlers started from there inherit it.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool = False) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: bool = False,
+                 errors: list[BaseException] | None = None) -> None:
         super().__init__()
         self.loop = loop
+        self.errors = errors
         self.extra: dict[str, Any] = {"peername": CLIENT_ADDRESS, "sockname": SERVER_ADDRESS}
         if tls:
             self.extra.update(sockname=TLS_SERVER_ADDRESS, sslcontext=_tls())
@@ -175,6 +183,14 @@ class MemoryTransport(asyncio.Transport):
         return False
 
     # -- the client's side --------------------------------------------------------------------------
+    def context(self) -> contextvars.Context:
+        """A copy of the current context with this connection's error list as ``_errors`` (a fresh copy
+        each time: the caller's own context is never changed, and no copy is entered twice)."""
+        context = contextvars.copy_context()
+        if self.errors is not None:
+            context.run(_errors.set, self.errors)
+        return context
+
     async def send(self, data: bytes) -> None:
         """Deliver request bytes, as the network would: only while the server reads, and from a loop
         callback, not from the client's task, so a handler the connection runs inline sees no current
@@ -186,7 +202,7 @@ class MemoryTransport(asyncio.Transport):
             await self.resumed
         if not self.closed and self.protocol is not None:
             delivered: asyncio.Future[None] = self.loop.create_future()
-            self.loop.call_soon(self._deliver, data, delivered)  # in this context: handlers inherit it
+            self.loop.call_soon(self._deliver, data, delivered, context=self.context())  # handlers inherit it
             await delivered
 
     def _deliver(self, data: bytes, delivered: asyncio.Future[None]) -> None:
@@ -217,7 +233,7 @@ class MemoryTransport(asyncio.Transport):
     def disconnect(self) -> None:
         """The client goes away."""
         self.closed = True
-        self._lose()
+        self.context().run(self._lose)
 
     def _lose(self) -> None:
         if not self.lost:
@@ -277,12 +293,13 @@ class _Server:
                 self.realtime.stop()
             self.state = None
 
-    def connect(self, tls: bool = False) -> tuple[MemoryTransport, Connection]:
-        state = self.ensure()
-        transport = MemoryTransport(state.loop, tls)
+    def connect(self, tls: bool = False, errors: list[BaseException] | None = None) -> tuple[MemoryTransport, Connection]:
+        """A connection whose server side reports its errors to ``errors`` (see ``MemoryTransport``)."""
+        state = self.ensure()  # outside the connection's context: the server's clock is not the test's
+        transport = MemoryTransport(state.loop, tls, errors)
         conn = Connection(state)
         transport.protocol = conn
-        conn.connection_made(transport)
+        transport.context().run(conn.connection_made, transport)
         return transport, conn
 
 
@@ -313,9 +330,9 @@ class _Exchange:
     """One request over its own in-memory connection."""
 
     def __init__(self, server: _Server, raise_errors: bool, tls: bool = False) -> None:
-        self.transport, self.conn = server.connect(tls)
-        self.h11 = h11.Connection(h11.CLIENT)
         self.errors: list[BaseException] = []
+        self.transport, self.conn = server.connect(tls, self.errors)
+        self.h11 = h11.Connection(h11.CLIENT)
         self.raise_errors = raise_errors
 
     async def next_event(self) -> Any:
@@ -340,7 +357,6 @@ class _Exchange:
             raise self.errors[0]
 
     async def run(self, request: httpx2.Request, body: AsyncIterator[bytes]) -> httpx2.Response:
-        _errors.set(self.errors)  # this task's context: handlers started from here inherit it
         headers = [(k, v) for k, v in request.headers.raw]
         if not any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in headers) and \
                 request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -468,10 +484,10 @@ class AsyncTestClient(httpx2.AsyncClient):
                  raise_server_exceptions: bool = True, cookies: Any = None, headers: Any = None,
                  follow_redirects: bool = True, **settings: Any) -> None:
         self._server = _Server(app, settings)
-        _collector.install()
-        self._hooked = True
         super().__init__(transport=_AsyncTransport(self._server, raise_server_exceptions), base_url=base_url,
                          cookies=cookies, headers=headers, follow_redirects=follow_redirects)
+        _collector.install()  # only once nothing can fail: no client, nothing to undo it
+        self._hooked = True
         self.raise_server_exceptions = raise_server_exceptions
 
     @property
@@ -527,10 +543,10 @@ class TestClient(httpx2.Client):
                  follow_redirects: bool = True, **settings: Any) -> None:
         self._server = _Server(app, settings)
         self._portal = _Portal()
-        _collector.install()
-        self._hooked = True
         super().__init__(transport=_SyncTransport(self._server, raise_server_exceptions, self._portal),
                          base_url=base_url, cookies=cookies, headers=headers, follow_redirects=follow_redirects)
+        _collector.install()  # only once nothing can fail: no client, nothing to undo it
+        self._hooked = True
         self.raise_server_exceptions = raise_server_exceptions
 
     @property
@@ -621,8 +637,7 @@ class AsyncWebSocketTestSession:
         self.response: WSResponse | None = None  # the handshake's answer
 
     async def __aenter__(self) -> AsyncWebSocketTestSession:
-        _errors.set(self.errors)
-        self.transport, _ = self.server.connect(tls=self.uri.startswith("wss:"))
+        self.transport, _ = self.server.connect(self.uri.startswith("wss:"), self.errors)
         protocol = self.protocol = ClientProtocol(parse_uri(self.uri), subprotocols=self.subprotocols)  # type: ignore[arg-type]
         request = protocol.connect()
         for name in {name.lower() for name, _ in self.extra_headers}:

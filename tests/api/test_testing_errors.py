@@ -7,8 +7,9 @@ from typing import Iterator
 
 import pytest
 
-from aioserve import App
+from aioserve import App, WebSocket
 from aioserve.testing import AsyncTestClient, TestClient
+from tests.support import http_client, running
 
 
 def boom_app() -> App:
@@ -19,6 +20,11 @@ def boom_app() -> App:
         raise RuntimeError("boom")
 
     return app
+
+
+def _patched() -> list[str]:
+    """What aioserve.testing has shadowed on the aioserve.error logger (nothing while no client is open)."""
+    return sorted(name for name in ("isEnabledFor", "handle") if name in vars(logging.getLogger("aioserve.error")))
 
 
 @contextlib.contextmanager
@@ -77,3 +83,62 @@ def test_collecting_errors_leaves_the_logging_output_alone(logs):
     assert "handle" not in vars(logger) and "isEnabledFor" not in vars(logger)  # nothing left behind
 
 
+
+
+@pytest.mark.parametrize("client_class", [TestClient, AsyncTestClient])
+def test_a_constructor_that_fails_leaves_the_logger_alone(client_class):
+    with pytest.raises(TypeError):
+        client_class(boom_app(), headers=5)  # httpx2 refuses the headers: no client exists to undo anything
+    assert _patched() == []
+    with TestClient(boom_app()) as client:  # and the next client still installs, and removes, its own
+        assert _patched() == ["handle", "isEnabledFor"]
+        with pytest.raises(RuntimeError, match="boom"):
+            client.get("/boom")
+    assert _patched() == []
+
+
+def levels_app(seen: dict) -> App:
+    app = App()
+
+    @app.get("/levels")
+    async def levels(request):
+        logger = logging.getLogger("aioserve.error")
+        seen["levels"] = (logger.isEnabledFor(logging.DEBUG), logger.isEnabledFor(logging.WARNING),
+                          logger.isEnabledFor(logging.ERROR))
+        return "ok"
+
+    @app.websocket("/ws")
+    async def echo(ws: WebSocket):
+        await ws.accept()
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+async def test_a_test_request_enables_only_error_and_above_past_logging_disable():
+    seen: dict = {}
+    with _disabled_globally():
+        async with AsyncTestClient(levels_app(seen)) as client:
+            assert (await client.get("/levels")).text == "ok"
+    assert seen["levels"] == (False, False, True)  # ERROR is what the client collects; the rest stays off
+
+
+async def test_a_real_server_started_from_the_test_does_not_report_to_the_test_client():
+    """The test's own context is not the test connection's: a server the test starts (which copies the
+    test's context) logs as configured, and its errors are not raised by the test client."""
+    logger = logging.getLogger("aioserve.error")
+    with _disabled_globally():
+        async with AsyncTestClient(levels_app({})) as client:
+            assert (await client.get("/levels")).status_code == 200
+            async with client.websocket_connect("/ws") as ws:
+                await ws.send_text("hi")
+                assert await ws.receive_text() == "hi"
+                assert not logger.isEnabledFor(logging.ERROR)  # logging.disable holds in the test's context
+                async with running(boom_app()) as server, http_client(server) as http:
+                    assert (await http.get("/boom")).status_code == 500
+                await ws.send_text("again")
+                assert await ws.receive_text() == "again"
+            # leaving the session raised the real server's RuntimeError before
+            assert ws.close_code == 1000
+            assert (await client.get("/levels")).status_code == 200
