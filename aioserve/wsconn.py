@@ -532,23 +532,25 @@ class WebSocketSession(asyncio.BufferedProtocol):
         """Start the closing handshake (or refuse the handshake with 403 before accept).
 
         ValueError for what a close frame must not carry (RFC 6455 5.5, 7.4): a code outside
-        1000-1003, 1007-1014 and 3000-4999 (websockets' own list), a reason over 123 bytes of UTF-8."""
-        if not isinstance(code, int) or isinstance(code, bool) \
-                or code not in EXTERNAL_CLOSE_CODES and not 3000 <= code <= 4999:
-            raise ValueError(f"close code {code!r} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999 "
-                             "(1004-1006 and 1015 are reserved, 1016-2999 unassigned; RFC 6455 7.4)")
-        if not isinstance(reason, str):
-            raise TypeError(f"a close reason is a str, not {type(reason).__name__}")
-        if reason:
-            size = len(reason.encode("utf-8"))
-            if size > 123:
-                raise ValueError(f"a close reason is at most 123 bytes of UTF-8, got {size} bytes")
+        1000-1003, 1007-1014 and 3000-4999 (websockets' own list), a reason over 123 bytes of UTF-8.
+        Checked only when a close frame is sent: before accept the refusal is a 403 whatever the code
+        (ASGI's ``websocket.close`` before accept), and once closing there is nothing to send."""
         ws = self.ws
         if ws.state is CONNECTING:
             if self.handshake is not None:
                 self._refuse(403, "WebSocket connection refused")
             return
         if ws.state is OPEN:
+            if not isinstance(code, int) or isinstance(code, bool) \
+                    or code not in EXTERNAL_CLOSE_CODES and not 3000 <= code <= 4999:
+                raise ValueError(f"close code {code!r} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999 "
+                                 "(1004-1006 and 1015 are reserved, 1016-2999 unassigned; RFC 6455 7.4)")
+            if not isinstance(reason, str):
+                raise TypeError(f"a close reason is a str, not {type(reason).__name__}")
+            if reason:
+                size = len(reason.encode("utf-8"))
+                if size > 123:
+                    raise ValueError(f"a close reason is at most 123 bytes of UTF-8, got {size} bytes")
             ws.send_close(code, reason)
             self._write_out()
             self._arm_close_timeout()

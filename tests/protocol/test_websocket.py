@@ -190,11 +190,6 @@ BAD_CLOSES = [(1005, ""), (1006, ""), (999, ""), (0, ""), (1004, ""), (1015, "")
 async def close_args(ws: WebSocket):
     """close() with what RFC 6455 forbids sending: a ValueError each, and the socket stays usable."""
     errors = seen["close_errors"] = []
-    for code, reason in BAD_CLOSES[:2]:  # before accept() as well: not a refusal
-        try:
-            await ws.close(code, reason)
-        except ValueError as exc:
-            errors.append(str(exc))
     await ws.accept()
     for code, reason in BAD_CLOSES:
         try:
@@ -203,6 +198,14 @@ async def close_args(ws: WebSocket):
             errors.append(str(exc))
     await ws.send("still open")
     await ws.close(3000, "é" * 61 + "r")  # 123 bytes: the longest reason a close frame holds
+
+
+@app.websocket("/refuse-with/{n:int}")
+async def refuse_with(ws: WebSocket, n: int):
+    """close() before accept with what a close frame could not carry: none is sent, so a 403 refusal."""
+    code, reason = BAD_CLOSES[n]
+    await ws.close(code, reason)
+    seen["refused"] = True
 
 
 # -- a raw-frame client -----------------------------------------------------------------------------------
@@ -347,6 +350,20 @@ async def test_close_before_accept_is_403(server):
         response = await conn.read_response()
         assert response.status == 403
         assert await conn.is_closed_by_peer()
+
+
+@pytest.mark.parametrize("n", [1, 5, 7, 11], ids=["1006", "1015", "2999", "reason-124-bytes"])
+async def test_close_before_accept_is_403_whatever_the_code(server, n):
+    """No close frame is sent before accept: the code and reason never reach the wire, so nothing in
+    them can be refused (an ASGI app's websocket.close before accept is a 403 whatever its code)."""
+    with capture_logs() as logs:
+        async with raw_connection(server) as conn:
+            await conn.send(handshake(f"/refuse-with/{n}"))
+            response = await conn.read_response()
+            assert response.status == 403
+            assert await conn.is_closed_by_peer()
+    assert seen["refused"] is True
+    assert not logs.at_least(logging.ERROR), logs.describe()
 
 
 async def test_every_handshake_answer_carries_date_and_server(server):
@@ -533,7 +550,7 @@ async def test_close_with_a_code_or_reason_that_cannot_be_sent_raises_value_erro
     opcode, _, payload = await read_frame(conn)
     assert (opcode, payload) == (CLOSE, struct.pack("!H", 3000) + ("é" * 61 + "r").encode())
     errors = seen["close_errors"]
-    assert len(errors) == 2 + len(BAD_CLOSES), errors
+    assert len(errors) == len(BAD_CLOSES), errors
     assert "1005" in errors[0] and "124 bytes" in errors[-2] and "124 bytes" in errors[-1], errors
     await ctx.__aexit__(None, None, None)
 
