@@ -193,7 +193,9 @@ class ASGIAdapter:
     async def websocket(self, ws: WebSocket, asgi_path: str = "") -> None:
         """A ``websocket`` scope, spoken through the WebSocket session (wsconn.py): it owns the framing,
         limits, pings and close handshake; an app that raises is logged and closed with 1011 (or
-        refused with 500 before accept), one that closes before accept is refused with 403."""
+        refused with 500 before accept), one that closes before accept is refused with 403. The
+        ``ClientGone`` its ``send()`` raised once the client left ends it quietly if the app lets it
+        escape, as a ``WebSocketDisconnect`` escaping a native handler does."""
         request = ws.request
         root = self.root_path
         scope = {
@@ -214,17 +216,27 @@ class ASGIAdapter:
         if self.state:
             scope["state"] = self.state.copy()
         cycle = _WebSocketCycle(ws)
-        await self.app(scope, cycle.receive, cycle.send)
+        try:
+            await self.app(scope, cycle.receive, cycle.send)
+        except ClientGone as exc:
+            if exc is not cycle.gone:
+                raise
 
 
 class _WebSocketCycle:
     """ASGI ``websocket.*`` events over an aioserve ``WebSocket``."""
 
-    __slots__ = ("ws", "connected")
+    __slots__ = ("ws", "connected", "gone")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.connected = False
+        self.gone: ClientGone | None = None  # what send() raised once the client had left
+
+    def _gone(self, exc: WebSocketDisconnect) -> ClientGone:
+        """``send()`` on a closed WebSocket raises an ``OSError`` subclass (ASGI spec), whatever was sent."""
+        self.gone = ClientGone(f"the WebSocket is closed ({exc.code})")
+        return self.gone
 
     async def receive(self) -> Message:
         if not self.connected:
@@ -246,12 +258,18 @@ class _WebSocketCycle:
             try:
                 await ws.send(text if text is not None else message.get("bytes") or b"")
             except WebSocketDisconnect as exc:
-                raise ClientGone(f"the WebSocket is closed ({exc.code})") from None
+                raise self._gone(exc) from None
         elif kind == "websocket.accept":
             headers = [(_text(name), _text(value)) for name, value in message.get("headers", ())]
-            await ws.accept(message.get("subprotocol"), headers)
+            try:
+                await ws.accept(message.get("subprotocol"), headers)
+            except WebSocketDisconnect as exc:  # the client left before the app accepted
+                raise self._gone(exc) from None
         elif kind == "websocket.close":
-            await ws.close(message.get("code", 1000), message.get("reason") or "")
+            try:
+                await ws.close(message.get("code", 1000), message.get("reason") or "")
+            except WebSocketDisconnect as exc:
+                raise self._gone(exc) from None
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
 

@@ -5,6 +5,8 @@ The client is the ``websockets`` library."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 from contextlib import asynccontextmanager
 
 import pytest
@@ -17,8 +19,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from aioserve import App, WebSocket, WebSocketDisconnect
+from aioserve.asgi import ClientGone
 from tests.api.test_asgi import under_uvicorn
-from tests.support import http_client, running
+from tests.support import READ_TIMEOUT, capture_logs, http_client, raw_connection, running, wait_until
 
 
 def ws_url(port: int, path: str) -> str:
@@ -182,3 +185,72 @@ async def test_aioserve_websocket_handlers_under_uvicorn():
                 await asyncio.wait_for(connect(ws_url(port, path)), 5)
             assert refused.value.response.status_code == 403, path
     assert seen["bye"]
+
+
+# -- bare ASGI apps over a raw socket -------------------------------------------------------------------
+
+def handshake(path: str) -> bytes:
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("code, reason", [(1006, ""), (1015, ""), (2000, ""), (1000, "r" * 124)],
+                         ids=["1006", "1015", "2000", "reason-124-bytes"])
+async def test_asgi_close_before_accept_is_403_whatever_the_code(code, reason):
+    """ASGI: websocket.close before accept refuses with 403; no close frame is sent, so its code and
+    reason never reach the wire and nothing in them makes it a 500."""
+    async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            assert (await receive())["type"] == "websocket.connect"
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    with capture_logs() as logs:
+        async with running(app, lifespan="off") as server, raw_connection(server) as conn:
+            await conn.send(handshake("/ws"))
+            response = await conn.read_response()
+            assert response.status == 403
+            assert await conn.is_closed_by_peer()
+    assert not logs.at_least(logging.ERROR), logs.describe()
+
+
+@pytest.mark.parametrize("message", [{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1000}],
+                         ids=["accept", "close"])
+async def test_asgi_send_after_the_client_left_before_accept_raises_an_oserror(message):
+    """ASGI: send() on a closed connection raises an OSError subclass (ClientGone, as for
+    websocket.send), and an app that lets it escape ends quietly, as the client is simply gone."""
+    go, done = asyncio.Event(), asyncio.Event()
+    raised: list[BaseException | None] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        await go.wait()  # the client has left by now
+        try:
+            await send(message)
+            raised.append(None)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+        finally:
+            done.set()
+
+    def the_session(server):
+        return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
+
+    with capture_logs() as logs:
+        async with running(app, lifespan="off") as server:
+            async with raw_connection(server) as conn:
+                await conn.send(handshake("/ws"))
+                await wait_until(lambda: the_session(server) is not None)
+                session = the_session(server)
+            await wait_until(lambda: session.lost)
+            go.set()
+            await asyncio.wait_for(done.wait(), READ_TIMEOUT)
+            await wait_until(lambda: not server.state.connections)  # the app's end was seen
+    if message["type"] == "websocket.accept":
+        assert len(raised) == 1 and isinstance(raised[0], ClientGone) and isinstance(raised[0], OSError), raised
+    else:  # nothing to close any more: a no-op, or the same OSError, never anything else
+        assert raised == [None] or isinstance(raised[0], ClientGone), raised
+    assert not logs.at_least(logging.ERROR), logs.describe()
