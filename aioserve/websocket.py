@@ -134,10 +134,10 @@ class WebSocket:
         await self._session.send(orjson.dumps(obj), as_text=True)  # orjson's bytes are UTF-8 already
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close with ``code``; before ``accept()`` this refuses the handshake with 403.
+        """Close with ``code``; before ``accept()`` this refuses the handshake with 403, whatever the code.
 
-        ValueError for a code a close frame must not carry (only 1000-1003, 1007-1014 and 3000-4999
-        can be sent) or a reason over 123 bytes of UTF-8."""
+        Once accepted, ValueError for a code a close frame must not carry (only 1000-1003, 1007-1014
+        and 3000-4999 can be sent) or a reason over 123 bytes of UTF-8."""
         self._session.close(code, reason)
 
     def __aiter__(self) -> WebSocket:
