@@ -237,7 +237,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "limit_connections": args.limit_connections,
         "limit_form_parts": args.limit_form_parts,
         "limit_form_field_size": args.limit_form_field_size,
-        "limit_form_file_size": None if args.limit_form_file_size < 0 else args.limit_form_file_size,
+        "limit_form_file_size": None if args.limit_form_file_size == -1 else args.limit_form_file_size,
         "limit_form_part_header_size": args.limit_form_part_header_size,
         "timeout_write": args.timeout_write or None,
         "limit_in_flight": args.limit_in_flight,

@@ -8,8 +8,9 @@ trusted proxy itself, so a client cannot spoof its address by sending the header
 A proxy writes one of the two and passes the other through untouched, as the client sent it: nginx
 appends to ``X-Forwarded-For`` (``$proxy_add_x_forwarded_for``) and leaves a ``Forwarded`` alone, and a
 proxy that writes ``Forwarded`` leaves an ``X-Forwarded-For`` alone. So when both came, which one the
-proxy wrote cannot be told, and trusting either would let a client name its own address and scheme:
-neither is read (the peer stays the client; a warning says so, at most once a minute). A hop is taken
+proxy wrote cannot be told: trusting either would let a client name its own address and scheme, and
+trusting neither would let it pass for the proxy itself (an internal address past an allowlist). So
+such a request is refused with 400, naming the fix: have the proxy drop the one it does not write. A hop is taken
 only when it is an IP address: anything else (``unknown``, an obfuscated ``_name``, text meant for the
 access log) leaves the peer's address in place.
 
@@ -18,27 +19,23 @@ The connection calls ``apply`` once per request, and only when ``proxy_headers``
 from __future__ import annotations
 
 import ipaddress
-import logging
-import time
 from typing import Iterable
 
 from .config import parse_trusted
+from .errors import ProtocolError
 from .request import Request
 
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-INF = float("inf")
-logger = logging.getLogger("aioserve")
 
 
 class ProxyHeaders:
     """Trust rules, parsed once at start-up; ``apply(request)`` rewrites ``client`` and ``scheme``."""
 
-    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache", "_warned")
+    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache")
 
     def __init__(self, allow: str | Iterable[str]) -> None:
         self.trust_all, self.trust_unix, self.hosts, self.networks = parse_trusted(allow)
         self._cache: dict[str, bool] = {}
-        self._warned = -INF
 
     def trusts(self, host: str | None) -> bool:
         """Is ``host`` (a peer or a hop in a forwarded chain) one of our proxies?"""
@@ -79,8 +76,8 @@ class ProxyHeaders:
             elif name == b"x-forwarded-proto":
                 proto = value if proto is None else proto + b"," + value
         if forwarded is not None and (xff is not None or proto is not None):
-            self._warn_both()
-            return
+            raise ProtocolError(400, "Both Forwarded and X-Forwarded-* came through the proxy, so the client "
+                                     "cannot be told: the proxy must drop the one it does not write")
         if forwarded is not None:
             hops = parse_forwarded(forwarded.decode("latin-1"))
             chosen = self._client_hop([hop.get("for", "") for hop in hops])
@@ -104,13 +101,6 @@ class ProxyHeaders:
             scheme = _SCHEMES.get(proto.decode("latin-1").split(",")[0].strip().lower())
             if scheme:
                 req.scheme = scheme
-
-    def _warn_both(self) -> None:
-        now = time.monotonic()
-        if now - self._warned >= 60.0:
-            self._warned = now
-            logger.warning("A request from a trusted proxy carried both Forwarded and X-Forwarded-*: neither "
-                           "is used (one came from the client); have the proxy drop the one it does not write")
 
     def _client_hop(self, hosts: list[str]) -> int | None:
         """Index of the client in a chain: right-most hop that is not a trusted proxy."""

@@ -148,7 +148,7 @@ class WebSocketRoute(Route):
         return f"WebSocketRoute({self.pattern} -> {self.name})"
 
 
-async def _upgrade_required(request: Any, **values: Any) -> Any:
+async def _upgrade_required(request: Any, *values: Any, **named: Any) -> Any:
     """The HTTP answer of a WebSocket route: 426, naming the protocol to upgrade to (RFC 9110 15.5.22)."""
     return Response(b"This is a WebSocket endpoint: upgrade to websocket\n", 426, {"Upgrade": "websocket"},
                     "text/plain; charset=utf-8")

@@ -37,6 +37,7 @@ from .connection import Connection
 from .errors import error_logger
 from .realtime import Realtime
 from .router import Router
+from .server import servable
 from .shared import ServerState
 
 __all__ = ["AsyncTestClient", "TestClient", "WebSocketTestSession", "AsyncWebSocketTestSession"]
@@ -250,14 +251,15 @@ class _Server:
     """What a server would hold for the app: its state, the real-time plug-in, the hooks."""
 
     def __init__(self, app: App | Router, settings: dict[str, Any]) -> None:
+        settings.setdefault("access_log", False)
+        self.config = Config.from_settings(**settings)
+        app = servable(app, self.config)  # factory= and interface= mean what they mean to serve()
         if not isinstance(app, App):
             if isinstance(app, Router):
                 app = App.from_router(app)
             else:
                 raise TypeError(f"cannot test {type(app).__name__}: expected an aioserve App or Router")
         self.app = app
-        settings.setdefault("access_log", False)
-        self.config = Config.from_settings(**settings)
         self.state: ServerState | None = None
         self.realtime: Realtime | None = None
         self.started = False

@@ -217,3 +217,23 @@ def test_sync_client_runs_app_off_the_test_thread():
     with TestClient(app) as client:
         assert client.get("/").text == "ok"
     assert seen == [False]
+
+
+def test_factory_and_interface_mean_what_they_mean_to_serve():
+    from aioserve import App
+
+    def make() -> App:
+        app = App()
+
+        @app.get("/")
+        async def index(request):
+            return "made"
+
+        return app
+
+    with TestClient(make, factory=True) as client:
+        assert client.get("/").text == "made"
+    with TestClient(make(), interface="asgi") as client:  # through the ASGI adapter (App.__call__)
+        assert client.get("/").text == "made"
+    with pytest.raises(TypeError, match="factory=True"):
+        TestClient(make(), factory=True)

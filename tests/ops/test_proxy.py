@@ -5,6 +5,7 @@ import httpx2
 import pytest
 
 import aioserve
+from aioserve.errors import ProtocolError
 from aioserve.proxy import ProxyHeaders, parse_forwarded, split_node
 from aioserve.request import Request
 from tests.support import ServerProcess, http_get_json
@@ -37,10 +38,6 @@ PEER = ("127.0.0.1", 50000)
     ("192.168.0.0/16", ("192.168.4.5", 1), {"X-Forwarded-For": "203.0.113.9"}, ("203.0.113.9", 0), "http"),
     # RFC 7239 Forwarded, when no X-Forwarded-For came; IPv6 in brackets with a port; proto per hop
     ("127.0.0.1", PEER, {"Forwarded": 'for="[2001:db8::17]:4711";proto=https'}, ("2001:db8::17", 4711), "https"),
-    # both: the proxy wrote one and passed the client's other through; which cannot be told: neither
-    ("127.0.0.1", PEER, {"Forwarded": 'for="[2001:db8::17]:4711";proto=https', "X-Forwarded-For": "1.1.1.1"},
-     PEER, "http"),
-    ("127.0.0.1", PEER, {"Forwarded": "for=10.0.0.7;proto=https", "X-Forwarded-Proto": "https"}, PEER, "http"),
     # a hop that is not an IP address (unknown, obfuscated, text for the log) leaves the peer in place
     ("127.0.0.1", PEER, {"Forwarded": "for=unknown"}, PEER, "http"),
     ("127.0.0.1", PEER, {"Forwarded": 'for="10.0.0.1 - \\"GET /admin\\" 200"'}, PEER, "http"),
@@ -55,6 +52,20 @@ PEER = ("127.0.0.1", 50000)
 ])
 def test_resolution(allow, peer, headers, client, scheme):
     assert resolve(allow, peer, headers) == (client, scheme)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Forwarded": 'for="[2001:db8::17]:4711";proto=https', "X-Forwarded-For": "1.1.1.1"},
+    {"Forwarded": "for=10.0.0.7;proto=https", "X-Forwarded-Proto": "https"},
+    {"Forwarded": "for=1.2.3.4", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+])
+def test_both_kinds_from_a_trusted_proxy_are_refused(headers):
+    """A proxy writes one kind and passes the client's other through: which is which cannot be told.
+    Trusting either lets the client name its address; trusting neither lets it pass for the proxy."""
+    with pytest.raises(ProtocolError) as refused:
+        resolve("127.0.0.1", PEER, headers)
+    assert refused.value.status == 400 and "drop the one it does not write" in refused.value.reason
+    assert resolve("10.0.0.1", PEER, headers) == (PEER, "http")  # from an untrusted peer: ignored, as ever
 
 
 def test_parsers():
@@ -102,3 +113,18 @@ def test_cli_bad_allow_list_is_one_line():
         assert server.wait_exit() != 0
         server.wait_for("<EOF>")
         assert len(server.lines) == 2 and server.lines[0].startswith("aioserve: error: --forwarded-allow-ips")
+
+
+async def test_both_kinds_through_a_served_request_get_a_clear_400():
+    from tests.support import raw_connection
+    from tests.support.apps import ops_app as app
+
+    server = await aioserve.serve(app, port=0, proxy_headers=True)
+    try:
+        async with raw_connection(server.port) as conn:
+            response = await conn.request("GET", "/whoami", headers={"X-Forwarded-For": "203.0.113.9",
+                                                                     "Forwarded": "for=1.2.3.4"})
+            assert response.status == 400 and b"drop the one it does not write" in response.body
+            assert await conn.is_closed_by_peer()
+    finally:
+        await server.shutdown(timeout=5)

@@ -1086,3 +1086,15 @@ async def test_an_ordinary_get_route_does_not_hide_a_websocket_route_from_an_upg
         async with raw_connection(server) as conn:  # a plain GET still gets the ordinary route
             response = await conn.request("GET", "/rooms/lobby")
             assert response.status == 200 and response.body == b"the lobby's page"
+
+
+async def test_a_plain_get_on_a_websocket_route_with_positional_parameters_is_426():
+    app = App()
+
+    @app.websocket("/chat/{room}/{user:int}")
+    async def chat(ws: WebSocket, room, user):  # taken positionally
+        await ws.accept()
+
+    async with running(app) as server, raw_connection(server) as conn:
+        response = await conn.request("GET", "/chat/lobby/7")
+        assert response.status == 426 and response.header("upgrade") == "websocket"
