@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.support import REPO_ROOT, LogCapture, ServerProcess, capture_logs
+from tests.support import access_records as _access_records
 
 try:
     import uvloop
@@ -43,6 +44,13 @@ def logs() -> Iterator[LogCapture]:
     """Records from the root, ``aioserve`` and ``asyncio`` loggers during the test."""
     with capture_logs() as capture:
         yield capture
+
+
+@pytest.fixture
+def access_records() -> Iterator[list]:
+    """The ``aioserve.access`` records written during the test (the logger at INFO meanwhile)."""
+    with _access_records() as records:
+        yield records
 
 
 @pytest.fixture

@@ -4,36 +4,10 @@ Found by a hunt: /metrics counted such requests as 499 while the access log had 
 from __future__ import annotations
 
 import asyncio
-import logging
-
-import pytest
 
 from aioserve import App, StreamResponse
 
 from tests.support import raw_connection, running, wait_until
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def access_records():
-    logger = logging.getLogger("aioserve.access")
-    handler = Records()
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def _app(entered: asyncio.Event, streaming: asyncio.Event) -> App:

@@ -12,27 +12,6 @@ from aioserve.logconfig import JsonFormatter, configure_logging
 from tests.support import ServerProcess, deployment_snippet, http_get
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def access_records():
-    logger = logging.getLogger("aioserve.access")
-    handler = Records()
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 async def fetch(settings: dict, *paths: str) -> list[httpx2.Response]:

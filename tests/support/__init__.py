@@ -6,12 +6,12 @@
   (a connection fed by hand, read by read) and the one
   response parser ``parse_response`` (``wire.py``);
 - polling: ``wait_until`` returns once a condition holds, or raises ``NotReached`` (``timing.py``);
-- logs: ``capture_logs``, ``loop_exceptions`` (``logs.py``); memory: ``RssSampler`` (``memory.py``);
+- logs: ``capture_logs``, ``access_records`` (also a fixture), ``loop_exceptions`` (``logs.py``); memory: ``RssSampler`` (``memory.py``);
 - apps the tests serve: ``hostile_app()``, ``ops_app``, ... (``apps.py``, served by subprocesses as
   ``tests.support.apps:NAME``).
 """
 
-from .logs import LogCapture, capture_logs, describe_contexts, loop_exceptions
+from .logs import LogCapture, access_records, capture_logs, describe_contexts, loop_exceptions
 from .memory import RssSampler, status_kb
 from .process import (
     LISTENING,
@@ -47,7 +47,7 @@ __all__ = [
     "HOST", "LISTENING", "READ_TIMEOUT", "REPO_ROOT",
     "HostileClient", "LogCapture", "NotReached", "ProtocolViolation", "RawConnection", "RawResponse", "RecordingTransport",
     "RssSampler", "ServerProcess", "Timed",
-    "base_url", "capture_logs", "current_loop_name", "deployment_snippet", "describe_contexts", "exchange",
+    "access_records", "base_url", "capture_logs", "current_loop_name", "deployment_snippet", "describe_contexts", "exchange",
     "free_port", "http_client", "http_get", "http_get_json", "loop_exceptions", "parse_response",
     "parse_responses", "raw_connection", "raw_get", "request_bytes", "run_cli", "running", "status_kb",
     "stop_process", "sync_client", "wait_port", "wait_until",

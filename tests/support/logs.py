@@ -79,3 +79,28 @@ def loop_exceptions(loop: asyncio.AbstractEventLoop) -> Iterator[list[dict]]:
 
 def describe_contexts(contexts: list[dict]) -> str:
     return "\n".join(f"{c.get('message')}: {c.get('exception')!r}" for c in contexts)
+
+
+class _RecordList(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def access_records() -> Iterator[list[logging.LogRecord]]:
+    """The ``aioserve.access`` records written during the block (the logger at INFO meanwhile)."""
+    logger = logging.getLogger("aioserve.access")
+    records: list[logging.LogRecord] = []
+    handler = _RecordList(records)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
