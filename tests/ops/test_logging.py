@@ -12,8 +12,6 @@ from aioserve.logconfig import JsonFormatter, configure_logging
 from tests.support import ServerProcess, deployment_snippet, http_get
 
 
-
-
 async def fetch(settings: dict, *paths: str) -> list[httpx2.Response]:
     from tests.support.apps import ops_app as app
 
