@@ -282,15 +282,15 @@ class Admission:
         """An admitted request ends without an answer: ``started=False`` if its handler never ran
         (client gone or budget spent while it waited), True if it was cancelled while running."""
         r = self.route(key)
-        self._work(now, now)
-        r.abandoned += 1
-        r.last_done = now
-        if not started:
+        if not started:  # no longer waiting, first: the loop may have been idle all the while (_work)
             if r.waiting:
                 r.waiting.popleft()
                 self._unwait(r)
         elif r.in_flight:
             r.in_flight -= 1
+        self._work(now, now)
+        r.abandoned += 1
+        r.last_done = now
 
     # -- internals -----------------------------------------------------------------------------------
     def _open_batch(self, now: float) -> None:

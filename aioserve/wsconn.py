@@ -573,6 +573,10 @@ class WebSocketSession(asyncio.BufferedProtocol):
     # -- the handler --------------------------------------------------------------------------------
     async def _run(self) -> None:
         route, socket, values = self.route, self.socket, self.values
+        observer = self.server.observer  # type: ignore[union-attr]
+        exchange = self.exchange
+        if observer is not None and exchange is not None and observer.tracks_starts:
+            observer.started(exchange)  # realtime hook: admission control sees the handshake's handler start
         try:
             if not values:
                 await route.websocket(socket)

@@ -652,12 +652,12 @@ async def test_a_handler_that_does_not_read_pauses_reading(server):
 
         sender = asyncio.ensure_future(send_all())
 
-        def paused() -> bool:
-            sessions = [c.upgraded for c in server.state.connections if c.upgraded is not None]
-            return bool(sessions) and sessions[0].read_paused
+        def lazy_sessions() -> list:  # this test's (a socket of an earlier test may still be closing)
+            return [c.upgraded for c in server.state.connections
+                    if c.upgraded is not None and c.upgraded.request.path == "/lazy"]
 
-        await wait_until(paused, timeout=5)
-        session = next(c.upgraded for c in server.state.connections if c.upgraded is not None)
+        await wait_until(lambda: any(s.read_paused for s in lazy_sessions()), timeout=5)
+        session = next(s for s in lazy_sessions() if s.read_paused)
         assert len(session.inbox) <= 16
         assert not sender.done()  # TCP pushes back on the client: memory stays bounded here
         release["event"].set()
@@ -668,9 +668,9 @@ async def test_a_handler_that_does_not_read_pauses_reading(server):
 async def test_send_waits_while_the_client_does_not_read(server):
     ctx, conn = await open_raw(server, "/flood")
 
-    def writer_paused() -> bool:
-        sessions = [c.upgraded for c in server.state.connections if c.upgraded is not None]
-        return bool(sessions) and sessions[0].write_paused
+    def writer_paused() -> bool:  # this test's session (a socket of an earlier test may still be closing)
+        return any(c.upgraded is not None and c.upgraded.request.path == "/flood" and c.upgraded.write_paused
+                   for c in server.state.connections)
 
     await wait_until(writer_paused, timeout=5)
     stalled_at = seen["sent"]

@@ -99,3 +99,15 @@ def test_a_refusal_for_real_unseen_wait_still_happens_when_the_loop_never_idled(
         ctl.started("/report", i * 0.020 + 20e-6, now + i * 0.020 + 20e-6)
         ctl.finished("/report", 0.020, now + (i + 1) * 0.020 + 20e-6)
     assert not ctl.admit("/score", BUDGET, now + 0.060 + 50e-6)
+
+
+@pytest.mark.parametrize("poll_before_ready", [False, True])
+def test_a_request_refused_by_its_deadline_while_the_loop_idled_leaves_no_queue_behind(poll_before_ready):
+    """A WebSocket handshake whose handler never accepted (waiting, the loop idle) is answered 503 by
+    its deadline: it never started in the controller's eyes and ends abandoned. The next request,
+    a moment later, must not be charged that idle wait as if it had queued behind it."""
+    ctl = Admission(poll_before_ready)
+    budget = 0.3
+    assert ctl.admit("ws", budget, 1.0)
+    ctl.abandoned("ws", 1.0 + budget + 0.0002, started=False)  # its deadline answered it
+    assert ctl.admit("quick", budget, 1.0 + budget + 0.0005)
