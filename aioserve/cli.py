@@ -154,11 +154,12 @@ def die(message: str) -> None:
     raise SystemExit(1)
 
 
-def load_target(target: str, factory: bool = False, interface: str = "auto") -> Any:
+def load_target(target: str, factory: bool = False, interface: str = "auto", call_factory: bool = True) -> Any:
     """Import ``MODULE:ATTR`` (ATTR may be dotted) and return something servable.
 
     ``run()`` then serves it as ``interface`` says (``server.servable()``); the checks here only turn
-    a target that cannot be served that way into one line."""
+    a target that cannot be served that way into one line. ``call_factory=False`` (the reloader, which
+    serves nothing) checks that a ``factory`` is callable and returns it uncalled."""
     from .server import a_type
 
     module_name, sep, attr = target.partition(":")
@@ -183,6 +184,8 @@ def load_target(target: str, factory: bool = False, interface: str = "auto") -> 
     if factory:
         if isinstance(obj, (App, Router)) or not callable(obj):
             die(f"--factory was given but {target} is {a_type(obj)}, not a callable that returns one")
+        if not call_factory:
+            return obj
         try:
             obj = obj()
         except Exception as exc:
@@ -287,12 +290,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         die(exc.flag_message)
     except (ValueError, TypeError) as exc:
         die(str(exc))
-    app = load_target(args.target, args.factory, args.interface)
+    from .reload import is_reload_child
+
+    # The reloader only watches files: it imports the target to report a bad one early, but the factory
+    # runs only where the app is served (it may open connections or files).
+    reloader = args.reload and not is_reload_child()
+    app = load_target(args.target, args.factory, args.interface, call_factory=not reloader)
     from .asgi import LifespanError
     from .processes import run
 
-    try:  # the factory was called above, for its one-line errors; run() serves as --interface says
-        run(app, **{**settings_from_args(args), "factory": False})
+    try:  # the factory was called above (for its one-line errors) unless this is the reloader
+        run(app, **{**settings_from_args(args), "factory": args.factory and reloader})
     except SettingError as exc:
         die(exc.flag_message)
     except (ValueError, TypeError) as exc:

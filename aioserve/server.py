@@ -19,6 +19,7 @@ from .asgi import asgi_app, is_asgi
 from .config import Config
 from .connection import Connection
 from .realtime import Realtime
+from .reload import is_reload_child
 from .router import Router
 from .shared import ServerState
 from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
@@ -208,6 +209,10 @@ def servable(target: Any, config: Config) -> Any:
     if config.factory:
         if isinstance(app, (App, Router)) or not callable(app):
             raise TypeError(f"factory=True was given but the app is {a_type(app)}, not a callable that returns one")
+        if config.reload and not is_reload_child():
+            # run() is about to start the reloader, which only watches files: the factory (which may open
+            # connections or files) runs in the child process that serves.
+            return app
         app = app()
     if config.interface == "asgi":
         if isinstance(app, Router) and not isinstance(app, App):  # (an App is a Router too)
@@ -229,6 +234,7 @@ async def serve(app: Any, **settings: Any) -> Server:
     if config.workers > 1 or config.reload or config.limit_max_requests:
         logger.warning("serve() runs in the calling process and loop: workers, reload and limit_max_requests "
                        "apply to run() and the CLI only")
+        config.reload = False  # serves here, so a factory= target is called here (servable())
     server = Server(servable(app, config), config)
     await server.start()
     logger.info("Listening on %s", server.url)
