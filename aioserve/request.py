@@ -221,8 +221,10 @@ class Request:
             chunks = await self._channel.read_chunks()
             if not chunks:
                 return
-            for piece in chunks:
-                yield piece
+            # What arrived since the last step, as one piece: a chunked body of one-byte chunks
+            # would otherwise cost a trip through every consumer (the multipart parser...) per byte.
+            # The batch is bounded: reading pauses once 256 KiB wait unread.
+            yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def answer_now(self, result: Any) -> asyncio.Task[None] | None:
         """Answer now, from inside the handler, which keeps running (for adapters: the ASGI app answers

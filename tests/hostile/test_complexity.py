@@ -1,0 +1,103 @@
+"""Algorithmic-complexity bounds: input within every limit must not cost work out of proportion to its
+size. Each test counts operations (calls, pieces) for a hostile shape of input, fed in process to a
+``Connection`` read by read, never wall time, so it holds on a loaded machine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import multipart
+
+from aioserve import App
+from aioserve import forms
+from aioserve.config import Config
+from aioserve.connection import Connection
+from aioserve.shared import ServerState
+from tests.support import RecordingTransport
+
+BOUNDARY = b"complexity-boundary"
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    """``body`` as a chunked message body of ``size``-byte chunks."""
+    pieces = (body[i:i + size] for i in range(0, len(body), size))
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+def post_chunked(path: str, content_type: bytes, body: bytes, size: int) -> bytes:
+    return (b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+            % (path.encode(), content_type)) + chunked(body, size)
+
+
+def one_field_form(value: bytes) -> bytes:
+    return (b"--%s\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\n%s\r\n--%s--\r\n"
+            % (BOUNDARY, value, BOUNDARY))
+
+
+async def feed(app: App, reads: list[bytes], done: asyncio.Event) -> bytes:
+    """Feed ``reads`` to a fresh connection, one ``data_received`` each, and wait for ``done`` (set by
+    the handler); what the connection wrote."""
+    app.compile()
+    state = ServerState(app, Config(access_log=False), asyncio.get_running_loop())
+    connection, transport = Connection(state), RecordingTransport()
+    connection.connection_made(transport)
+    try:
+        for data in reads:
+            connection.data_received(data)
+        await asyncio.wait_for(done.wait(), 10)
+        for _ in range(5):  # bounded: let the answer be written
+            if transport.data:
+                break
+            await asyncio.sleep(0)
+        return transport.data
+    finally:
+        connection.connection_lost(None)
+        state.timers.close()
+
+
+async def test_a_body_of_one_byte_chunks_streams_in_pieces_per_read_not_per_chunk():
+    """``request.stream()`` hands over what arrived as one piece: a chunked body of 4,000 one-byte
+    chunks in one read is not 4,000 trips through the consumer."""
+    app, done, pieces = App(), asyncio.Event(), []
+
+    @app.post("/stream")
+    async def consume(request):
+        async for piece in request.stream():
+            pieces.append(piece)
+        done.set()
+        return {"size": sum(map(len, pieces))}
+
+    body = bytes(range(256)) * 16  # 4,096 bytes
+    out = await feed(app, [post_chunked("/stream", b"application/octet-stream", body, 1)], done)
+    assert b"".join(pieces) == body
+    assert len(pieces) <= 2, f"{len(pieces)} pieces for one read"
+    assert out.startswith(b"HTTP/1.1 200 ") and b'{"size":4096}' in out
+
+
+async def test_a_multipart_form_in_one_byte_chunks_costs_the_parser_a_call_per_read(monkeypatch):
+    """The multipart parser is called once per read of the body, whatever its chunk size: one-byte
+    chunks (six bytes on the wire each) cost it no more calls than one chunk for the whole body."""
+    calls = []
+
+    class Counting(multipart.PushMultipartParser):
+        def parse(self, chunk):
+            calls.append(len(chunk))
+            return super().parse(chunk)
+
+    monkeypatch.setattr(forms, "PushMultipartParser", Counting)
+    app, done, seen = App(), asyncio.Event(), []
+
+    @app.post("/form")
+    async def form(request):
+        seen.append((await request.form())["field"])
+        done.set()
+        return "ok"
+
+    value = b"v" * 3000
+    content_type = b"multipart/form-data; boundary=" + BOUNDARY
+    request = post_chunked("/form", content_type, one_field_form(value), 1)
+    half = len(request) // 2
+    out = await feed(app, [request[:half], request[half:]], done)
+    assert seen == [value.decode()]
+    assert out.startswith(b"HTTP/1.1 200 ")
+    assert len(calls) <= 4, f"{len(calls)} parser calls for a body in two reads"
