@@ -5,11 +5,13 @@ size. Each test counts operations (calls, pieces) for a hostile shape of input, 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import multipart
+import pytest
 
 from aioserve import App
-from aioserve import forms
+from aioserve import forms, staticfiles
 from aioserve.config import Config
 from aioserve.connection import Connection
 from aioserve.shared import ServerState
@@ -34,17 +36,29 @@ def one_field_form(value: bytes) -> bytes:
             % (BOUNDARY, value, BOUNDARY))
 
 
-async def feed(app: App, reads: list[bytes], done: asyncio.Event) -> bytes:
+class Answered(RecordingTransport):
+    """Sets ``written`` on the first write: the answer has begun."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.written.set()
+
+
+async def feed(app: App, reads: list[bytes], done: asyncio.Event | None = None) -> bytes:
     """Feed ``reads`` to a fresh connection, one ``data_received`` each, and wait for ``done`` (set by
-    the handler); what the connection wrote."""
+    the handler; by default, the first write); what the connection wrote."""
     app.compile()
     state = ServerState(app, Config(access_log=False), asyncio.get_running_loop())
-    connection, transport = Connection(state), RecordingTransport()
+    connection, transport = Connection(state), Answered()
     connection.connection_made(transport)
     try:
         for data in reads:
             connection.data_received(data)
-        await asyncio.wait_for(done.wait(), 10)
+        await asyncio.wait_for((done or transport.written).wait(), 10)
         for _ in range(5):  # bounded: let the answer be written
             if transport.data:
                 break
@@ -101,3 +115,34 @@ async def test_a_multipart_form_in_one_byte_chunks_costs_the_parser_a_call_per_r
     assert seen == [value.decode()]
     assert out.startswith(b"HTTP/1.1 200 ")
     assert len(calls) <= 4, f"{len(calls)} parser calls for a body in two reads"
+
+
+@pytest.mark.parametrize("follow_symlinks", [False, True], ids=["nofollow", "follow"])
+async def test_a_static_path_of_thousands_of_segments_is_refused_before_any_is_decoded(
+        tmp_path, monkeypatch, follow_symlinks):
+    """Each segment of a static path costs a decode and a system call (an lstat per component under
+    ``follow_symlinks``): a path deeper than ``MAX_DEPTH`` is 404 before any is spent, and a file at
+    exactly that depth is still served."""
+    deep = tmp_path.joinpath(*["d"] * (staticfiles.MAX_DEPTH - 1))
+    deep.mkdir(parents=True)
+    (deep / "f.txt").write_bytes(b"deep file")
+    decoded, lstats = [], []
+    real_unquote, real_lstat = staticfiles.unquote_to_bytes, os.lstat
+    monkeypatch.setattr(staticfiles, "unquote_to_bytes", lambda part: decoded.append(part) or real_unquote(part))
+    monkeypatch.setattr(os, "lstat", lambda *a, **kw: lstats.append(a) or real_lstat(*a, **kw))
+
+    def get(target: bytes) -> bytes:
+        return b"GET %s HTTP/1.1\r\nHost: test\r\n\r\n" % target
+
+    app = App()
+    app.static("/s", str(tmp_path), follow_symlinks=follow_symlinks)
+    out = await feed(app, [get(b"/s/" + b"d/" * (staticfiles.MAX_DEPTH - 1) + b"f.txt")])
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"deep file"), out[:200]
+
+    app = App()
+    app.static("/s", str(tmp_path), follow_symlinks=follow_symlinks)
+    decoded.clear()
+    lstats.clear()
+    out = await feed(app, [get(b"/s/" + b"d/" * 4000 + b"f.txt")])
+    assert out.startswith(b"HTTP/1.1 404 "), out[:200]
+    assert len(decoded) == 0 and len(lstats) == 0, (len(decoded), len(lstats))
