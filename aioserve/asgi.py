@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
 from .app import App
+from .asgiapp import only
 from .errors import ClientDisconnected, HTTPError, error_logger
 from .request import Request
 from .response import RawResponse, Response, StreamResponse
@@ -46,6 +47,8 @@ logger = logging.getLogger("aioserve")
 
 class ClientGone(OSError):
     """Raised by ``send()`` once the client is gone (an ``OSError``, as the ASGI spec asks)."""
+
+    cycle: Any = None  # the WebSocket conversation whose send() raised it
 
 
 class LifespanError(RuntimeError):
@@ -218,25 +221,26 @@ class ASGIAdapter:
         cycle = _WebSocketCycle(ws)
         try:
             await self.app(scope, cycle.receive, cycle.send)
-        except ClientGone as exc:
-            if exc is not cycle.gone:
+        except Exception as exc:  # bare, or wrapped by the app's task groups (anyio's, asyncio's)
+            if not only(exc, lambda leaf: isinstance(leaf, ClientGone) and leaf.cycle is cycle):
                 raise
 
 
 class _WebSocketCycle:
     """ASGI ``websocket.*`` events over an aioserve ``WebSocket``."""
 
-    __slots__ = ("ws", "connected", "gone")
+    __slots__ = ("ws", "connected")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.connected = False
-        self.gone: ClientGone | None = None  # what send() raised once the client had left
 
     def _gone(self, exc: WebSocketDisconnect) -> ClientGone:
-        """``send()`` on a closed WebSocket raises an ``OSError`` subclass (ASGI spec), whatever was sent."""
-        self.gone = ClientGone(f"the WebSocket is closed ({exc.code})")
-        return self.gone
+        """``send()`` on a closed WebSocket raises an ``OSError`` subclass (ASGI spec), whatever was sent;
+        marked as this conversation's, so one from another client's send() escaping here is still an error."""
+        gone = ClientGone(f"the WebSocket is closed ({exc.code})")
+        gone.cycle = self
+        return gone
 
     async def receive(self) -> Message:
         if not self.connected:

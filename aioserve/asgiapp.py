@@ -100,6 +100,18 @@ class ASGIChannel:
                 self.gone = True
 
 
+def only(exc: BaseException, test: Callable[[BaseException], bool]) -> bool:
+    """``test`` holds for ``exc``, or ``exc`` is an exception group (a task group wraps what its tasks
+    raise in one, nested groups for nested task groups) and it holds for every exception inside."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only(inner, test) for inner in exc.exceptions)
+    return test(exc)
+
+
+def _disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, WebSocketDisconnect)
+
+
 async def serve_asgi(app: Servable, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
     kind = scope["type"]
     if kind == "http":
@@ -154,6 +166,10 @@ async def _http(app: Servable, scope: MutableMapping[str, Any], receive: Receive
             if hasattr(result, "__await__"):
                 result = await result
     except Exception as exc:
+        if channel.gone:  # the client left (the handler heard ClientDisconnected): nobody to answer or blame
+            if request.holds_files:
+                await request.aclose()
+            return
         result = await app.handle_error(request, exc)
     response = to_response(result)
     if app.finish is not None:
@@ -328,9 +344,8 @@ async def _websocket(app: Servable, scope: MutableMapping[str, Any], receive: Re
             await route.websocket(ws, *values)
         else:
             await route.websocket(ws, **ws.path_params)
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        error_logger.exception("Exception in WebSocket handler %s", path)
-        code = 1011
+    except Exception as exc:  # WebSocketDisconnect escaping ends quietly, bare or wrapped by task groups
+        if not only(exc, _disconnect):
+            error_logger.exception("Exception in WebSocket handler %s", path)
+            code = 1011
     await session.shut(code)
