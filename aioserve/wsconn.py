@@ -17,10 +17,12 @@ calls, without its wrappers). This module adds what the sans-IO layer leaves to 
     sending                        send() waits while the transport is paused (pause_writing); frames
                                    go out in one write per loop turn, at once past FLUSH_AT unwritten
                                    (on uvloop, large frames as one writelines(): no join copy)
+    pongs (and closes) to a peer   reading pauses while writing is paused: a peer that reads nothing gets
+    that does not read             none of its frames read, so its pings cannot pile up pongs here
     reading                        into one shared buffer per thread (a BufferedProtocol), copied once
                                    into the sans-IO reader: no bytes object per read, no buffer per socket
     a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
-                                   (not counted while reading is paused: it restarts on resume)
+                                   (not counted while a full inbox pauses reading: it restarts on resume)
     the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
 
 The handler runs in its own task. ``start_websocket`` is the whole seam with the HTTP connection.
@@ -149,7 +151,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
 
     __slots__ = (
         "loop", "transport", "config", "request", "route", "values", "on_closed", "ws", "socket", "task",
-        "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused",
+        "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused", "read_held",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
         "close_handle", "draining", "lost", "peer_eof", "_close_info", "exchange", "server", "stats", "opened_at",
         "unsent", "flush_handle", "out", "is_open", "gathers", "read_into",
@@ -174,7 +176,8 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.inbox_bytes = 0
         self.inbox_high = max(config.ws_max_size, 64 * 1024)
         self.waiter: asyncio.Future[None] | None = None
-        self.read_paused = False
+        self.read_paused = False  # the handler's inbox is full
+        self.read_held = False  # the peer does not read what we write (pause_writing)
         self.write_paused = write_paused
         self.drain_waiter: asyncio.Future[None] | None = None
         self.unsent = 0  # bytes sent by the handler and not yet written (send(), _write_out())
@@ -349,10 +352,20 @@ class WebSocketSession(asyncio.BufferedProtocol):
             on_closed()
 
     def pause_writing(self) -> None:
+        """A peer that does not read is not read from either: the sans-IO layer answers every ping it
+        sends with a pong, which would pile up here without bound."""
         self.write_paused = True
+        if not self.read_held:
+            self.read_held = True
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.read_held:
+            self.read_held = False
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -450,12 +463,13 @@ class WebSocketSession(asyncio.BufferedProtocol):
     def _pause_reading(self) -> None:
         if not self.read_paused and not self.transport.is_closing():
             self.read_paused = True
-            self.transport.pause_reading()
+            if not self.read_held:
+                self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
         if self.read_paused:
             self.read_paused = False
-            if not self.transport.is_closing():
+            if not self.transport.is_closing() and not self.read_held:
                 self.transport.resume_reading()
             if self.ping_payload is not None and self.ping_handle is None:
                 self._arm_ping_timeout()  # its timeout ran out while we were not reading: a new one

@@ -146,3 +146,89 @@ async def test_a_static_path_of_thousands_of_segments_is_refused_before_any_is_d
     out = await feed(app, [get(b"/s/" + b"d/" * 4000 + b"f.txt")])
     assert out.startswith(b"HTTP/1.1 404 "), out[:200]
     assert len(decoded) == 0 and len(lstats) == 0, (len(decoded), len(lstats))
+
+
+def client_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """A masked, final client frame (payloads under 126 bytes)."""
+    mask = b"\x0f\x1e\x2d\x3c"
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class SlowReader(Answered):
+    """A transport whose peer reads nothing: past ``HIGH`` unsent bytes it pauses its protocol's
+    writing, as asyncio's transports do; it records whether reading is paused."""
+
+    HIGH = 64 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol = None
+        self.reading = True
+        self.unsent = 0
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self):
+        return self.protocol
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        was_high = self.unsent > self.HIGH
+        self.unsent += len(data)
+        if self.unsent > self.HIGH and not was_high and self.protocol is not None:
+            self.protocol.pause_writing()
+
+    def writelines(self, pieces) -> None:
+        self.write(b"".join(pieces))
+
+    def drain(self) -> None:
+        """The peer reads everything."""
+        self.unsent = 0
+        self.protocol.resume_writing()
+
+
+async def test_pings_from_a_peer_that_reads_nothing_stop_being_read():
+    """websockets answers every ping with a pong: a peer that sends pings and never reads must stop
+    being read from once writing pauses, else the pongs pile up in the transport without bound."""
+    app, gone = App(), asyncio.Event()
+
+    @app.websocket("/ws")
+    async def sink(ws):
+        await ws.accept()
+        async for _ in ws:
+            pass
+        gone.set()
+
+    app.compile()
+    state = ServerState(app, Config(access_log=False, ws_ping_interval=None), asyncio.get_running_loop())
+    connection, transport = Connection(state), SlowReader()
+    connection.connection_made(transport)
+    try:
+        connection.data_received(b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        await asyncio.wait_for(transport.written.wait(), 10)  # the 101: accepted
+        assert transport.data.startswith(b"HTTP/1.1 101 ")
+        session = transport.protocol
+        pings = client_frame(0x9, b"p" * 125) * 100  # 13,100 bytes a read, as many bytes of pongs back
+        reads = 0
+        for _ in range(1000):  # 13 MB, were it all read
+            if not transport.reading:
+                break
+            session.data_received(pings)
+            reads += 1
+        assert not transport.reading, "still reading pings from a peer that reads nothing"
+        assert transport.unsent <= SlowReader.HIGH + len(pings), transport.unsent
+        transport.drain()
+        assert transport.reading, "reading did not resume once the peer read"
+        session.data_received(client_frame(0x8, b"\x03\xe8"))  # close 1000
+        await asyncio.wait_for(gone.wait(), 10)
+    finally:
+        connection.connection_lost(None)
+        state.timers.close()
