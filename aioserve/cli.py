@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import logging
 import os
 import sys
 from typing import Any, Sequence
@@ -176,11 +178,15 @@ def load_target(target: str, factory: bool = False, interface: str = "auto", cal
     except Exception as exc:
         die(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
     obj: Any = module
+    found = module_name
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            die(f"module {module_name!r} has no attribute {attr!r}")
+            owner = f"module {module_name!r}" if found == module_name else found
+            die(f"{owner} has no attribute {part!r}")
+        found += (":" if found == module_name else ".") + part
+    what = f"{target} is"  # what the messages below say obj is
     if factory:
         if isinstance(obj, (App, Router)) or not callable(obj):
             die(f"--factory was given but {target} is {a_type(obj)}, not a callable that returns one")
@@ -190,28 +196,39 @@ def load_target(target: str, factory: bool = False, interface: str = "auto", cal
             obj = obj()
         except Exception as exc:
             die(f"the factory {target} raised {type(exc).__name__}: {exc}")
+        if inspect.isawaitable(obj):
+            if inspect.iscoroutine(obj):
+                obj.close()  # never awaited, on purpose: no "was never awaited" warning
+            die(f"the factory {target} is async (it returned {a_type(obj)}); --factory needs a plain function "
+                "that returns the app")
+        what = f"the factory {target} returned"
     if interface == "asgi":  # an App is an ASGI 3 app itself; a Router is served by a default App
         if not isinstance(obj, Router) and not callable(obj):
-            die(f"--interface asgi was given but {target} is {a_type(obj)}, not an ASGI callable")
+            die(f"--interface asgi was given but {what} {_kind(obj)}, not an ASGI callable")
         return obj
     if isinstance(obj, (App, Router)):
         return obj
     if interface == "aioserve":
-        die(f"--interface aioserve was given but {target} is {a_type(obj)}, not an App or Router")
+        die(f"--interface aioserve was given but {what} {_kind(obj)}, not an App or Router")
     from .asgi import is_asgi
 
     if is_asgi(obj) and _takes_three(obj):
         return obj
     if callable(obj) and not factory:
         die(f"{target} is a callable, not an App or Router; add --factory if it returns one")
-    die(f"{target} is {a_type(obj)}, not an aioserve App or Router")
+    die(f"{what} {_kind(obj)}, not an aioserve App or Router (or an ASGI 3 app)")
     raise AssertionError  # unreachable
+
+
+def _kind(obj: Any) -> str:
+    """``None``, ``an int``, ``a function``: what a target turned out to be, for an error line."""
+    from .server import a_type
+
+    return "None" if obj is None else a_type(obj)
 
 
 def _takes_three(obj: Any) -> bool:
     """Called as ``app(scope, receive, send)``: an ASGI 3 callable rather than an app factory."""
-    import inspect
-
     try:
         params = inspect.signature(obj).parameters.values()
     except (TypeError, ValueError):
@@ -295,7 +312,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The reloader only watches files: it imports the target to report a bad one early, but the factory
     # runs only where the app is served (it may open connections or files).
     reloader = args.reload and not is_reload_child()
-    app = load_target(args.target, args.factory, args.interface, call_factory=not reloader)
+    try:
+        app = load_target(args.target, args.factory, args.interface, call_factory=not reloader)
+    except KeyboardInterrupt:  # Ctrl-C while the module imports or the factory runs: no traceback
+        raise SystemExit(130) from None
     from .asgi import LifespanError
     from .processes import run
 
@@ -303,9 +323,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(app, **{**settings_from_args(args), "factory": args.factory and reloader})
     except SettingError as exc:
         die(exc.flag_message)
-    except (ValueError, TypeError) as exc:
-        die(str(exc))
     except LifespanError as exc:
         die(str(exc))
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        # The settings and the target were checked above, so this is the app's start-up (a hook raised):
+        # its traceback for the developer, then the one line.
+        logging.getLogger("aioserve.error").error("Start-up failed", exc_info=exc)
+        die(f"start-up failed: {type(exc).__name__}: {exc} (traceback above)")

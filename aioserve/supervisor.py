@@ -39,6 +39,7 @@ from multiprocessing.connection import wait as wait_for
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
+from .asgi import LifespanError
 from .config import Config
 from .server import Server, loop_factory
 from .sockets import BindError, bind_socket, remove_unix, socket_url
@@ -353,6 +354,31 @@ def _shared_metrics_dir(app: App | Router, config: Config) -> tuple[str | None, 
 
 
 # -- inside a worker ----------------------------------------------------------------------------------
+async def _start(server: Server, stop: asyncio.Event, config: Config) -> bool:
+    """Run the start-up (hooks, lifespan); False when SIGTERM/SIGINT came first. A start-up hook may wait
+    long (a database that does not answer): nothing is served yet, so the signal cancels it at once
+    rather than after it. A start-up that fails exits with code 3, which the supervisor backs off on."""
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.wait((starting,))
+        if not starting.cancelled() and starting.exception() is None:  # a hook swallowed the cancellation
+            await server.shutdown(config.timeout_graceful_shutdown)
+        logger.info("Worker %d stopped during start-up", os.getpid())
+        return False
+    error = starting.exception()
+    if error is None:
+        return True
+    if isinstance(error, LifespanError):  # the app said why: its message is the line
+        logger.error("Worker %d failed to start: %s", os.getpid(), error)
+    else:
+        logger.error("Worker %d failed to start", os.getpid(), exc_info=error)
+    sys.exit(3)
+
+
 def worker_main(app: App | Router, config: Config, sock: socket.socket, fd: int, limit: int | None) -> None:
     """Entry point of a forked worker: its own loop, the inherited socket, the pipe to the supervisor."""
     signal.set_wakeup_fd(-1)
@@ -379,11 +405,8 @@ async def _serve_worker(app: App | Router, config: Config, sock: socket.socket, 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = Server(app, config, sock=sock)
-    try:
-        await server.start()
-    except Exception:
-        logger.exception("Worker %d failed to start", os.getpid())
-        sys.exit(3)
+    if not await _start(server, stop, config):
+        return
 
     def send(message: bytes) -> None:
         try:
