@@ -48,6 +48,8 @@ def server_argv(server: str, target: str, port: int) -> list[str]:
     if server == "hypercorn":
         return [py, "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1", "--worker-class", "uvloop",
                 "--log-level", "warning", target]
+    if server == "bare-asgi":  # the ceiling, not a server to use (benchmarks/servers/bare_asgi.py)
+        return [py, "-m", "benchmarks.servers.bare_asgi", target, "--host", HOST, "--port", str(port)]
     raise ValueError(server)
 
 

@@ -1,11 +1,13 @@
 """Instructions per request of an ASGI app under aioserve and under uvicorn, counted by callgrind.
 
-    python -m benchmarks.asgi_instructions [--servers aioserve,uvicorn] [--paths /plaintext,/json] [--app starlette]
+    python -m benchmarks.asgi_instructions [--servers aioserve,uvicorn,alone] [--paths /plaintext,/json] [--app starlette]
 
 Noise-free (no wall clock, no lock needed): the server runs under ``valgrind --tool=callgrind`` and a
 client on one keep-alive connection sends N requests one after the other, then the server is stopped.
 Each count is taken for N = 3000 and N = 1000; (I(3000) - I(1000)) / 2000 is the cost of one request,
 with startup, imports and shutdown cancelled out. Slow (a minute or two per server and path).
+``alone`` is no server: the app called directly (``benchmarks/asgi_alone.py``), so a server's own share
+of a request is its count minus that one.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +49,27 @@ def _read_response(sock: socket.socket, buf: bytearray) -> None:
         buf += data
 
 
+def _callgrind_total(out: Path) -> int:
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith("summary:") or line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no total in {out}")
+
+
+def count_alone(target: str, path: str, n: int) -> int:
+    """Total instructions of a process that called the app itself ``n`` times, with no server."""
+    out = Path(tempfile.mkdtemp(prefix="aioserve-cg-")) / "callgrind.out"
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+                    "--compress-strings=no", sys.executable, "-m", "benchmarks.asgi_alone", target, path, str(n)],
+                   cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=600)
+    return _callgrind_total(out)
+
+
 def count(server: str, target: str, path: str, n: int) -> int:
     """Total instructions of a server process that answered ``n`` requests for ``path``."""
+    if server == "alone":
+        return count_alone(target, path, n)
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix="aioserve-cg-")) / "callgrind.out"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",

@@ -86,6 +86,9 @@ SERVERS = [
                lambda port: _cli("sanic") + ["--port", str(port)], requires=("sanic",)),
     ServerSpec("socketify", 18105, "socketify.py (uWebSockets, C++), compression off",
                lambda port: _cli("socketify") + ["--port", str(port)], requires=("socketify",)),
+    ServerSpec("bare-websockets", 18106, "the ceiling on websockets: its ServerProtocol in a bare uvloop protocol, "
+               "echoing in data_received (no task, handler, limits or pings; not a server to use)",
+               lambda port: _cli("bare") + ["--port", str(port)], requires=("websockets", "uvloop")),
 ]
 
 

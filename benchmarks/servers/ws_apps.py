@@ -122,13 +122,62 @@ def run_socketify(host: str, port: int) -> None:
     app.run()
 
 
+def run_bare_ws(host: str, port: int) -> None:
+    """The ceiling with websockets as the framer: a uvloop protocol around websockets' sans-IO
+    ``ServerProtocol`` that echoes each frame as it is parsed, in ``data_received``: no task, no
+    handler, no queue, no limits beyond websockets' own, no pings. Each text message is decoded
+    (RFC 6455 8.1: invalid UTF-8 fails the connection) and encoded again, as any real echo must.
+    Not a server to use: what no server on websockets' parser can beat."""
+    import asyncio
+
+    import uvloop
+    from websockets.frames import Opcode
+    from websockets.http11 import Request as WsRequest
+    from websockets.server import ServerProtocol
+
+    plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!"
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.ws = ServerProtocol(max_size=1 << 20)
+            self.open = False
+
+        def data_received(self, data):
+            if not self.open and data.startswith(b"GET /plaintext"):
+                self.transport.write(plain)
+                self.transport.close()
+                return
+            ws = self.ws
+            ws.receive_data(data)
+            for event in ws.events_received():
+                if isinstance(event, WsRequest):
+                    ws.send_response(ws.accept(event))
+                    self.open = True
+                elif event.opcode is Opcode.TEXT:
+                    ws.send_text(event.data.decode().encode())
+                elif event.opcode is Opcode.BINARY:
+                    ws.send_binary(event.data)
+            out = ws.data_to_send()
+            if out:
+                self.transport.writelines(out)
+            if ws.close_expected():
+                self.transport.close()
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Echo, host, port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("server", choices=["aiohttp", "sanic", "socketify"])
+    parser.add_argument("server", choices=["aiohttp", "sanic", "socketify", "bare"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    {"aiohttp": run_aiohttp, "sanic": run_sanic, "socketify": run_socketify}[args.server](args.host, args.port)
+    {"aiohttp": run_aiohttp, "sanic": run_sanic, "socketify": run_socketify, "bare": run_bare_ws}[args.server](args.host, args.port)
 
 
 if __name__ == "__main__":
