@@ -26,8 +26,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
 from .app import App
-from .asgiapp import only
-from .errors import ClientDisconnected, HTTPError, error_logger
+from .errors import ClientDisconnected, HTTPError, error_logger, only
 from .request import Request
 from .response import RawResponse, Response, StreamResponse
 from .router import Route, Router

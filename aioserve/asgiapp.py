@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Protocol
 
-from .errors import ClientDisconnected, HTTPError, error_logger
+from .errors import ClientDisconnected, HTTPError, error_logger, only
 from .forms import DEFAULT_LIMITS, FormLimits
 from .request import Request
 from .response import MANAGED_HEADERS, Response, StreamResponse
@@ -98,14 +98,6 @@ class ASGIChannel:
         while not self.gone:
             if (await self.receive())["type"] == "http.disconnect":
                 self.gone = True
-
-
-def only(exc: BaseException, test: Callable[[BaseException], bool]) -> bool:
-    """``test`` holds for ``exc``, or ``exc`` is an exception group (a task group wraps what its tasks
-    raise in one, nested groups for nested task groups) and it holds for every exception inside."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(only(inner, test) for inner in exc.exceptions)
-    return test(exc)
 
 
 def _disconnect(exc: BaseException) -> bool:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 #: Where aioserve reports what went wrong (handlers' exceptions, internal errors); defined once here.
 error_logger = logging.getLogger("aioserve.error")
@@ -41,3 +41,11 @@ class ProtocolError(Exception):
         self.status = status
         self.reason = reason
         super().__init__(status, reason)
+
+
+def only(exc: BaseException, test: Callable[[BaseException], bool]) -> bool:
+    """``test`` holds for ``exc``, or ``exc`` is an exception group (a task group wraps what its tasks
+    raise in one, nested groups for nested task groups) and it holds for every exception inside."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only(inner, test) for inner in exc.exceptions)
+    return test(exc)

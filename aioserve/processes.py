@@ -53,9 +53,12 @@ def run(app: Any, **settings: Any) -> None:
         raise RuntimeError("run() (app.run()) blocks and runs its own event loop, and one is running already: "
                            "inside async code use `server = await aioserve.serve(app, ...)` instead")
     config = Config.from_settings(**settings)
-    app = servable(app, config)  # once, here: workers fork with it, as the CLI's target
+    reloader = config.reload and not reload.is_reload_child()
+    # Once, here: workers fork with it, as the CLI's target. The reloader only checks it (a bad target
+    # is reported before any child starts): a factory runs in the child that serves, never here.
+    app = servable(app, config, call_factory=not reloader)
     configure_logging(config.log_level, config.log_config)
-    if config.reload and not reload.is_reload_child():
+    if reloader:
         reload.run_reloader(config)
         return
     reload.adopt_reload_socket(config)

@@ -19,7 +19,6 @@ from .asgi import asgi_app, is_asgi
 from .config import Config
 from .connection import Connection
 from .realtime import Realtime
-from .reload import is_reload_child
 from .router import Router
 from .shared import ServerState
 from .sockets import BindError, bind_unix, describe, remove_unix, socket_url
@@ -199,19 +198,18 @@ def a_type(obj: Any) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def servable(target: Any, config: Config) -> Any:
+def servable(target: Any, config: Config, call_factory: bool = True) -> Any:
     """What ``serve()`` and ``run()`` serve for ``target``, with the CLI's meaning of ``--factory`` and
     ``--interface``: ``factory`` calls the target to get the app; ``interface="asgi"`` serves it through
     the ASGI adapter (asgi.py), an App included (it is an ASGI 3 app itself, ``App.__call__``) and a
     Router by its default App; ``"aioserve"`` requires an App or a Router; ``"auto"`` leaves it to
-    ``Server``, which serves an App or a Router as such and another callable as ASGI 3."""
+    ``Server``, which serves an App or a Router as such and another callable as ASGI 3.
+    ``call_factory=False`` (the reloader, which serves nothing) checks a factory and returns it uncalled."""
     app = target
     if config.factory:
         if isinstance(app, (App, Router)) or not callable(app):
             raise TypeError(f"factory=True was given but the app is {a_type(app)}, not a callable that returns one")
-        if config.reload and not is_reload_child():
-            # run() is about to start the reloader, which only watches files: the factory (which may open
-            # connections or files) runs in the child process that serves.
+        if not call_factory:  # the reloader only watches files: the factory runs where the app is served
             return app
         app = app()
     if config.interface == "asgi":
@@ -234,7 +232,6 @@ async def serve(app: Any, **settings: Any) -> Server:
     if config.workers > 1 or config.reload or config.limit_max_requests:
         logger.warning("serve() runs in the calling process and loop: workers, reload and limit_max_requests "
                        "apply to run() and the CLI only")
-        config.reload = False  # serves here, so a factory= target is called here (servable())
     server = Server(servable(app, config), config)
     await server.start()
     logger.info("Listening on %s", server.url)

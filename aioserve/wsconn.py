@@ -49,7 +49,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.protocol import CLOSED, CONNECTING, OPEN, SEND_EOF
 from websockets.server import ServerProtocol
 
-from .errors import HTTPError
+from .errors import HTTPError, only
 from .shared import WebSocketStats
 from .websocket import WebSocket, WebSocketDisconnect
 from .wire import REASONS
@@ -139,6 +139,10 @@ def _read_buffer() -> memoryview:
     if buffer is None:
         buffer = _buffers.view = memoryview(bytearray(READ_BUFFER))
     return buffer
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, WebSocketDisconnect)
 
 
 class WebSocketSession(asyncio.BufferedProtocol):
@@ -612,8 +616,9 @@ class WebSocketSession(asyncio.BufferedProtocol):
                 self._end(GOING_AWAY if self.draining else INTERNAL_ERROR)
             raise
         except Exception as exc:
-            self._fail_handler(exc)
-            return
+            if not only(exc, _is_disconnect):  # a WebSocketDisconnect wrapped by task groups ends as a bare one
+                self._fail_handler(exc)
+                return
         self._end(NORMAL)
 
     def _fail_handler(self, exc: BaseException) -> None:

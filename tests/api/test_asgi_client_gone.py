@@ -238,3 +238,43 @@ async def test_websocket_app_error_beside_the_client_gone_is_still_logged():
             await wait_until(lambda: logs.at_least(logging.ERROR))
     (error,) = logs.at_least(logging.ERROR)
     assert isinstance(error.exc_info[1], ExceptionGroup), logs.describe()
+
+
+# -- a native @app.websocket handler on aioserve's own server (wsconn.py) ---------------------------------
+
+
+@pytest.mark.parametrize("wrap", WRAPPINGS, ids=lambda w: w.__name__)
+async def test_native_websocket_disconnect_escaping_ends_quietly(wrap):
+    """A handler that receives in a task group: the client's close makes receive() raise
+    WebSocketDisconnect there, and the group wraps it; the handler ends as if the bare one escaped."""
+    done = asyncio.Event()
+    raised: list[BaseException] = []
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket):
+        await socket.accept()
+
+        async def step():
+            while True:
+                await socket.receive()
+
+        try:
+            await wrap(step)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+        finally:
+            done.set()
+
+    with capture_logs() as logs:
+        async with running(app, access_log=True, ws_ping_interval=None) as server:
+            async with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=READ_TIMEOUT) as client:
+                await client.send("hello")
+                await client.close(code=1000)
+            await asyncio.wait_for(done.wait(), READ_TIMEOUT)
+            await wait_until(lambda: len(access_lines(logs)) == 2)
+    assert len(raised) == 1 and isinstance(leaf(raised[0]), WebSocketDisconnect), raised
+    assert not logs.at_least(logging.ERROR), logs.describe()
+    close_line = logs.by_logger("aioserve.access")[1]
+    assert (close_line.method, close_line.path, close_line.status) == ("WEBSOCKET", "/ws", 1000), logs.describe()
