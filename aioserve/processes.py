@@ -141,11 +141,14 @@ async def _serve_until_signalled(app: App | Router, config: Config) -> None:
             pass
     server = Server(app, config)
     try:
-        await server.start()
+        started = await supervisor.start_unless_stopped(server, stop, config)
     except BindError as exc:
         raise SystemExit(f"aioserve: error: {exc.strerror or exc}") from None
     except OSError as exc:
         raise SystemExit(f"aioserve: error: cannot listen on {describe(config)}: {exc.strerror or exc}") from None
+    if not started:  # SIGTERM/SIGINT while the start-up hooks ran: nothing was served
+        logger.info("Stopped during start-up")
+        return
     logger.info("Listening on %s (loop: %s, workers: 1, pid: %d)", server.url, loop_name(loop), os.getpid())
     unwatch = _watch_reloader(loop, stop)
     await stop.wait()

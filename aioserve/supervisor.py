@@ -354,10 +354,10 @@ def _shared_metrics_dir(app: App | Router, config: Config) -> tuple[str | None, 
 
 
 # -- inside a worker ----------------------------------------------------------------------------------
-async def _start(server: Server, stop: asyncio.Event, config: Config) -> bool:
-    """Run the start-up (hooks, lifespan); False when SIGTERM/SIGINT came first. A start-up hook may wait
-    long (a database that does not answer): nothing is served yet, so the signal cancels it at once
-    rather than after it. A start-up that fails exits with code 3, which the supervisor backs off on."""
+async def start_unless_stopped(server: Server, stop: asyncio.Event, config: Config) -> bool:
+    """Run the start-up (hooks, lifespan); False when ``stop`` came first. A start-up hook may wait long
+    (a database that does not answer): nothing is served yet, so SIGTERM/SIGINT cancels it at once rather
+    than after it. The start-up's own error is raised."""
     starting = asyncio.ensure_future(server.start())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -367,16 +367,25 @@ async def _start(server: Server, stop: asyncio.Event, config: Config) -> bool:
         await asyncio.wait((starting,))
         if not starting.cancelled() and starting.exception() is None:  # a hook swallowed the cancellation
             await server.shutdown(config.timeout_graceful_shutdown)
-        logger.info("Worker %d stopped during start-up", os.getpid())
         return False
-    error = starting.exception()
-    if error is None:
-        return True
-    if isinstance(error, LifespanError):  # the app said why: its message is the line
+    starting.result()
+    return True
+
+
+async def _start(server: Server, stop: asyncio.Event, config: Config) -> bool:
+    """A worker's start-up; False when stopped during it. One that fails exits with code 3, which the
+    supervisor backs off on."""
+    try:
+        started = await start_unless_stopped(server, stop, config)
+    except LifespanError as error:  # the app said why: its message is the line
         logger.error("Worker %d failed to start: %s", os.getpid(), error)
-    else:
+        sys.exit(3)
+    except Exception as error:
         logger.error("Worker %d failed to start", os.getpid(), exc_info=error)
-    sys.exit(3)
+        sys.exit(3)
+    if not started:
+        logger.info("Worker %d stopped during start-up", os.getpid())
+    return started
 
 
 def worker_main(app: App | Router, config: Config, sock: socket.socket, fd: int, limit: int | None) -> None:

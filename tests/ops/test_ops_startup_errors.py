@@ -106,6 +106,19 @@ def test_workers_stop_at_once_when_signalled_during_a_long_startup(module_env, s
     assert server.count(r"Worker \d+ stopped during start-up") == 2, server.output
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_one_process_stops_at_once_when_signalled_during_a_long_startup(module_env, sig):
+    """The same in one process: the hook would take 60 s; the server stops within the wait, and never
+    says it is listening."""
+    with ServerProcess("startup_target:slow", "--port", "0", env=module_env) as server:
+        server.wait_for("^start-up began$")
+        server.signal(sig)
+        code, lines = ended_with(server, timeout=10)
+    assert code == 0, lines
+    assert server.count("Stopped during start-up") == 1, server.output
+    assert server.count("Listening on") == 0, server.output
+
+
 def test_a_worker_whose_asgi_lifespan_fails_says_why_in_one_line():
     with ServerProcess("tests.support.asgi_apps:broken_lifespan", "--port", "0", "--workers", "2") as server:
         server.wait_for(r"exited \(code 3\) before it was ready", count=2)
