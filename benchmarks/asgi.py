@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--apps", default=",".join(APPS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--quick", action="store_true", help="one round of 2 s")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "asgi"),
+                        help="where the .md and .json go (without the suffix)")
     args = parser.parse_args(argv)
     rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
     servers, apps = args.servers.split(","), args.apps.split(",")
@@ -131,10 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         kill_all()
     text = report(results, apps, scenarios, servers, conns, rounds, duration, load)
     print(text)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "asgi.md").write_text(text)
-    (out / "asgi.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
 
 
 def report(results: dict, apps: list[str], scenarios: list[str], servers: list[str], conns: list[int], rounds: int,
