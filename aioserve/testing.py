@@ -146,6 +146,7 @@ class MemoryTransport(asyncio.Transport):
         if not self.closed:
             self.closed = True
             self._wake()
+            self._release_sender()
             self.loop.call_soon(self._lose)
 
     def abort(self) -> None:
@@ -162,8 +163,7 @@ class MemoryTransport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         self.reading = True
-        if self.resumed is not None and not self.resumed.done():
-            self.resumed.set_result(None)
+        self._release_sender()
 
     def is_reading(self) -> bool:
         return self.reading
@@ -234,6 +234,8 @@ class MemoryTransport(asyncio.Transport):
     def disconnect(self) -> None:
         """The client goes away."""
         self.closed = True
+        self._wake()
+        self._release_sender()
         self.context().run(self._lose)
 
     def _lose(self) -> None:
@@ -245,6 +247,12 @@ class MemoryTransport(asyncio.Transport):
     def _wake(self) -> None:
         if self.wakeup is not None and not self.wakeup.done():
             self.wakeup.set_result(None)
+
+    def _release_sender(self) -> None:
+        """A ``send`` waiting for the server to read again goes on: it reads, or the connection is over
+        (without this, a close while the server was not reading would leave the sender waiting forever)."""
+        if self.resumed is not None and not self.resumed.done():
+            self.resumed.set_result(None)
 
 
 class _Server:
@@ -263,6 +271,7 @@ class _Server:
         self.state: ServerState | None = None
         self.realtime: Realtime | None = None
         self.started = False
+        self.connections: set[Connection] = set()  # every one made, kept while open or still handling
 
     def ensure(self) -> ServerState:
         if self.state is None:
@@ -282,24 +291,34 @@ class _Server:
         self.started = True
 
     async def shutdown(self) -> None:
+        """As a server's shutdown, in its order: what still runs for a request is cancelled (the test has
+        let go of it: a handler still waiting after a timeout), connections close, then the hooks."""
         state = self.state
-        if self.started:
-            self.started = False
-            await self.app.shutdown()
         if state is not None:
+            self.state = None
+            tasks = [task for conn in self.connections for task in conn.outstanding_tasks()]
+            self.connections.clear()
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
             for conn in list(state.connections):
                 conn.abort()
             state.clock.stop()
             state.timers.close()
             if self.realtime is not None:
                 self.realtime.stop()
-            self.state = None
+        if self.started:
+            self.started = False
+            await self.app.shutdown()
 
     def connect(self, tls: bool = False, errors: list[BaseException] | None = None) -> tuple[MemoryTransport, Connection]:
         """A connection whose server side reports its errors to ``errors`` (see ``MemoryTransport``)."""
         state = self.ensure()  # outside the connection's context: the server's clock is not the test's
         transport = MemoryTransport(state.loop, tls, errors)
         conn = Connection(state)
+        self.connections = {c for c in self.connections if c in state.connections or c.outstanding_tasks()}
+        self.connections.add(conn)
         transport.protocol = conn
         transport.context().run(conn.connection_made, transport)
         return transport, conn
@@ -318,73 +337,141 @@ class _ResponseBody(httpx2.AsyncByteStream):
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
-                ex.check_errors()
+                ex.check_failures()
                 return
             else:  # the server closed mid-message
-                ex.check_errors()
+                ex.check_failures()
                 raise httpx2.RemoteProtocolError("the server closed the connection before the end of the response")
 
     async def aclose(self) -> None:
-        self.exchange.transport.disconnect()
+        await self.exchange.close()
 
 
 class _Exchange:
-    """One request over its own in-memory connection."""
+    """One request over its own in-memory connection, honouring the request's read and write timeouts.
 
-    def __init__(self, server: _Server, raise_errors: bool, tls: bool = False) -> None:
+    The request body goes out from a task of its own while the response is read, as over a socket: a
+    handler may answer (at any length) before or while it reads the upload, or never read it. Sending it
+    all before reading would deadlock as soon as the server, its answer unread, stops reading.
+    """
+
+    def __init__(self, server: _Server, raise_errors: bool, request: httpx2.Request) -> None:
+        self.request = request
         self.errors: list[BaseException] = []
-        self.transport, self.conn = server.connect(tls, self.errors)
+        self.transport, self.conn = server.connect(request.url.scheme == "https", self.errors)
         self.h11 = h11.Connection(h11.CLIENT)
         self.raise_errors = raise_errors
+        timeout = request.extensions.get("timeout") or {}
+        self.read_timeout: float | None = timeout.get("read")
+        self.write_timeout: float | None = timeout.get("write")
+        self.upload: asyncio.Task[None] | None = None
 
     async def next_event(self) -> Any:
-        while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                data = await self.transport.receive()
-                self.h11.receive_data(data)  # b"" is the end of the stream
-                if not data and self.h11.their_state is not h11.DONE:
-                    event = self.h11.next_event()
-                    if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
-                        return None
-                    return event
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue  # 100 Continue
-            return event
+        """The response's next h11 event; None if the server closed before its end. What h11 refuses is
+        an ``httpx2.RemoteProtocolError``, as from any httpx transport, unless a failure explains it."""
+        try:
+            while True:
+                event = self.h11.next_event()
+                if event is h11.NEED_DATA:
+                    data = await self._receive()
+                    self.h11.receive_data(data)  # b"" is the end of the stream
+                    if not data and self.h11.their_state is not h11.DONE:
+                        event = self.h11.next_event()
+                        if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                            return None
+                        return event
+                    continue
+                if isinstance(event, h11.InformationalResponse):
+                    continue  # 100 Continue
+                return event
+        except h11.RemoteProtocolError as exc:
+            self.check_failures()
+            raise httpx2.RemoteProtocolError(str(exc), request=self.request) from exc
 
-    def check_errors(self) -> None:
+    async def _receive(self) -> bytes:
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                return await self.transport.receive()
+        except TimeoutError:
+            self.transport.disconnect()
+            raise httpx2.ReadTimeout(f"the server sent nothing for {self.read_timeout} s",
+                                     request=self.request) from None
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.transport.send(data)
+        except TimeoutError:
+            self.transport.disconnect()
+            raise httpx2.WriteTimeout(f"the server read nothing for {self.write_timeout} s",
+                                      request=self.request) from None
+
+    async def _upload(self, body: AsyncIterator[bytes]) -> None:
+        """Send the request body; if that fails, the connection goes too (the reader then sees why).
+        However it ends, ``body`` is closed: a test's generator runs its ``finally`` now, not at GC."""
+        try:
+            async for piece in body:
+                if self.transport.closed:
+                    return  # the server closed: it wants no more (its answer says why)
+                if piece:
+                    await self._send(self.h11.send(h11.Data(data=piece)))
+            if self.h11.our_state is h11.SEND_BODY and not self.transport.closed:
+                await self._send(self.h11.send(h11.EndOfMessage()))
+        except BaseException:
+            self.transport.disconnect()
+            raise
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def check_failures(self) -> None:
+        """Raise what went wrong: the upload's own failure, else the handler's exception (if raised)."""
+        upload = self.upload
+        if upload is not None and upload.done() and not upload.cancelled() and upload.exception() is not None:
+            self.transport.disconnect()
+            raise upload.exception()  # type: ignore[misc]
         if self.raise_errors and self.errors:
             self.transport.disconnect()
             raise self.errors[0]
 
-    async def run(self, request: httpx2.Request, body: AsyncIterator[bytes]) -> httpx2.Response:
+    async def close(self) -> None:
+        """The test is done with the response: the connection goes, and an upload still going stops."""
+        self.transport.disconnect()
+        upload = self.upload
+        if upload is not None:
+            upload.cancel()
+            await asyncio.wait([upload])
+
+    async def run(self, body: AsyncIterator[bytes]) -> httpx2.Response:
+        request = self.request
         headers = [(k, v) for k, v in request.headers.raw]
         if not any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in headers) and \
                 request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             headers.append((b"content-length", b"0"))
-        target = request.url.raw_path
-        event = h11.Request(method=request.method, target=target, headers=headers)
-        send = self.transport.send
-        await send(self.h11.send(event))
-        async for piece in body:
-            if piece:
-                await send(self.h11.send(h11.Data(data=piece)))
-        if self.h11.our_state is h11.SEND_BODY:
-            await send(self.h11.send(h11.EndOfMessage()))
-        response = await self.next_event()
-        self.check_errors()
-        if not isinstance(response, h11.Response):
-            raise httpx2.RemoteProtocolError("the server closed the connection without a response")
+        event = h11.Request(method=request.method, target=request.url.raw_path, headers=headers)
+        try:
+            await self._send(self.h11.send(event))
+            self.upload = asyncio.get_running_loop().create_task(self._upload(body))
+            self.upload.add_done_callback(_retrieve)
+            response = await self.next_event()
+            self.check_failures()
+            if not isinstance(response, h11.Response):
+                raise httpx2.RemoteProtocolError("the server closed the connection without a response")
+        except BaseException:  # a failure, a timeout or the test's cancellation: nothing is left running
+            await self.close()
+            raise
         return httpx2.Response(
             response.status_code, headers=list(response.headers), stream=_ResponseBody(self),
             extensions={"http_version": b"HTTP/" + response.http_version, "reason_phrase": response.reason},
         )
 
 
-async def _aiter_async(stream: Any) -> AsyncIterator[bytes]:
-    async for piece in stream:
-        yield piece
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """An upload's failure is raised to the test by the reader (``check_failures``), or by nothing
+    once the response is over: either way asyncio must not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _AsyncTransport(httpx2.AsyncBaseTransport):
@@ -393,8 +480,7 @@ class _AsyncTransport(httpx2.AsyncBaseTransport):
         self.raise_errors = raise_errors
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        exchange = _Exchange(self.server, self.raise_errors, request.url.scheme == "https")
-        return await exchange.run(request, _aiter_async(request.stream))
+        return await _Exchange(self.server, self.raise_errors, request).run(request.stream.__aiter__())  # type: ignore[union-attr]
 
 
 class _Portal:
@@ -449,8 +535,7 @@ class _SyncTransport(httpx2.BaseTransport):
             async def once() -> AsyncIterator[bytes]:
                 yield body
 
-            exchange = _Exchange(self.server, self.raise_errors, request.url.scheme == "https")
-            return await exchange.run(request, once())
+            return await _Exchange(self.server, self.raise_errors, request).run(once())
 
         response = self.portal.call(run())
         return httpx2.Response(response.status_code, headers=response.headers.raw,
@@ -463,11 +548,19 @@ _collector = _ErrorCollector(error_logger)  # installed while any client is open
 def _handshake(client: httpx2.Client | httpx2.AsyncClient, path: str, headers: Any) -> tuple[str, list[tuple[str, str]]]:
     """The ``ws(s)://`` URI for ``path`` and the headers a browser would add to the handshake: the
     client's default headers (not those the handshake itself sets) and the cookies of its jar that
-    match the URL, then the call's own ``headers``, which replace any of the same name."""
-    url = client.base_url.join(path)
-    secure = url.scheme in ("https", "wss")
-    url = url.copy_with(scheme="https" if secure else "http")  # what the cookie jar matches
-    request = client.build_request("GET", url, headers=headers)  # merges the defaults and the cookie jar
+    match the URL, then the call's own ``headers``, which replace any of the same name.
+
+    A relative ``path`` goes under ``base_url``'s path, as for a request; an absolute ``ws(s)://`` URL
+    is taken as it is."""
+    if client.is_closed:
+        raise RuntimeError("Cannot open a WebSocket, as the client has been closed.")
+    target = httpx2.URL(path)
+    if target.scheme in ("ws", "wss"):  # the cookie jar matches http(s) URLs
+        target = target.copy_with(scheme="https" if target.scheme == "wss" else "http")
+    # build_request puts a relative path under base_url's, merges the default headers and the cookie jar.
+    request = client.build_request("GET", target, headers=headers)
+    url = request.url
+    secure = url.scheme == "https"
     explicit = {name.lower() for name in httpx2.Headers(headers).keys()} if headers else set()
     pairs = [(name, value) for name, value in request.headers.multi_items()
              if name.lower() not in HANDSHAKE_HEADERS or name.lower() in explicit]
