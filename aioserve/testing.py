@@ -594,8 +594,11 @@ class AsyncTestClient(httpx2.AsyncClient):
         try:
             await self._server.startup()
         except BaseException:
-            await self._server.shutdown()
-            await super().__aexit__(None, None, None)
+            try:
+                await self._server.shutdown()
+            finally:
+                self._unhook()  # as TestClient's _finish: the logger is left as it was found
+                await super().__aexit__(None, None, None)
             raise
         return self
 

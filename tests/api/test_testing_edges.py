@@ -272,3 +272,20 @@ def test_websocket_connect_after_close_is_refused():
     with pytest.raises(RuntimeError, match="closed"):
         client.websocket_connect("/ws").__enter__()
     assert threading.active_count() == threads  # no event loop thread started for it
+
+
+# -- hooks -----------------------------------------------------------------------------------------------
+
+async def test_async_failing_startup_raises_and_leaves_the_logger_alone():
+    from aioserve.errors import error_logger
+
+    app = App()
+
+    @app.on_startup
+    async def up():
+        raise RuntimeError("startup failed")
+
+    with pytest.raises(RuntimeError, match="startup failed"):
+        async with AsyncTestClient(app):
+            pass
+    assert not {"isEnabledFor", "handle"} & set(vars(error_logger))  # the client's hook on it is gone
