@@ -98,6 +98,9 @@ STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
 # Why reading is paused: bits, so each reason is released independently.
 PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
+# Unread body pieces before reading pauses: each costs about 40 bytes besides its own (a bytes object's
+# header, a list slot), so a body of two-byte chunks would otherwise hold 6 MB before BODY_BUFFER_HIGH.
+BODY_PIECES_HIGH = 4096
 LARGE_BODY = 64 * 1024  # bodies this large are fed to the transport in slices as it drains
 DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
 
@@ -791,6 +794,8 @@ class Connection(asyncio.Protocol):
             return
         if ex.chunks:
             ex.chunks.append(body)  # type: ignore[union-attr]
+            if len(ex.chunks) > BODY_PIECES_HIGH:  # many small pieces: bounded by their number too
+                self._block(BODY_BUFFER_FULL)
         else:
             ex.chunks = [body]
         self.buffered += len(body)

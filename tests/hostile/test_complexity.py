@@ -232,3 +232,47 @@ async def test_pings_from_a_peer_that_reads_nothing_stop_being_read():
     finally:
         connection.connection_lost(None)
         state.timers.close()
+
+
+async def test_an_unread_body_of_tiny_chunks_pauses_reading_by_its_number_of_pieces():
+    """An unread body pauses reading at 256 KiB, and also at ``BODY_PIECES_HIGH`` pieces: each piece
+    costs about 40 bytes besides its own, so 256 KiB of two-byte chunks would hold some 6 MB."""
+    from aioserve.connection import BODY_PIECES_HIGH
+
+    app, go, done, got = App(), asyncio.Event(), asyncio.Event(), []
+
+    @app.post("/later", max_body_size=None)
+    async def later(request):
+        await go.wait()
+        got.append(await request.body())
+        done.set()
+        return "ok"
+
+    app.compile()
+    state = ServerState(app, Config(access_log=False), asyncio.get_running_loop())
+    connection, transport = Connection(state), SlowReader()
+    connection.connection_made(transport)
+    try:
+        connection.data_received(b"POST /later HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        read = b"2\r\nab\r\n" * 8192  # 8,192 pieces a read
+        reads = 0
+        for _ in range(100):  # 1.6 MB of pieces, were it all read
+            if not transport.reading:
+                break
+            connection.data_received(read)
+            reads += 1
+        assert not transport.reading, "reading never paused"
+        held = len(connection.current.chunks)
+        assert held <= BODY_PIECES_HIGH + 8192, f"{held} pieces held before reading paused"
+        go.set()
+        for _ in range(100):  # bounded: the handler reads what came, and reading resumes
+            if transport.reading:
+                break
+            await asyncio.sleep(0)
+        assert transport.reading, "reading did not resume once the body was read"
+        connection.data_received(b"0\r\n\r\n")
+        await asyncio.wait_for(done.wait(), 10)
+        assert got == [b"ab" * 8192 * reads]
+    finally:
+        connection.connection_lost(None)
+        state.timers.close()
