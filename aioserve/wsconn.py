@@ -23,7 +23,9 @@ calls, without its wrappers). This module adds what the sans-IO layer leaves to 
                                    into the sans-IO reader: no bytes object per read, no buffer per socket
     a silent peer                  ping every ws_ping_interval; no pong in ws_ping_timeout: close 1011
                                    (not counted while a full inbox pauses reading: it restarts on resume)
-    the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut
+    the closing handshake          a peer that does not answer our close in ws_ping_timeout is cut; our
+                                   close resumes reading paused by a full inbox, and drops the messages
+                                   that arrive before the peer's reply, so that reply is read at once
 
 The handler runs in its own task. ``start_websocket`` is the whole seam with the HTTP connection.
 
@@ -158,7 +160,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused", "read_held",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
         "close_handle", "draining", "lost", "peer_eof", "_close_info", "exchange", "server", "stats", "opened_at",
-        "unsent", "flush_handle", "out", "is_open", "gathers", "read_into",
+        "unsent", "flush_handle", "out", "is_open", "gathers", "read_into", "we_closed",
     )
 
     def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
@@ -182,6 +184,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.waiter: asyncio.Future[None] | None = None
         self.read_paused = False  # the handler's inbox is full
         self.read_held = False  # the peer does not read what we write (pause_writing)
+        self.we_closed = False  # our close frame went first: what arrives until the peer's reply is dropped
         self.write_paused = write_paused
         self.drain_waiter: asyncio.Future[None] | None = None
         self.unsent = 0  # bytes sent by the handler and not yet written (send(), _write_out())
@@ -378,6 +381,12 @@ class WebSocketSession(asyncio.BufferedProtocol):
     def _feed(self, data: bytes | memoryview) -> None:
         ws = self.ws
         ws.receive_data(data)
+        if self.we_closed:  # messages sent before the peer saw our close: dropped (bounded), its reply awaited
+            ws.events_received()
+            self._write_out()
+            if ws.state is not OPEN:
+                self._wake()
+            return
         inbox = self.inbox
         queued = len(inbox)
         for frame in ws.events_received():
@@ -572,6 +581,11 @@ class WebSocketSession(asyncio.BufferedProtocol):
             ws.send_close(code, reason)
             self._write_out()
             self._arm_close_timeout()
+            # The peer's reply must be read even if a full inbox paused reading: what arrives before it
+            # is dropped, as the handler is done receiving (it still gets what was queued before).
+            self.we_closed = True
+            if self.read_paused:
+                self._resume_reading()
 
     def close_info(self) -> tuple[int, str]:
         """(code, reason) of the close: the peer's close frame, else ours, else 1006."""
