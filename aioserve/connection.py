@@ -790,8 +790,8 @@ class Connection(asyncio.Protocol):
         limit = ex.max_body_size
         if limit is not None and ex.received > limit:
             raise ProtocolError(413, f"Request body is larger than the limit of {limit} bytes")
-        if ex.status:  # already answered without reading the body: discard
-            return
+        if ex.status and (ex.streamed is None or ex.task is None or ex.task.done()):
+            return  # answered, and no streamed answer is still being produced (it may read the body): discard
         if ex.chunks:
             ex.chunks.append(body)  # type: ignore[union-attr]
             if len(ex.chunks) > BODY_PIECES_HIGH:  # many small pieces: bounded by their number too

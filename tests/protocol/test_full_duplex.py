@@ -1,0 +1,96 @@
+"""A streamed answer may begin before its request's body has arrived (RFC 9110 allows an answer at any
+time), and its producer may go on reading that body: a transformation that streams back what it reads,
+an ASGI app that starts its response and then calls receive(). The body that arrives after the head
+went out must reach the reader, whole and in order, never be dropped as if the request were done.
+
+The client sends the head, waits for the answer's first piece, then sends the body a piece at a time,
+each after the echo of the one before: only a server that reads while it streams can answer that.
+"""
+from __future__ import annotations
+
+import pytest
+
+from aioserve import App, StreamResponse
+from tests.support import raw_connection, running
+
+PIECES = [b"alpha;", b"beta;", b"gamma;"]
+SIZE = sum(map(len, PIECES))
+HEAD = (f"POST /upper HTTP/1.1\r\nHost: t\r\nContent-Length: {SIZE}\r\n\r\n").encode()
+
+
+def native_app() -> App:
+    app = App()
+
+    @app.post("/upper")
+    async def upper(request):
+        async def produce():
+            yield b"ready;"
+            async for piece in request.stream():
+                yield piece.upper()
+            yield b"end;"
+
+        return StreamResponse(produce(), content_type="text/plain")
+
+    return app
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ready;", "more_body": True})
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            await send({"type": "http.response.body", "body": b"disconnect;", "more_body": False})
+            return
+        if message.get("body"):
+            await send({"type": "http.response.body", "body": message["body"].upper(), "more_body": True})
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.body", "body": b"end;", "more_body": False})
+
+
+def decoded(raw: bytes) -> tuple[bytes, bool]:
+    """The chunked payload in ``raw`` (an answer's bytes so far): what is complete, and whether it ended."""
+    if b"\r\n\r\n" not in raw:
+        return b"", False
+    rest = raw.split(b"\r\n\r\n", 1)[1]
+    payload = b""
+    while True:
+        size_line, sep, after = rest.partition(b"\r\n")
+        if not sep:
+            return payload, False
+        size = int(size_line, 16)
+        if size == 0:
+            return payload, True
+        if len(after) < size + 2:
+            return payload, False
+        payload += after[:size]
+        rest = after[size + 2:]
+
+
+@pytest.mark.parametrize("kind", ["native", "asgi"])
+async def test_a_streamed_answer_reads_the_body_that_arrives_after_its_head(kind):
+    app, settings = (native_app(), {}) if kind == "native" else (asgi_app, {"lifespan": "off"})
+    async with running(app, **settings) as server:
+        async with raw_connection(server) as conn:
+            raw = b""
+
+            async def until(marker: bytes) -> tuple[bytes, bool]:
+                nonlocal raw
+                while True:  # bounded: read_some times out
+                    payload, ended = decoded(raw)
+                    if marker in payload or ended:
+                        return payload, ended
+                    raw += await conn.read_some()
+
+            await conn.send(HEAD)
+            payload, _ = await until(b"ready;")
+            assert raw.startswith(b"HTTP/1.1 200") and payload == b"ready;", raw
+            for piece in PIECES:  # each piece only once the one before came back
+                await conn.send(piece)
+                payload, _ = await until(piece.upper())
+                assert piece.upper() in payload, raw
+            payload, ended = await until(b"end;")
+            assert payload == b"ready;" + b"".join(PIECES).upper() + b"end;", raw
