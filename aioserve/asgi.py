@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
 from .app import App
-from .errors import ClientDisconnected, HTTPError, error_logger, only
+from .errors import ClientDisconnected, HTTPError, StreamCut, error_logger, only
 from .request import Request
 from .response import RawResponse, Response, StreamResponse
 from .router import Route, Router
@@ -158,12 +158,12 @@ class ASGIAdapter:
             app = self.app  # loaded as an attribute: a method-call load of it is not specialized
             await app(scope, cycle.receive, cycle.send)
         except asyncio.CancelledError:  # a deadline, shutdown, or the client left mid-stream
-            cycle.fail(_AppFailed(f"ASGI app {self.name} was cancelled", log=False))
+            cycle.fail(_AppFailed(f"ASGI app {self.name} was cancelled"))
             cycle.hang_up()
             raise
         except Exception as exc:
             if cycle.gone:  # the client left mid-response: send() raised OSError, as the spec says it may
-                cycle.fail(_AppFailed("the client went away", log=False))
+                cycle.fail(_AppFailed("the client went away"))
             elif not cycle.status:  # nothing started: a 500 says so
                 request.metrics_label = _route_label(scope, request.method)
                 error_logger.error("ASGI app %s raised %s for %s %s", self.name, type(exc).__name__,
@@ -281,10 +281,9 @@ def _text(value: bytes | str) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else value
 
 
-class _AppFailed(Exception):
-    def __init__(self, message: str, log: bool = True) -> None:
-        super().__init__(message)
-        self.log = log
+class _AppFailed(StreamCut):
+    """The app's answer is cut short: what went wrong is logged here, once, naming the app (or is the
+    client's leaving, which is no error)."""
 
 
 def _route_label(scope: Scope, method: str) -> str:
@@ -382,7 +381,7 @@ class _Cycle:
                 self._start_stream()
             except Exception:
                 return False
-        self.fail(_AppFailed("the app failed", log=False))
+        self.fail(_AppFailed("the app failed"))
         return True
 
     # -- receive ---------------------------------------------------------------------------------------

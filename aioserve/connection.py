@@ -41,7 +41,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from .errors import ClientDisconnected, HTTPError, ProtocolError, error_logger
+from .errors import ClientDisconnected, HTTPError, ProtocolError, StreamCut, error_logger
 from .exchange import Exchange
 from .headcheck import (
     CHECKED_HEADERS,
@@ -1165,8 +1165,9 @@ class Connection(asyncio.Protocol):
             if chunked and not transport.is_closing():
                 transport.write(LAST_CHUNK)
             close = True
-        except Exception:
-            error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
+        except Exception as exc:
+            if not isinstance(exc, StreamCut):  # a StreamCut's producer has said why
+                error_logger.exception("Error while streaming the response to %s %s", req.method, req.path)
             # The body is cut short: the client must see an incomplete message. A close ends a
             # close-delimited body as if it were complete, so that one is reset instead.
             if ex.close_delimited and self.transport is not None:

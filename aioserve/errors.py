@@ -26,6 +26,11 @@ class HTTPError(Exception):
         return f"HTTPError({self.status}, detail={self.detail!r})"
 
 
+class StreamCut(Exception):
+    """Raised by a streamed answer's producer to end the message short on purpose: the connection cuts
+    it (the client sees an incomplete message) and logs nothing, whoever cut it having said why."""
+
+
 class ClientDisconnected(Exception):
     """The client went away before the request was complete.
 

@@ -24,8 +24,6 @@ async def returns_mid_stream(scope, receive, send):
     await send(PARTIAL)
 
 
-@pytest.mark.xfail(strict=True, reason="connection.py logs 'Error while streaming' for asgi._AppFailed too; "
-                                       "it should skip exceptions whose .log is False (asgi.py's own cut)")
 @pytest.mark.parametrize("app", [raises_after_start, returns_mid_stream], ids=lambda a: a.__name__)
 async def test_a_failure_after_start_closes_with_one_log_line_naming_the_app(app):
     with capture_logs() as logs:
