@@ -96,7 +96,7 @@ from .wsconn import WebSocketSession, start_websocket
 IDLE, HEAD, BODY, HANDLING, CLOSING = range(5)
 STAGE_NAMES = ("idle", "head", "body", "handling", "closing")
 # Why reading is paused: bits, so each reason is released independently.
-PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED = 1, 2, 4
+PIPELINE_FULL, BODY_BUFFER_FULL, WRITE_PAUSED, HELD_BACK = 1, 2, 4, 8
 BODY_BUFFER_HIGH = 256 * 1024  # unread body bytes before reading pauses
 # Unread body pieces before reading pauses: each costs about 40 bytes besides its own (a bytes object's
 # header, a list slot), so a body of two-byte chunks would otherwise hold 6 MB before BODY_BUFFER_HIGH.
@@ -105,6 +105,10 @@ LARGE_BODY = 64 * 1024  # bodies this large are fed to the transport in slices a
 DRAIN_GRACE = 0.2  # shutting down: how long a fresh connection has to send its request head
 
 _NO_HEADERS: list[tuple[bytes, bytes]] = []  # between requests; never appended to (on_url replaces it)
+
+
+class _HoldRest(Exception):
+    """Raised by ``on_url`` to stop the parser at a request's first byte: the rest of the read waits."""
 
 # Python 3.12+ runs a new task's first step at once; a handler that never suspends then finishes
 # without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
@@ -152,7 +156,7 @@ class Connection(asyncio.Protocol):
         # this connection
         "transport", "parser", "_peer", "scheme", "stage", "expires_at", "timer_at", "pipeline", "current",
         "read_blockers", "write_paused", "drain_waiter", "write_timer", "buffered", "flush_pending",
-        "draining", "in_feed", "wbuf", "body_view", "body_offset",
+        "draining", "in_feed", "wbuf", "body_view", "body_offset", "held",
         # the request head being parsed
         "_url", "_headers", "_flags", "_upgrade", "_content_length", "_head_started", "_head_size",
         "_count_fields", "_partial_line", "_line", "_line_at", "_after", "_after_at", "_after_body", "_chunk_lines",
@@ -190,6 +194,7 @@ class Connection(asyncio.Protocol):
         self.draining = False
         self.in_feed = False  # inside parser.feed_data: answers collect in wbuf, one write per read
         self.wbuf = state.wbuf  # shared: only the connection inside feed_data uses it, and empties it
+        self.held: bytes | None = None  # a read's requests past limit_pipeline, parsed once answers drain
         self.body_view: memoryview | None = None  # a large body being fed as the transport drains
         self.body_offset = 0
         self._url = b""
@@ -249,6 +254,7 @@ class Connection(asyncio.Protocol):
         self._enter(HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.held = None
         self._end_streams()
         self.state.forget(self)
         self._enter(CLOSING)
@@ -350,6 +356,8 @@ class Connection(asyncio.Protocol):
         self._unblock(WRITE_PAUSED)
         if self.body_view is not None:
             self._flush()
+        if self.held is not None:
+            self.loop.call_soon(self._feed_held)
 
     def data_received(self, data: bytes) -> None:
         stage = self.stage
@@ -388,7 +396,9 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__  # httptools wraps what our callbacks raise
-            if isinstance(cause, ProtocolError):
+            if isinstance(cause, _HoldRest):
+                self._hold(self._line[self._line_at:])  # type: ignore[index]
+            elif isinstance(cause, ProtocolError):
                 self._reject(cause.status, cause.reason)
             else:
                 error_logger.error("Internal error while parsing a request", exc_info=cause)
@@ -439,13 +449,7 @@ class Connection(asyncio.Protocol):
                 self._read_body_past_head(retry)
                 return
             # the parser refused the version: a fresh one reads the line as 1.1
-            self.parser = httptools.HttpRequestParser(self)
-            self._url = b""
-            self._headers = _NO_HEADERS
-            self._head_started = False
-            self._partial_line = 0
-            self._line = None
-            self._line_at = 0
+            self._fresh_parser()
             self.data_received(retry)
             return
         if self._head_started:  # a request head has begun and is not complete
@@ -478,6 +482,46 @@ class Connection(asyncio.Protocol):
                 return
         if self.pipeline and len(self.pipeline) > self.config.limit_pipeline:  # empty: answered inline
             self._block(PIPELINE_FULL)
+
+    def _fresh_parser(self) -> None:
+        """A new parser, and no head begun: for bytes that start a request line afresh."""
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers = _NO_HEADERS
+        self._head_started = False
+        self._partial_line = 0
+        self._line = None
+        self._line_at = 0
+
+    # -- a read's requests past the pipeline limit ------------------------------------------------------
+    def _hold(self, rest: bytes | bytearray) -> None:
+        """Stop at a request's first byte (on_url): ``rest``, the read from there on, is parsed once the
+        answers before it are written (``_feed_held``). Reading pauses meanwhile, so a read of thousands
+        of pipelined requests costs at most limit_pipeline answers at a time, not one each at once."""
+        self.held = bytes(rest)
+        self._fresh_parser()
+        self._after = None
+        self._after_body = 0
+        if self.stage == IDLE:  # waiting on its own answers, not on the client: no keep-alive timeout
+            self._enter(HANDLING)
+        self._block(HELD_BACK)
+        self.loop.call_soon(self._feed_held)
+
+    def _feed_held(self) -> None:
+        """Parse the held requests once the client takes the answers before them (not write-paused)
+        and the pipeline is down to half its limit; ``resume_writing`` and ``_flush`` call again."""
+        held = self.held
+        if held is None:
+            return
+        if self.transport is None or self.stage == CLOSING:
+            self.held = None  # closing: requests not yet parsed are not answered (RFC 9112 9.3.2: retried)
+            return
+        if self.write_paused or len(self.pipeline) > self.config.limit_pipeline // 2:
+            return
+        self.held = None
+        self.data_received(held)
+        if self.held is None:
+            self._unblock(HELD_BACK)
 
     # -- stages and their timeout -----------------------------------------------------------------------
     def _enter(self, stage: int) -> None:
@@ -583,10 +627,14 @@ class Connection(asyncio.Protocol):
         if self._url:  # the target arrived in pieces
             url = self._url + url
         else:  # a new request head (perhaps behind another in the same read)
-            self._headers = []
-            self._head_started = True
             if self._line is None and self._after is not None:  # behind another: where its line begins
                 self._locate_head()
+                # One read may hold thousands of small requests: past limit_pipeline unwritten answers,
+                # the rest of the read waits (data_received), so what it costs is bounded by the limit.
+                if self._line is not None and len(self.wbuf) + len(self.pipeline) >= self.config.limit_pipeline:
+                    raise _HoldRest
+            self._headers = []
+            self._head_started = True
         if len(url) > self.config.limit_request_line:
             raise ProtocolError(414, "Request URI too long")
         self._url = url
@@ -1298,6 +1346,8 @@ class Connection(asyncio.Protocol):
             self._enter(IDLE)
         if self.read_blockers & PIPELINE_FULL and len(pipeline) <= self.config.limit_pipeline // 2:
             self._unblock(PIPELINE_FULL)
+        if self.held is not None and len(pipeline) <= self.config.limit_pipeline // 2:
+            self.loop.call_soon(self._feed_held)
 
     def _feed_body(self, head_and_body: tuple[bytes, bytes]) -> bool:
         """Write a large body in slices while the transport accepts them; True once all is written.
