@@ -78,6 +78,8 @@ class Server:
         tls: dict[str, Any] = {"ssl": ssl_ctx}
         if ssl_ctx is not None:
             tls["ssl_shutdown_timeout"] = TLS_SHUTDOWN_TIMEOUT
+            if config.timeout_header:  # a silent client is cut as on plain HTTP, not after the loop's 60 s
+                tls["ssl_handshake_timeout"] = config.timeout_header
 
         try:
             sock = self._sock

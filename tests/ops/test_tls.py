@@ -165,3 +165,30 @@ async def test_encrypted_key_without_password_programmatic(pki):
     with pytest.raises(TLSConfigError, match="ssl-keyfile-password") as info:
         await aioserve.serve(app, port=0, ssl_certfile=pki["cert"], ssl_keyfile=pki["enc_key"])
     assert pki["enc_key"] in str(info.value)
+
+
+async def test_a_client_that_never_completes_the_tls_handshake_is_cut_at_the_header_timeout(pki):
+    """Over TLS the protocol sees a connection only once its handshake is done: a client that opens a
+    socket and sends nothing must not hold it for the loop's 60 s handshake default, but for
+    timeout_header, as on plain HTTP."""
+    import asyncio
+    import time
+
+    async def silent_client(port: int) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        try:
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the server, nothing sent
+        finally:
+            writer.close()
+        return time.monotonic() - started
+
+    from tests.support.apps import ops_app as app
+
+    server = await aioserve.serve(app, port=0, ssl_certfile=pki["cert"], ssl_keyfile=pki["key"],
+                                  timeout_header=0.5)
+    try:
+        took = await silent_client(server.port)
+    finally:
+        await server.shutdown(timeout=5)
+    assert took < 5, f"a silent TLS client held its socket {took:.1f}s"
