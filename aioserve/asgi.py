@@ -348,7 +348,7 @@ class _Cycle:
     writer: asyncio.Future[None] | None = None  # the app waiting for room
     path: str | None = None  # http.response.pathsend
     listener: asyncio.Future[None] | None = None  # watches for the client to go, once receive() waited
-    listening = 0  # receive() calls waiting on it
+    listening = 0  # receive() calls waiting (for body, or on the watcher): they hear http.disconnect
     stream: asyncio.Task[None] | None = None  # the connection's task writing a streamed answer
 
     def __init__(self, request: Request, name: str, task: asyncio.Task[Any] | None, scope: Scope) -> None:
@@ -387,12 +387,15 @@ class _Cycle:
     # -- receive ---------------------------------------------------------------------------------------
     async def receive(self) -> Message:
         if not self.body_done:
+            self.listening += 1  # waiting here too, the app hears http.disconnect if the client leaves
             try:
                 chunks = await self.request.chunks()
             except (ClientDisconnected, HTTPError):  # gone, or answered already (413)
                 self.body_done = True
                 self.gone = True
                 return {"type": "http.disconnect"}
+            finally:
+                self.listening -= 1
             if not chunks:
                 self.body_done = True
                 return {"type": "http.request", "body": b"", "more_body": False}
@@ -573,11 +576,12 @@ class _Cycle:
             if not self.ended or self.error is not None:
                 self.gone = True
                 writer = self.writer
-                if writer is not None and not writer.done():
-                    writer.set_result(None)
+                in_send = writer is not None and not writer.done()
+                if in_send:
+                    writer.set_result(None)  # the app's send() waiting for room raises ClientGone
                 if self.listening:
                     self.hang_up()  # the app's receive() hears http.disconnect
-                elif self.error is None and self.task is not None:
+                elif self.error is None and self.task is not None and not in_send:
                     # The app is producing (a StreamingResponse's generator between chunks, say): cancel it
                     # so its ``finally`` runs now, not whenever the garbage collector finds the generator.
                     self.task.cancel()

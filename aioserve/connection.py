@@ -816,7 +816,9 @@ class Connection(asyncio.Protocol):
         if route is not None and route.inline and app.entry is None:
             self._run_inline(ex, route, values)
         elif EAGER_TASKS:
-            ex.task = asyncio.Task(self._run(ex), loop=self.loop, eager_start=True)
+            task = asyncio.Task(self._run(ex), loop=self.loop, eager_start=True)
+            if ex.task is None:  # else its first step began a streamed answer (answer_now): that task is the one
+                ex.task = task
         else:
             ex.task = self.loop.create_task(self._run(ex))
 
