@@ -261,3 +261,27 @@ async def test_graceful_shutdown_ends_an_event_stream_at_once_and_whole_but_lets
         assert download.body == b"part1,part2"
         await asyncio.wait_for(shutdown, READ_TIMEOUT)
 
+
+
+async def test_client_going_away_closes_the_generator_behind_middleware_too():
+    """With middleware the handler runs in a task (eager on 3.12+), whose first step returns the stream:
+    the exchange must keep the stream's task, or the client's leaving cancels nothing."""
+    state.clear()
+    state["closed"] = asyncio.Event()
+    behind = App()
+
+    @behind.middleware
+    async def passthrough(request, call_next):
+        return await call_next(request)
+
+    behind.get("/idle")(idle)
+    async with running(behind) as srv:
+        async with raw_connection(srv) as conn:
+            await conn.send(b"GET /idle?ping=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            for _ in range(20):
+                data += await conn.read_some()
+                if b"data: first" in data:
+                    break
+            assert b"data: first" in data
+        await asyncio.wait_for(state["closed"].wait(), 1.0)
