@@ -144,6 +144,8 @@ class ServerState:
         self.on_request = on_request
 
     def forget(self, conn: object) -> None:
+        """A connection has closed (``connection_lost``): no longer open, and its timer entry is stale."""
         self.connections.discard(conn)
+        self.timers.closed(conn)  # type: ignore[arg-type]
         if not self.connections and self.all_closed is not None:
             self.all_closed.set()

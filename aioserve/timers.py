@@ -9,7 +9,9 @@ the earlier entry fires and the connection finds it has time left (``Timed._on_t
 
 An entry is stale when its connection has since scheduled an earlier one or has closed
 (``timer_at`` no longer equals ``when``); stale entries are skipped when due, and swept out whenever
-they outnumber the connections, so closed connections are never held for long.
+they outnumber the connections, as a connection schedules (``schedule``) or closes (``closed``), so a
+closed connection, and the requests it still holds, is not kept until its entry falls due (up to the
+keep-alive timeout): once no connection is open, none is held at all.
 """
 from __future__ import annotations
 
@@ -57,6 +59,18 @@ class Timers:
         self.handle = self.loop.call_at(when, self._fire)
         self.next_at = when
 
+    def closed(self, conn: Timed) -> None:
+        """``conn`` has closed (it is no longer among the open ones; its entry, if any, is stale): sweep
+        if stale entries now outnumber the open connections (amortized O(1): a sweep leaves at most one
+        entry per open connection), and always once none is open."""
+        heap = self.heap
+        if heap and (len(heap) > 2 * len(self.live) + 16 or not self.live):
+            self._sweep(conn)
+            if not self.heap and self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+                self.next_at = INF
+
     def _fire(self) -> None:
         self.handle = None
         self.next_at = INF
@@ -75,8 +89,8 @@ class Timers:
         if heap and heap[0][0] < self.next_at:
             self._arm(heap[0][0])
 
-    def _sweep(self) -> None:
-        self.heap = [entry for entry in self.heap if entry[2].timer_at == entry[0]]
+    def _sweep(self, gone: Timed | None = None) -> None:
+        self.heap = [entry for entry in self.heap if entry[2].timer_at == entry[0] and entry[2] is not gone]
         heapq.heapify(self.heap)
 
     def close(self) -> None:
