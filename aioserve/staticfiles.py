@@ -57,6 +57,10 @@ _ARCHIVE_TYPES = {"gzip": "application/gzip", "br": "application/x-brotli", "zst
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# Every file is opened non-blocking: opening a FIFO for reading otherwise waits for a writer, and it
+# would wait on the event loop, stopping the whole server (the type is checked only once it is open).
+# On a regular file the flag changes nothing: reads, pread and sendfile of a file never wait for data.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -181,7 +185,7 @@ class FileResponse(StreamResponse):
         self.path = os.fspath(path)
         if fd is None:
             try:
-                fd = os.open(self.path, os.O_RDONLY | _O_CLOEXEC)
+                fd = os.open(self.path, os.O_RDONLY | _O_CLOEXEC | _O_NONBLOCK)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
                 raise HTTPError(404) from exc
         self._file = _Descriptor(fd)
@@ -460,7 +464,7 @@ class StaticFiles:
                 return None
             return fd
         try:
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=parent)
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, dir_fd=parent)
         except OSError:
             return None
         try:
@@ -482,16 +486,16 @@ class StaticFiles:
         names = [s for s in segments if s]  # only the last may be empty ("dir/")
         try:
             if parent is not None:
-                fd = os.open(names[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=parent)
+                fd = os.open(names[-1], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, dir_fd=parent)
             elif self.follow_symlinks:
                 target = os.path.realpath(os.path.join(self.root, *names))
                 if target != self.root and not target.startswith(self.root + os.sep):
                     raise HTTPError(404)
-                fd = os.open(target, os.O_RDONLY | _O_CLOEXEC)
+                fd = os.open(target, os.O_RDONLY | _O_CLOEXEC | _O_NONBLOCK)
             else:
                 fd = os.open(self.root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
                 for i, name in enumerate(names):
-                    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | (_O_DIRECTORY if i < len(names) - 1 else 0)
+                    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | (_O_DIRECTORY if i < len(names) - 1 else _O_NONBLOCK)
                     try:
                         next_fd = os.open(name, flags, dir_fd=fd)
                     finally:
