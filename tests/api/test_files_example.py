@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 
-import pytest
 
 from tests.support import http_client, running
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from aioserve import App, FileResponse
-from tests.support import HOST, base_url, http_client, raw_connection, request_bytes, running
+from tests.support import base_url, http_client, raw_connection, request_bytes, running
 
 brotli = pytest.importorskip("brotli")
 

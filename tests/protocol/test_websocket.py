@@ -11,7 +11,6 @@ import asyncio
 import base64
 import logging
 import os
-import socket
 import struct
 
 import pytest
