@@ -922,11 +922,22 @@ class Connection(asyncio.Protocol):
         if ex.expect_continue:
             ex.expect_continue = False
             if self.pipeline and self.pipeline[0] is ex:
-                self.transport.write(CONTINUE_100)  # type: ignore[union-attr]
+                self._write_in_order(CONTINUE_100)
                 self._resume_body_rate()
             else:
                 ex.continue_due = True  # sent when earlier answers are out, to keep order
         self._unblock(BODY_BUFFER_FULL)
+
+    def _write_in_order(self, data: bytes) -> None:
+        """Write ``data`` for the exchange at the pipeline's head, after this read's answers: on 3.12+ a
+        handler's first step (an eager task) runs inside the parser, before those answers are written at
+        the read's end (data_received), and they belong to earlier requests."""
+        wbuf = self.wbuf
+        if self.in_feed and wbuf:
+            wbuf.append(data)
+            data = b"".join(wbuf)
+            wbuf.clear()
+        self.transport.write(data)  # type: ignore[union-attr]
 
     def body_consumed(self, ex: Exchange) -> None:
         if ex is self.current:
@@ -1177,7 +1188,7 @@ class Connection(asyncio.Protocol):
                 self.observer.finished(ex, ex.status)  # the time to the head, never a started stream)
             ex.close_delimited = not head_only and not framing  # only the connection's close ends the body
             ex.streamed = response
-            transport.write(response.encode_head(framing, self._tail(ex, close)))
+            self._write_in_order(response.encode_head(framing, self._tail(ex, close)))  # (an eager task factory)
             sent = 0
             if not head_only:
                 if isinstance(response, FileResponse) and use_sendfile(self.loop, transport, response):
@@ -1485,6 +1496,10 @@ class Connection(asyncio.Protocol):
         if self.read_blockers:
             self.read_blockers = 0
             self.transport.resume_reading()
+        wbuf = self.wbuf
+        if wbuf:  # this read's answers before the handshake's: its task may start at once (an eager task factory)
+            self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+            wbuf.clear()
         request = ex.request
         self.upgraded = start_websocket(self.transport, request, request.route, request.path_values, self.config,
                                         data[offset:], self._on_websocket_closed, self.write_paused, ex, self.state)
