@@ -816,7 +816,11 @@ class Connection(asyncio.Protocol):
         if route is not None and route.inline and app.entry is None:
             self._run_inline(ex, route, values)
         elif EAGER_TASKS:
-            task = asyncio.Task(self._run(ex), loop=self.loop, eager_start=True)
+            loop = self.loop
+            if loop.get_task_factory() is None:
+                task = asyncio.Task(self._run(ex), loop=loop, eager_start=True)
+            else:  # the loop's own factory (tracing, monitoring) makes every task, as on 3.11; it may be eager too
+                task = loop.create_task(self._run(ex))
             if ex.task is None:  # else its first step began a streamed answer (answer_now): that task is the one
                 ex.task = task
         else:

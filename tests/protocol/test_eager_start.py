@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import weakref
 
 import pytest
 
@@ -85,6 +86,33 @@ async def test_100_continue_follows_the_answers_before_it_in_the_same_read():
         conn.write(b"xyz")
         final = await conn.read_response("POST")
         assert (final.status, final.body) == (200, b"got xyz")
+
+
+async def test_handler_tasks_are_made_by_the_loops_task_factory():
+    """A handler's task (here behind middleware, so never inline) comes from the loop's task factory, as
+    on 3.11: on 3.13 it was made directly, so the factory never saw it."""
+    made: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+
+    def factory(loop, coro, **kwargs):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.add(task)
+        return task
+
+    app = App()
+
+    @app.middleware
+    async def passthrough(request, call_next):
+        return await call_next(request)
+
+    @app.get("/whose")
+    async def whose(request):
+        return {"from_factory": asyncio.current_task() in made}
+
+    async with running(app) as server, raw_connection(server) as conn:
+        with task_factory(factory):
+            conn.write(b"GET /whose HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            for response in await conn.read_responses(2):
+                assert (response.status, response.body) == (200, b'{"from_factory":true}')
 
 
 @needs_eager_factory
