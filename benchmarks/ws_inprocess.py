@@ -1,6 +1,7 @@
 """In-process cost of one WebSocket echo: websockets' parser and serializer plus aioserve's session, no sockets.
 
-    python -m benchmarks.ws_inprocess [--messages 40000] [--repeat 7] [--sizes 32,4096] [--loop uvloop|asyncio] [--floor]
+    python -m benchmarks.ws_inprocess [--messages 40000] [--repeat 7] [--sizes 32,4096] [--loop uvloop|asyncio]
+                                      [--floor | --bare]
 
 An upgrade request goes through ``Connection`` (which hands the transport to the WebSocket session),
 then batches of 16 pre-masked text frames (the load of ``benchmarks/websocket.py``: 16 in flight) are
@@ -12,6 +13,10 @@ the Python work per message, stable enough on a noisy machine to compare one cha
 ``--floor`` times websockets' sans-IO ``Protocol`` alone doing only what any echo on it must do: parse
 the same 16 masked frames, decode each as UTF-8, encode and serialize 16 replies. No loop, no session:
 the part of the per-message cost that aioserve cannot remove while websockets is its framer.
+
+``--bare`` feeds the same batches, through the same counting transport and driver, to the bare-websockets
+ceiling (``ws_apps.bare_ws_protocol()``, echoing in ``data_received``): aioserve's figure minus this one
+is what its session, handler task and loop turns add per message.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from aioserve.connection import Connection
 from aioserve.shared import ServerState
 
 from .inprocess import CountingTransport
-from .servers.ws_apps import _aioserve
+from .servers.ws_apps import _aioserve, bare_ws_protocol
 
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -61,17 +66,22 @@ class WsTransport(CountingTransport):
         pass
 
 
-async def time_echo(state: ServerState, size: int, messages: int) -> float:
-    """Nanoseconds per echoed message of ``size`` bytes."""
+async def time_echo(state: ServerState | None, size: int, messages: int) -> float:
+    """Nanoseconds per echoed message of ``size`` bytes (``state`` None: the bare-websockets ceiling)."""
     transport = WsTransport()
-    connection = Connection(state)
-    connection.connection_made(transport)
-    connection.data_received(UPGRADE)
-    for _ in range(10):
-        await asyncio.sleep(0)
-    session = transport.protocol
-    if session is connection or session is None:
-        raise SystemExit("the upgrade was not handed over")
+    if state is None:
+        session = bare_ws_protocol()()
+        session.connection_made(transport)
+        session.data_received(UPGRADE)
+    else:
+        connection = Connection(state)
+        connection.connection_made(transport)
+        connection.data_received(UPGRADE)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        session = transport.protocol
+        if session is connection or session is None:
+            raise SystemExit("the upgrade was not handed over")
     batch = _batch(size)
     reply = len(Frame(Opcode.TEXT, b"x" * size).serialize(mask=False))
 
@@ -96,7 +106,8 @@ async def time_echo(state: ServerState, size: int, messages: int) -> float:
         elapsed = time.perf_counter() - start
     finally:
         gc.enable()
-    session.abort()
+    if state is not None:
+        session.abort()
     return elapsed / (batches * IN_FLIGHT) * 1e9
 
 
@@ -138,10 +149,10 @@ async def measure(args: argparse.Namespace) -> None:
             best = min(time_floor(size, args.messages) for _ in range(args.repeat))
             print(f"{size:>6} B, websockets alone: {best:8,.0f} ns per message", flush=True)
         return
-    state = ServerState(_aioserve(), Config(access_log=False), asyncio.get_running_loop())
+    state = None if args.bare else ServerState(_aioserve(), Config(access_log=False), asyncio.get_running_loop())
     for size in args.sizes:
         best = min([await time_echo(state, size, args.messages) for _ in range(args.repeat)])
-        print(f"{size:>6} B echo: {best:8,.0f} ns per message", flush=True)
+        print(f"{size:>6} B echo{' (bare-websockets)' if args.bare else ''}: {best:8,.0f} ns per message", flush=True)
 
 
 def main() -> None:
@@ -152,6 +163,7 @@ def main() -> None:
     p.add_argument("--sizes", type=lambda text: [int(s) for s in text.split(",")], default=[32, 4096])
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     p.add_argument("--floor", action="store_true", help="websockets' Protocol alone: the floor (see above)")
+    p.add_argument("--bare", action="store_true", help="the bare-websockets ceiling instead of aioserve (see above)")
     args = p.parse_args()
     if args.loop == "uvloop":
         import uvloop

@@ -122,15 +122,15 @@ def run_socketify(host: str, port: int) -> None:
     app.run()
 
 
-def run_bare_ws(host: str, port: int) -> None:
-    """The ceiling with websockets as the framer: a uvloop protocol around websockets' sans-IO
+def bare_ws_protocol():
+    """The ceiling with websockets as the framer: an asyncio protocol around websockets' sans-IO
     ``ServerProtocol`` that echoes each frame as it is parsed, in ``data_received``: no task, no
     handler, no queue, no limits beyond websockets' own, no pings. Each text message is decoded
     (RFC 6455 8.1: invalid UTF-8 fails the connection) and encoded again, as any real echo must.
-    Not a server to use: what no server on websockets' parser can beat."""
+    Not a server to use: what no server on websockets' parser can beat. Returns the protocol class
+    (``run_bare_ws`` serves it on uvloop; ``benchmarks/ws_loopback.py --server bare`` counts it)."""
     import asyncio
 
-    import uvloop
     from websockets.frames import Opcode
     from websockets.http11 import Request as WsRequest
     from websockets.server import ServerProtocol
@@ -164,8 +164,19 @@ def run_bare_ws(host: str, port: int) -> None:
             if ws.close_expected():
                 self.transport.close()
 
+    return Echo
+
+
+def run_bare_ws(host: str, port: int) -> None:
+    """``bare_ws_protocol()`` served on uvloop: the bare-websockets ceiling."""
+    import asyncio
+
+    import uvloop
+
+    echo = bare_ws_protocol()
+
     async def serve() -> None:
-        server = await asyncio.get_running_loop().create_server(Echo, host, port)
+        server = await asyncio.get_running_loop().create_server(echo, host, port)
         await server.serve_forever()
 
     uvloop.run(serve())
