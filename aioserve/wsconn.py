@@ -389,6 +389,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
             return
         inbox = self.inbox
         queued = len(inbox)
+        size = 0  # bytes of the whole messages queued here (added to inbox_bytes once, below)
         for frame in ws.events_received():
             opcode = frame.opcode
             if opcode is TEXT and frame.fin:  # a whole text message in one frame: one decode, no decoder
@@ -398,10 +399,10 @@ class WebSocketSession(asyncio.BufferedProtocol):
                     ws.fail(1007, f"invalid UTF-8 at position {exc.start}")
                     break
                 inbox.append(message)
-                self.inbox_bytes += len(message)
+                size += len(message)
             elif opcode is BINARY and frame.fin:
                 inbox.append(frame.data)
-                self.inbox_bytes += len(frame.data)
+                size += len(frame.data)
             elif opcode is TEXT or opcode is BINARY:  # the first fragment of a fragmented message
                 self.binary = opcode is BINARY
                 self.decoder = None if self.binary else codecs.getincrementaldecoder("utf-8")()
@@ -414,6 +415,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
                 if self.ping_payload is not None and frame.data == self.ping_payload:
                     self.ping_payload = None
                     self._arm_ping()
+        self.inbox_bytes += size
         arrived = len(inbox) - queued
         if arrived:
             if self.stats is not None:
@@ -466,7 +468,18 @@ class WebSocketSession(asyncio.BufferedProtocol):
         return True
 
     def _inbox_full(self) -> bool:
-        return len(self.inbox) >= QUEUE_HIGH or self.inbox_bytes >= self.inbox_high
+        if len(self.inbox) >= QUEUE_HIGH:
+            return True
+        # inbox_bytes counts what was queued since the inbox was last counted, never less than it holds
+        # (receive() takes messages without subtracting): past the bound, count it exactly (<= QUEUE_HIGH
+        # messages) before pausing on it.
+        return self.inbox_bytes >= self.inbox_high and self._count_inbox() >= self.inbox_high
+
+    def _count_inbox(self) -> int:
+        """The exact bytes the inbox holds, which inbox_bytes bounds from above: counted only where a
+        decision rests on it (pausing, resuming), not per message (at most QUEUE_HIGH of them)."""
+        self.inbox_bytes = size = sum(map(len, self.inbox))
+        return size
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -492,10 +505,10 @@ class WebSocketSession(asyncio.BufferedProtocol):
         """The next message; raises WebSocketDisconnect once the connection is closing and the inbox empty
         (StopAsyncIteration with ``end``: what ``async for message in ws`` stops on)."""
         while True:
-            if self.inbox:
-                message = self.inbox.popleft()
-                self.inbox_bytes -= len(message)
-                if self.read_paused and len(self.inbox) <= QUEUE_LOW and self.inbox_bytes <= self.inbox_high // 2:
+            inbox = self.inbox
+            if inbox:
+                message = inbox.popleft()  # inbox_bytes is left as it is: counted again when it matters
+                if self.read_paused and len(inbox) <= QUEUE_LOW and self._count_inbox() <= self.inbox_high // 2:
                     self._resume_reading()
                 return message
             if self.ws.state is CONNECTING and not self.lost:
@@ -505,6 +518,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
                     raise StopAsyncIteration
                 code, reason = self.close_info()
                 raise WebSocketDisconnect(code, reason)
+            self.inbox_bytes = 0  # the inbox is empty: its count is exact again
             if self.out:
                 # The handler is about to wait for the peer: what it sent goes out now, not at the next
                 # turn of the loop (an echo's batch, written while its frames are still in the cache).
