@@ -160,7 +160,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         "handshake", "state", "early", "inbox", "inbox_bytes", "inbox_high", "waiter", "read_paused", "read_held",
         "write_paused", "drain_waiter", "decoder", "pieces", "binary", "ping_handle", "ping_payload",
         "close_handle", "draining", "lost", "peer_eof", "_close_info", "exchange", "server", "stats", "opened_at",
-        "unsent", "flush_handle", "out", "is_open", "gathers", "read_into", "we_closed",
+        "unsent", "flush_handle", "out", "sendable", "gathers", "read_into", "we_closed",
     )
 
     def __init__(self, transport: asyncio.Transport, request: Request, route: Any, values: Any, config: Config,
@@ -189,7 +189,9 @@ class WebSocketSession(asyncio.BufferedProtocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.unsent = 0  # bytes sent by the handler and not yet written (send(), _write_out())
         self.out: list[bytes] = []  # the frames send() serialized, not yet written (_write_out())
-        self.is_open = False  # ws.state is OPEN, as of the last _write_out()
+        # send()'s one test: ws.state is OPEN (as of the last _write_out()), writing is not paused, the
+        # connection is not lost; kept by _write_out(), pause_writing(), resume_writing(), connection_lost()
+        self.sendable = False
         # uvloop's writelines() keeps the frames by reference and sends them in one writev (and pauses
         # the protocol past its high-water mark): no join, no copy. asyncio's joins, or (3.12's selector
         # transport) buffers without pausing, so there we join ourselves (_write_out()).
@@ -338,6 +340,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         if self.lost:
             return
         self.lost = True
+        self.sendable = False
         if self.exchange is not None:
             self._answered(499)  # the client left before the handshake was answered
         elif self.opened_at:
@@ -362,6 +365,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         """A peer that does not read is not read from either: the sans-IO layer answers every ping it
         sends with a pong, which would pile up here without bound."""
         self.write_paused = True
+        self.sendable = False
         if not self.read_held:
             self.read_held = True
             if not self.read_paused and not self.transport.is_closing():
@@ -369,6 +373,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.sendable = not self.lost and self.ws.state is OPEN
         if self.read_held:
             self.read_held = False
             if not self.read_paused and not self.transport.is_closing():
@@ -535,8 +540,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
 
     async def send(self, data: str | bytes, as_text: bool = False) -> None:
         """Send a message: str as text, bytes as binary (or as text, already UTF-8, with ``as_text``)."""
-        ws = self.ws
-        if self.write_paused or self.lost or not self.is_open:
+        if not self.sendable:  # not open, writing paused, or the connection lost
             await self._wait_writable()
         # websockets' own Frame and serializer (extensions included: permessage-deflate), without the
         # send_text() -> send_frame() layers, whose only other work is the state check above and the
@@ -549,7 +553,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
             frame = Frame(BINARY, data)
         else:
             raise TypeError(f"send() takes str or bytes, not {type(data).__name__}")
-        self.out.append(frame.serialize(mask=False, extensions=ws.extensions))
+        self.out.append(frame.serialize(mask=False, extensions=self.ws.extensions))
         if self.stats is not None:
             self.stats.messages_out += 1
         # One write per turn of the loop for all a handler sent in it (an echo answers a whole batch of
@@ -767,7 +771,7 @@ class WebSocketSession(asyncio.BufferedProtocol):
         """Write every frame the sans-IO layer holds, in one call; its end of stream closes the TCP connection."""
         # Every call that can change the sans-IO state (receive_data, fail, send_close, send_response,
         # receive_eof) is followed by this method, so send() reads this flag, not the state property.
-        self.is_open = self.ws.state is OPEN
+        self.sendable = self.ws.state is OPEN and not self.write_paused and not self.lost
         writes = self.ws.data_to_send()
         if self.out:  # send()'s frames come first: whatever the sans-IO layer holds was queued after them
             writes = self.out + writes
