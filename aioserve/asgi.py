@@ -386,6 +386,9 @@ class _Cycle:
 
     # -- receive ---------------------------------------------------------------------------------------
     async def receive(self) -> Message:
+        if self.ended and not self.body_done:  # the response is sent: http.disconnect (ASGI spec), never a
+            self.body_done = True              # body cut short (what arrives after an answer is dropped)
+            return {"type": "http.disconnect"}
         if not self.body_done:
             self.listening += 1  # waiting here too, the app hears http.disconnect if the client leaves
             try:

@@ -8,6 +8,8 @@ each after the echo of the one before: only a server that reads while it streams
 """
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aioserve import App, StreamResponse
@@ -94,3 +96,31 @@ async def test_a_streamed_answer_reads_the_body_that_arrives_after_its_head(kind
                 assert piece.upper() in payload, raw
             payload, ended = await until(b"end;")
             assert payload == b"ready;" + b"".join(PIECES).upper() + b"end;", raw
+
+
+async def answers_then_receives(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"done", "more_body": False})
+    received.append(await receive())
+
+
+received: list[dict] = []
+
+
+async def test_receive_after_the_response_was_sent_is_http_disconnect_not_a_short_body():
+    """ASGI spec: receive() after a response has been sent gives http.disconnect. The body may still be
+    on its way (it is dropped once the answer is complete): an empty http.request would be a lie."""
+    received.clear()
+    async with running(answers_then_receives, lifespan="off") as server:
+        async with raw_connection(server) as conn:
+            await conn.send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
+            response = await conn.read_response("POST")
+            assert response.status == 200 and response.body == b"done"
+            await conn.send(b"0123456789")
+            for _ in range(100):  # bounded: the app's receive() answers within a few loop turns
+                if received:
+                    break
+                await asyncio.sleep(0.01)  # polling the app's record; no event reaches the test from it
+    assert received == [{"type": "http.disconnect"}], received
