@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from aioserve import App, ClientDisconnected, WebSocket, WebSocketDisconnect
 from aioserve.asgi import ClientGone
 from tests.api.test_asgi import under_uvicorn
-from tests.support import READ_TIMEOUT, capture_logs, raw_connection, running, wait_until
+from tests.support import READ_TIMEOUT, capture_logs, raw_connection, running, upgraded_session, wait_until
 
 CHUNK = {"type": "http.response.body", "body": b"x" * 1000, "more_body": True}
 
@@ -125,15 +125,12 @@ async def test_websocket_send_after_the_client_left_ends_quietly(wrap):
         finally:
             done.set()
 
-    def the_session(server):
-        return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
-
     with capture_logs() as logs:
         async with running(app, lifespan="off", access_log=True, ws_ping_interval=None) as server:
             async with raw_connection(server) as conn:
                 await conn.send(handshake("/ws"))
                 assert (await conn.read_response()).status == 101
-                session = the_session(server)
+                session = upgraded_session(server)
                 conn.reset()
             await wait_until(lambda: session.lost)
             go.set()

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from aioserve import App, WebSocket, WebSocketDisconnect
 from aioserve.asgi import ClientGone
 from tests.api.test_asgi import under_uvicorn
-from tests.support import READ_TIMEOUT, capture_logs, http_client, raw_connection, running, wait_until
+from tests.support import READ_TIMEOUT, capture_logs, http_client, raw_connection, running, upgraded_session, wait_until
 
 
 def ws_url(port: int, path: str) -> str:
@@ -236,15 +236,12 @@ async def test_asgi_send_after_the_client_left_before_accept_raises_an_oserror(m
         finally:
             done.set()
 
-    def the_session(server):
-        return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
-
     with capture_logs() as logs:
         async with running(app, lifespan="off") as server:
             async with raw_connection(server) as conn:
                 await conn.send(handshake("/ws"))
-                await wait_until(lambda: the_session(server) is not None)
-                session = the_session(server)
+                await wait_until(lambda: upgraded_session(server) is not None)
+                session = upgraded_session(server)
             await wait_until(lambda: session.lost)
             go.set()
             await asyncio.wait_for(done.wait(), READ_TIMEOUT)

@@ -8,7 +8,7 @@ import asyncio
 from websockets.asyncio.client import connect
 
 from aioserve import App, WebSocket
-from tests.support import READ_TIMEOUT, running, wait_until
+from tests.support import READ_TIMEOUT, running, upgraded_session, wait_until
 
 CLOSE_TIMEOUT = 30.0  # ws_ping_timeout, which also bounds the closing handshake: far beyond the test's waits
 
@@ -24,13 +24,10 @@ async def test_close_with_a_full_inbox_reads_the_peers_reply_at_once():
         await ws.close(1000, "enough")
         handler_done.set()
 
-    def session_of(server):
-        return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
-
     async with running(app, ws_ping_interval=None, ws_ping_timeout=CLOSE_TIMEOUT) as server:
         async with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=READ_TIMEOUT) as client:
-            await wait_until(lambda: session_of(server) is not None)
-            session = session_of(server)
+            await wait_until(lambda: upgraded_session(server) is not None)
+            session = upgraded_session(server)
             for number in range(200):  # more than the inbox holds (64 messages): reading pauses
                 await client.send(f"message {number}")
             await wait_until(lambda: session.read_paused, message="the inbox never filled")
@@ -56,14 +53,11 @@ async def test_the_inbox_byte_bound_pauses_reading_and_half_of_it_resumes():
             await permits.get()
             taken.append(len(await ws.receive()))
 
-    def session_of(server):
-        return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
-
     async with running(app, ws_ping_interval=None, ws_max_size=100_000) as server:
         async with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=READ_TIMEOUT,
                            max_size=None) as client:
-            await wait_until(lambda: session_of(server) is not None)
-            session = session_of(server)
+            await wait_until(lambda: upgraded_session(server) is not None)
+            session = upgraded_session(server)
             for _ in range(2):
                 await client.send("x" * 40_000)
             await wait_until(lambda: len(session.inbox) == 2)

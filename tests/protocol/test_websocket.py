@@ -19,7 +19,7 @@ import wsproto.events as wse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import HOST, READ_TIMEOUT, capture_logs, raw_connection, running, wait_until
+from tests.support import HOST, READ_TIMEOUT, capture_logs, raw_connection, running, upgraded_session, wait_until
 
 import aioserve
 from aioserve import App, HTTPError, WebSocket, WebSocketDisconnect
@@ -451,18 +451,14 @@ async def test_frames_sent_with_the_handshake_are_kept(server):
         assert await read_frame(conn) == (TEXT, True, b"early")
 
 
-def the_session(server):
-    return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
-
-
 @pytest.mark.parametrize("leave", ["fin", "reset"])
 async def test_a_client_gone_before_accept_makes_accept_raise_disconnect_1006(server, leave):
     seen["go"] = asyncio.Event()
     with capture_logs() as logs:
         async with raw_connection(server) as conn:
             await conn.send(handshake("/slow-accept"))
-            await wait_until(lambda: the_session(server) is not None)
-            session = the_session(server)
+            await wait_until(lambda: upgraded_session(server) is not None)
+            session = upgraded_session(server)
             if leave == "reset":
                 conn.reset()
             else:
@@ -483,8 +479,8 @@ async def test_a_client_that_half_closes_before_accept_is_read_and_answered(serv
         await conn.send(handshake("/slow-accept") + frame(TEXT, b"early") + frame(BINARY, b"\x01")
                         + frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
         conn.writer.write_eof()
-        await wait_until(lambda: the_session(server) is not None)
-        session = the_session(server)
+        await wait_until(lambda: upgraded_session(server) is not None)
+        session = upgraded_session(server)
         await wait_until(lambda: session.lost or session.peer_eof)  # the server has seen the FIN
         seen["go"].set()  # type: ignore[attr-defined]
         assert (await conn.read_response()).status == 101
@@ -732,7 +728,7 @@ async def test_a_responsive_peer_is_not_timed_out_while_its_messages_wait_unread
     async with running(app, ws_ping_interval=0.1, ws_ping_timeout=0.3) as srv:
         ctx, conn = await open_raw(srv, "/backlog")
         await conn.send(b"".join(frame(TEXT, b"m%d" % i) for i in range(70)))
-        await wait_until(lambda: the_session(srv) is not None and the_session(srv).read_paused)
+        await wait_until(lambda: upgraded_session(srv) is not None and upgraded_session(srv).read_paused)
         opcode, _, payload = await read_frame(conn)
         assert opcode == PING
         await conn.send(frame(PONG, payload))  # answered at once, but not read while paused

@@ -25,7 +25,7 @@ from .process import (
     stop_process,
     wait_port,
 )
-from .server import base_url, current_loop_name, http_client, running, sync_client
+from .server import base_url, current_loop_name, http_client, running, sync_client, upgraded_session
 from .timing import NotReached, Timed, wait_until
 from .wire import (
     HOST,
@@ -50,5 +50,5 @@ __all__ = [
     "access_records", "base_url", "capture_logs", "current_loop_name", "deployment_snippet", "describe_contexts", "exchange",
     "free_port", "http_client", "http_get", "http_get_json", "loop_exceptions", "parse_response",
     "parse_responses", "raw_connection", "raw_get", "request_bytes", "run_cli", "running", "status_kb",
-    "stop_process", "sync_client", "wait_port", "wait_until",
+    "stop_process", "sync_client", "upgraded_session", "wait_port", "wait_until",
 ]

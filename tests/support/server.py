@@ -27,6 +27,11 @@ async def running(app, **settings) -> AsyncIterator[aioserve.Server]:
         await asyncio.wait_for(server.shutdown(timeout=5), 15)
 
 
+def upgraded_session(server):
+    """The WebSocket session of the server's one upgraded connection (None before the upgrade)."""
+    return next((c.upgraded for c in server.state.connections if c.upgraded is not None), None)
+
+
 def base_url(server) -> str:
     return f"http://{HOST}:{server.port}"
 
