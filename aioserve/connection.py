@@ -421,7 +421,9 @@ class Connection(asyncio.Protocol):
                 self._reject(400, "Invalid HTTP method")
         except httptools.HttpParserError as exc:
             if self.stage != CLOSING:
-                if str(exc) == "Invalid HTTP version":
+                if str(exc) == "Pause on PRI/Upgrade":  # llhttp's stop at the HTTP/2 connection preface
+                    self._reject(505, "HTTP/2 is not supported; use HTTP/1.1")
+                elif str(exc) == "Invalid HTTP version":
                     # RFC 9110 6.2: HTTP/1.2..1.9 is processed as 1.1, when the line's start is known
                     retry = as_http11(self._line, self._line_at) if self._line is not None else None
                     if retry is None:
@@ -1447,10 +1449,14 @@ class Connection(asyncio.Protocol):
                     self.wbuf.clear()
                 transport.close()
             return
+        head_only = False
         if ex is None:  # a head that never became a request: an exchange to carry the answer
             ex = Exchange(self, False)
             ex.request = Request(ex, "-", self._url, b"", "", self._headers, "1.1", False, None, self.scheme)
             self.pipeline.append(ex)
+            # Once its target was read (on_url gave it a header list), the parser holds this head's method:
+            # a HEAD refused before it became a request still gets the head alone.
+            head_only = self._headers is not _NO_HEADERS and self.parser.get_method() == b"HEAD"
         ex.keep_alive = False
         ex.body_error = HTTPError(status, reason)
         ex.wake()
@@ -1458,7 +1464,7 @@ class Connection(asyncio.Protocol):
         if (self.app.finish is None and (observer is None or not observer.server_timing)) \
                 or not self._finished_error(ex, status, reason):
             data = self._error_bytes(status, reason)
-            if ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
+            if head_only or ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
                 data = data[:data.index(b"\r\n\r\n") + 4]
             self._emit(ex, data, True, status, len(data))
         self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed

@@ -117,10 +117,13 @@ def after_empty_lines(line: bytes | bytearray, at: int) -> int:
 
 
 def allow_all(routes: list) -> str:  # type: ignore[type-arg]
-    """``Allow`` for ``OPTIONS *`` (RFC 9110 9.3.7): every method some route answers, and OPTIONS."""
+    """``Allow`` for ``OPTIONS *`` (RFC 9110 9.3.7): every method some route answers, and OPTIONS
+    (HEAD too where a GET route answers it, as a 405's ``Allow`` says)."""
     methods = {"OPTIONS"}
     for route in routes:
         methods.update(route.methods)
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 
