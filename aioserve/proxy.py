@@ -26,16 +26,20 @@ from .errors import ProtocolError
 from .request import Request
 
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_CHAINS = 4096  # chains remembered (then forgotten all at once): at most 4096 x _CHAIN_BYTES of header text
+_CHAIN_BYTES = 256  # longer chains are read every time
 
 
 class ProxyHeaders:
     """Trust rules, parsed once at start-up; ``apply(request)`` rewrites ``client`` and ``scheme``."""
 
-    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache")
+    __slots__ = ("trust_all", "trust_unix", "hosts", "networks", "_cache", "_chains")
 
     def __init__(self, allow: str | Iterable[str]) -> None:
         self.trust_all, self.trust_unix, self.hosts, self.networks = parse_trusted(allow)
         self._cache: dict[str, bool] = {}
+        self._chains: dict[tuple[bytes | None, bytes | None, bytes | None],
+                           tuple[tuple[str, int] | None, str | None]] = {}
 
     def trusts(self, host: str | None) -> bool:
         """Is ``host`` (a peer or a hop in a forwarded chain) one of our proxies?"""
@@ -75,32 +79,48 @@ class ProxyHeaders:
                 xff = value if xff is None else xff + b"," + value
             elif name == b"x-forwarded-proto":
                 proto = value if proto is None else proto + b"," + value
+        if forwarded is None and xff is None and proto is None:
+            return
         if forwarded is not None and (xff is not None or proto is not None):
             raise ProtocolError(400, "Both Forwarded and X-Forwarded-* came through the proxy, so the client "
                                      "cannot be told: the proxy must drop the one it does not write")
+        # What a chain means depends only on its text and the trust rules, and a proxy sends the same
+        # few chains again and again: each is read once (an address parse per hop costs about as much
+        # as the rest of a request), and short ones are remembered, boundedly.
+        key = (forwarded, xff, proto)
+        found = self._chains.get(key)
+        if found is None:
+            found = self._resolve(forwarded, xff, proto)
+            if len(forwarded or b"") + len(xff or b"") + len(proto or b"") <= _CHAIN_BYTES:
+                if len(self._chains) >= _CHAINS:
+                    self._chains.clear()
+                self._chains[key] = found
+        client, scheme = found
+        if client is not None:
+            req.client = client
+        if scheme is not None:
+            req.scheme = scheme
+
+    def _resolve(self, forwarded: bytes | None, xff: bytes | None,
+                 proto: bytes | None) -> tuple[tuple[str, int] | None, str | None]:
+        """The client address and scheme a chain names (None: leave the peer's in place)."""
+        client = scheme = None
         if forwarded is not None:
             hops = parse_forwarded(forwarded.decode("latin-1"))
             chosen = self._client_hop([hop.get("for", "") for hop in hops])
             if chosen is not None:
                 hop = hops[chosen]
-                node = address(hop.get("for", ""))
-                if node is not None:
-                    req.client = node
+                client = address(hop.get("for", ""))
                 scheme = _SCHEMES.get(hop.get("proto", "").lower())
-                if scheme:
-                    req.scheme = scheme
-            return
+            return client, scheme
         if xff is not None:
             hops = [h.strip() for h in xff.decode("latin-1").split(",")]
             chosen = self._client_hop(hops)
             if chosen is not None:
-                node = address(hops[chosen])
-                if node is not None:
-                    req.client = node
+                client = address(hops[chosen])
         if proto is not None:
             scheme = _SCHEMES.get(proto.decode("latin-1").split(",")[0].strip().lower())
-            if scheme:
-                req.scheme = scheme
+        return client, scheme
 
     def _client_hop(self, hosts: list[str]) -> int | None:
         """Index of the client in a chain: right-most hop that is not a trusted proxy."""
@@ -156,6 +176,8 @@ def parse_forwarded(value: str) -> list[dict[str, str]]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    if '"' not in text:  # the usual case: no quoted string can hide a separator
+        return [p for p in (p.strip() for p in text.split(sep)) if p]
     parts, current, quoted = [], [], False
     for ch in text:
         if ch == '"':

@@ -128,3 +128,47 @@ async def test_both_kinds_through_a_served_request_get_a_clear_400():
             assert await conn.is_closed_by_peer()
     finally:
         await server.shutdown(timeout=5)
+
+
+def test_a_remembered_chain_reads_as_a_fresh_one():
+    """A proxy sends the same chains again and again, so each is read once and remembered: one
+    ProxyHeaders serving many requests must give each exactly what a fresh one gives, whatever came
+    before it (chains differing only in the scheme, in order, or in kind; a trusted and an untrusted peer)."""
+    chains = [
+        {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+        {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "http"},
+        {"X-Forwarded-For": "203.0.113.7"},
+        {"X-Forwarded-For": "6.6.6.6, 203.0.113.7, 10.1.2.3"},
+        {"X-Forwarded-For": "203.0.113.7, 6.6.6.6"},
+        {"Forwarded": "for=203.0.113.7"},
+        {"Forwarded": "for=203.0.113.7;proto=https"},
+        {"Forwarded": 'for="[2001:db8::17]:4711";proto=https, for=10.9.9.9'},
+        {"X-Forwarded-Proto": "https"},
+        {"X-Forwarded-For": "unknown"},
+    ]
+    allow = "127.0.0.1, 10.0.0.0/8"
+    shared = ProxyHeaders(allow)
+    for rounds in range(3):
+        for peer in (PEER, ("10.2.3.4", 1), ("192.0.2.1", 2)):  # two trusted, one not
+            for headers in chains:
+                req = make_request(peer, headers)
+                shared.apply(req)
+                assert (req.client, req.scheme) == resolve(allow, peer, headers), (rounds, peer, headers)
+    assert resolve(allow, ("192.0.2.1", 2), chains[0]) == (("192.0.2.1", 2), "http")  # untrusted: ignored
+
+
+def test_remembered_chains_are_bounded_and_long_ones_still_read():
+    """Distinct chains (each new client behind the proxy brings one) never grow memory past the bound,
+    and a chain too long to remember is read in full every time."""
+    proxy = ProxyHeaders("127.0.0.1, 10.0.0.0/8")
+    for i in range(10_000):
+        req = make_request(PEER, {"X-Forwarded-For": f"198.51.{i // 256}.{i % 256}"})
+        proxy.apply(req)
+        assert req.client == (f"198.51.{i // 256}.{i % 256}", 0)
+    assert len(proxy._chains) <= 4096
+    hops = ", ".join(["203.0.113.7"] + [f"10.0.{i}.1" for i in range(60)])  # over 256 bytes: not remembered
+    for _ in range(2):
+        req = make_request(PEER, {"X-Forwarded-For": hops, "X-Forwarded-Proto": "https"})
+        proxy.apply(req)
+        assert (req.client, req.scheme) == (("203.0.113.7", 0), "https")
+    assert all(len(key[1] or b"") <= 256 for key in proxy._chains)
