@@ -16,29 +16,53 @@ INF = float("inf")
 
 if sys.platform == "linux":
     import fcntl
+    import socket
     import struct
     import termios
 
+    _TCP_INFO = getattr(socket, "TCP_INFO", 11)
+    _ACKED_AT = 120  # offset of tcpi_bytes_acked (u64, Linux 4.1+) in struct tcp_info
+
     def _kernel_queue(fd: int) -> int:
         return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ
+
+    def _acked(sock: Any) -> int | None:
+        """Bytes of ``sock``'s stream the client has acknowledged, or None where the kernel cannot say."""
+        if sock.family != socket.AF_INET and sock.family != socket.AF_INET6:
+            return None
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACKED_AT + 8)
+        if len(info) < _ACKED_AT + 8:  # a kernel older than 4.1
+            return None
+        return struct.unpack_from("Q", info, _ACKED_AT)[0]
 else:  # no portable way to ask: only the transport's own buffer is seen
     def _kernel_queue(fd: int) -> int:
         return 0
 
+    def _acked(sock: Any) -> int | None:
+        return None
+
 
 def unsent(transport: Any) -> int:
-    """Bytes written to ``transport`` that the client has not taken yet: the transport's buffer, and on
-    Linux the socket's send queue (sent but not acknowledged, or not sent). The transport's buffer
-    alone stands still while the kernel's (megabytes, autotuned) drains to a client reading
-    steadily, so it would make a slow but live reader look stalled."""
-    size = transport.get_write_buffer_size()
+    """Bytes written to ``transport`` that the client has not taken yet, as a count whose changes are what
+    matter: the callers compare two readings, and a fall is bytes the client took.
+
+    The transport's buffer alone stands still while the kernel's send queue (megabytes, autotuned)
+    drains to a client reading steadily, so it would make a slow but live reader look stalled. On Linux
+    over TCP the count is minus the bytes the client acknowledged (``TCP_INFO``), which sees every
+    buffer on the way: a TLS transport's size leaves out the TCP transport under it, which takes its
+    encrypted bytes half a megabyte at a time and feeds the kernel's queue as the client reads, so
+    buffer plus queue stood still for seconds while a slow link took hundreds of kilobytes. Elsewhere
+    (a Unix socket, another system) it is the transport's buffer plus, on Linux, the socket's queue."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
-            size += _kernel_queue(sock.fileno())
-        except (OSError, ValueError):  # closed meanwhile, or not a TCP socket
+            acked = _acked(sock)
+            if acked is not None:
+                return -acked
+            return transport.get_write_buffer_size() + _kernel_queue(sock.fileno())
+        except (OSError, ValueError):  # closed meanwhile
             pass
-    return size
+    return transport.get_write_buffer_size()
 
 
 class MinRate:

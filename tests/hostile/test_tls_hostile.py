@@ -1,0 +1,77 @@
+"""Hostile and slow clients over TLS: asyncio's and uvloop's SSL transports buffer, flow-control and
+close differently from a plain socket, so the bounds of the plain-TCP tests are checked again here."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from aioserve import App, StreamResponse
+
+from tests.support import running
+from tests.support.tls import make_pki, tls_settings, tls_socket
+
+pytest.importorskip("trustme", reason="TLS tests need trustme (pip install -e '.[test]')")
+
+CHUNK = b"t" * 65536
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _slow_link_app(servers: list) -> tuple[App, dict]:
+    seen = {"closed": 0}
+    app = App()
+
+    @app.get("/big")
+    async def big(request):
+        # The server's end of a slow link: a kernel send queue of a few kilobytes (autotuning keeps it
+        # small when the path is slow), so what the client has not taken waits in the transport's buffers.
+        for conn in servers[0].state.connections:
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+
+        async def produce():
+            try:
+                for _ in range(200):  # 12.5 MiB: far more than the test reads
+                    yield CHUNK
+            finally:
+                seen["closed"] += 1
+        return StreamResponse(produce())
+
+    return app, seen
+
+
+def _read_steadily(pki, port: int, seconds: float) -> int:
+    """Read 16 KiB every 0.2 s (80 kB/s) for ``seconds``; the bytes read (fails if the server closes)."""
+    received = 0
+    end = time.monotonic() + seconds
+    with tls_socket(pki, port, rcvbuf=32768) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        while time.monotonic() < end:
+            piece = sock.recv(16384)
+            assert piece, f"dropped after {received} bytes"
+            received += len(piece)
+            time.sleep(0.2)  # the pace of the reader: wall time is the point
+    return received
+
+
+@pytest.mark.parametrize("settings", [
+    {"timeout_write": 1.0, "min_response_rate": 0},
+    {"min_response_rate": 20_000, "min_rate_grace_period": 1.5},
+], ids=["timeout_write", "min_response_rate"])
+async def test_a_steady_slow_reader_over_tls_is_not_dropped(pki, settings):
+    """An 80 kB/s reader meets a 1 s write timeout and a 20 kB/s rate by far. Over TLS what it has not
+    taken sits partly in the TCP transport under the TLS one (half a megabyte at a time), which the TLS
+    transport's buffer size does not count and the kernel's queue does not hold: judged by those two,
+    the reader looked stalled for seconds and was dropped."""
+    servers: list = []
+    app, seen = _slow_link_app(servers)
+    async with running(app, **tls_settings(pki), **settings) as server:
+        servers.append(server)
+        received = await asyncio.to_thread(_read_steadily, pki, server.port, 4.0)
+        assert seen["closed"] == 0, "the stream was cut"
+        assert 100_000 < received < 1_000_000, received  # it read steadily, and slowly
