@@ -279,6 +279,10 @@ class Connection(asyncio.Protocol):
         if self._end_streams():  # a client that closes during a stream (SSE...) is gone, as uvicorn takes it
             return False
         if self.pipeline:
+            if self.scheme == "https":
+                # A TLS close_notify: asyncio's and uvloop's SSL transports shut down after it whatever
+                # this returns (and log a warning for True), so no answer can follow: the client is gone.
+                return False
             self._enter(CLOSING)  # _flush closes once the pipeline is empty
             self.pipeline[-1].keep_alive = False  # only the last answer may say "close"
             for ex in self.pipeline:  # an ASGI app waiting in receive() hears http.disconnect, as under uvicorn

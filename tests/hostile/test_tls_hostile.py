@@ -3,6 +3,8 @@ close differently from a plain socket, so the bounds of the plain-TCP tests are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import time
 
@@ -10,8 +12,8 @@ import pytest
 
 from aioserve import App, StreamResponse
 
-from tests.support import running
-from tests.support.tls import make_pki, tls_settings, tls_socket
+from tests.support import running, wait_until
+from tests.support.tls import client_context, make_pki, tls_settings, tls_socket
 
 pytest.importorskip("trustme", reason="TLS tests need trustme (pip install -e '.[test]')")
 
@@ -75,3 +77,31 @@ async def test_a_steady_slow_reader_over_tls_is_not_dropped(pki, settings):
         received = await asyncio.to_thread(_read_steadily, pki, server.port, 4.0)
         assert seen["closed"] == 0, "the stream was cut"
         assert 100_000 < received < 1_000_000, received  # it read steadily, and slowly
+
+
+async def test_a_tls_client_closing_its_side_with_a_request_outstanding_is_gone_without_a_warning(pki, logs):
+    """A TLS client's close_notify ends the connection both ways on asyncio's and uvloop's SSL transports:
+    the handler hears the client is gone, and nothing is logged (eof_received returning True made the
+    loop log "returning true from eof_received() has no effect when using ssl" for every such client)."""
+    app = App()
+    started, gone = asyncio.Event(), asyncio.Event()
+
+    @app.get("/wait")
+    async def wait(request):
+        started.set()
+        await request.wait_disconnected()
+        gone.set()
+        return "never sent"
+
+    async with running(app, **tls_settings(pki)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=client_context(pki),
+                                                       server_hostname="localhost")
+        writer.write(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(started.wait(), 5)
+        writer.close()  # close_notify, with the request outstanding
+        await asyncio.wait_for(gone.wait(), 5)
+        await wait_until(lambda: server.connections == 0, timeout=5, message="the connection stayed open")
+        with contextlib.suppress(OSError):
+            await asyncio.wait_for(writer.wait_closed(), 5)
+    warnings = logs.at_least(logging.WARNING)
+    assert not warnings, logs.describe(warnings)
