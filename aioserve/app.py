@@ -31,6 +31,10 @@ from .wire import TEXT_TYPE
 Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
 #: Runs on every response before it is encoded (compression, CORS): may change it or return another.
 Finisher = Callable[[Request, Response], Response]
+#: A finisher's plain form: given a request, the content type of a plain 200 answer (a handler's str,
+#: bytes, dict or list) and its size, the header lines the finisher would add, ready-made (``b""``:
+#: none), or None when it must see a ``Response`` (to compress it, say).
+PlainFinisher = Callable[[Request, str, int], "bytes | None"]
 F = TypeVar("F", bound=Callable[..., Any])
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _runner: Callable[..., None] | None = None
@@ -91,11 +95,16 @@ class App(Router):
         self.entry: Callable[[Request], Awaitable[Response]] | None = None
         self.finishers: list[Finisher] = []  # run in order on every answer (CORS, compression)
         self.finish: Finisher | None = None  # the finishers composed by compile(); None when there are none
+        # The finishers that have a plain form (compression's and CORS's), and compile()'s composition
+        # of them: None unless every finisher has one (a user's finisher sees every answer as a Response).
+        self.plain_finishers: dict[Finisher, PlainFinisher] = {}
+        self.finish_plain: PlainFinisher | None = None
         self.cors: Any = None  # cors.Cors, set by add_cors
         self.compression: Any = None  # the Compressor (compression.py) when compress= is set
         if compress:
             self.compression = Compressor(None if compress is True else compress)
             self.finishers.append(self.compression.finish)
+            self.plain_finishers[self.compression.finish] = self.compression.plain
 
     @classmethod
     def from_router(cls, router: Router, **options: Any) -> App:
@@ -141,8 +150,10 @@ class App(Router):
         cors.route = Route("/", ("OPTIONS",), cors.preflight, name="cors_preflight", deadline=None, shed=False)
         if self.cors is not None:
             self.finishers.remove(self.cors.finish)
+            self.plain_finishers.pop(self.cors.finish, None)
         self.cors = cors
         self.finishers.append(cors.finish)
+        self.plain_finishers[cors.finish] = cors.plain
 
     def _allow_for(self, path: str) -> str:
         return self.tree.allow(path)
@@ -185,6 +196,8 @@ class App(Router):
     def compile(self) -> None:
         """Work out, once, what the per-request path needs: the middleware chain and the finishers."""
         self.finish = _compose(self.finishers)
+        plains = [self.plain_finishers.get(finisher) for finisher in self.finishers]
+        self.finish_plain = _compose_plain(plains) if plains and None not in plains else None  # type: ignore[arg-type]
         if not self.middlewares:
             self.entry = None
             return
@@ -302,6 +315,23 @@ class App(Router):
             if cls in handlers:
                 return handlers[cls]
         return None
+
+
+def _compose_plain(plains: list[PlainFinisher]) -> PlainFinisher:
+    if len(plains) == 1:
+        return plains[0]
+    chain = tuple(plains)
+
+    def plain(request: Request, content_type: str, size: int) -> bytes | None:
+        lines = b""
+        for each in chain:
+            more = each(request, content_type, size)
+            if more is None:
+                return None
+            lines += more
+        return lines
+
+    return plain
 
 
 def _compose(finishers: list[Finisher]) -> Finisher | None:

@@ -56,6 +56,7 @@ COMPRESSIBLE_TYPES = frozenset({
 })
 
 _NO_COMPRESS_STATUS = frozenset({204, 206, 304})
+_VARY_LINE = b"Vary: Accept-Encoding\r\n"  # what finish adds to a small compressible answer
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Compressor:
         self.settings = settings = settings or CompressionSettings()
         usable = available_codings()
         self.codings = tuple(c for c in settings.codings if c in usable)
+        self._plain_types: dict[str, bool] = {}  # content type -> compressible, for plain()
 
     # -- deciding ---------------------------------------------------------------------------------
     def compressible(self, content_type: str | None) -> bool:
@@ -122,6 +124,21 @@ class Compressor:
         media = content_type.partition(";")[0].strip().lower()
         return (media.startswith("text/") or media in self.settings.types
                 or media.endswith("+json") or media.endswith("+xml"))
+
+    def plain(self, request: Any, content_type: str, size: int) -> bytes | None:
+        """``finish`` for a plain 200 answer (``App.finish_plain``), without a Response: nothing, or
+        only ``Vary`` for one too small to compress; None when ``finish`` would compress it."""
+        route = request.route
+        if route is not None and not getattr(route, "compress", True):
+            return b""
+        compressible = self._plain_types.get(content_type)
+        if compressible is None:  # plain answers have three content types: each is judged once
+            compressible = self._plain_types[content_type] = self.compressible(content_type)
+        if not compressible:
+            return b""
+        if size < self.settings.minimum_size:
+            return _VARY_LINE
+        return None
 
     def finish(self, request: Any, response: Response) -> Response:
         """Compress ``response`` for ``request`` if both allow it; returns the response to send."""

@@ -77,12 +77,17 @@ from .wire import (
     CONTINUE_100,
     CONTENT_LENGTHS,
     JSON_200,
+    JSON_LINE,
+    JSON_TYPE,
     LAST_CHUNK,
     NO_BODY_STATUSES,
     NO_CONTENT,
     OCTET_200,
+    OCTET_LINE,
+    OCTET_TYPE,
     REASONS,
     TEXT_200,
+    TEXT_LINE,
     TEXT_TYPE,
     chunk,
     content_length,
@@ -1000,9 +1005,13 @@ class Connection(asyncio.Protocol):
 
     async def _run(self, ex: Exchange) -> None:
         """A handler's task: run the handler (or the middleware chain, or the error), then answer."""
+        observer = self.observer
+        if observer is not None and observer.schedules and self.in_feed:
+            # Admission control wants every head of a read admitted or refused before any handler runs;
+            # an eager task factory (asyncio.eager_task_factory) began this task inside the parser.
+            await asyncio.sleep(0)
         if ex.status:
             return  # answered before its task ran (bad input later in the same read, a deadline)
-        observer = self.observer
         if observer is not None:  # only the observer gives an exchange a budget
             if ex.deadline is not None and not observer.before_start(self, ex):
                 return  # realtime hook: out of time before starting, already answered
@@ -1047,6 +1056,7 @@ class Connection(asyncio.Protocol):
             await req.aclose()
 
     async def _finish(self, ex: Exchange, awaitable: Any) -> None:
+        ex.context = None  # this task runs in it: see _answer_error
         if ex.status:
             awaitable.close()
             return
@@ -1057,6 +1067,10 @@ class Connection(asyncio.Protocol):
         self.answer(ex, result)
 
     async def _answer_error(self, ex: Exchange, exc: BaseException) -> None:
+        # This task runs in the handler's context: a task answer() makes from here (a stream) copies it.
+        # Made in it (context=ex.context) under an eager task factory, it would enter a context already
+        # entered: RuntimeError, and a task left pending for ever (no answer; shutdown hangs).
+        ex.context = None
         if ex.status:
             return  # answered meanwhile: nothing left to say
         self.answer(ex, await self.app.handle_error(ex.request, exc), is_error=True)
@@ -1096,7 +1110,7 @@ class Connection(asyncio.Protocol):
         close = not ex.keep_alive or self.draining or (ex.expect_continue and not ex.complete)
         finish = self.app.finish
         if finish is not None:  # finishers (CORS, compression) see every answer as a Response
-            result = finish(ex.request, to_response(result))
+            result = self._finished(ex, result, finish)
         kind = type(result)
         if kind is str:
             head, body, status = TEXT_200, result.encode("utf-8"), 200
@@ -1141,6 +1155,26 @@ class Connection(asyncio.Protocol):
             data = b"".join((head, tail, END_OF_HEADS[size] if size < 1024 else end_of_head(size), body))
         self._emit(ex, data, close, status, size)
         return None
+
+    def _finished(self, ex: Exchange, result: Any, finish: Any) -> Response:
+        """``result`` as the app's finishers leave it. A plain 200 (str, bytes, dict, list) whose
+        finishers can tell their lines without a Response (``App.finish_plain``: the usual small
+        answer, which is not compressed) becomes a response of ready-made lines, with no headers
+        object made, read or rendered."""
+        plain = self.app.finish_plain
+        kind = type(result)
+        if plain is None or not (kind is str or kind is dict or kind is list or kind is bytes):
+            return finish(ex.request, to_response(result))  # type: ignore[no-any-return]
+        if kind is str:
+            body, content_type, line = result.encode("utf-8"), TEXT_TYPE, TEXT_LINE
+        elif kind is bytes:
+            body, content_type, line = result, OCTET_TYPE, OCTET_LINE
+        else:
+            body, content_type, line = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), JSON_TYPE, JSON_LINE
+        lines = plain(ex.request, content_type, len(body))
+        if lines is None:
+            return finish(ex.request, Response(body, 200, None, content_type))  # type: ignore[no-any-return]
+        return RawResponse(body, 200, line + lines)
 
     def answer_head(self, ex: Exchange, head: bytes, body: bytes, status: int, close: bool) -> None:
         """Answer with a ready-made ``head`` (status line and headers, no Date/Server/Connection) and body.

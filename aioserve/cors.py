@@ -22,11 +22,12 @@ from .datastructures import MutableHeaders, list_field
 from .errors import HTTPError
 from .request import Request
 from .response import Response
-from .wire import TEXT_TYPE
+from .wire import TEXT_TYPE, check_header
 
 #: Request headers a browser may send without asking (Fetch's CORS-safelisted request headers).
 SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language", "content-type"})
 DEFAULT_METHODS = ("GET", "HEAD", "POST")
+_VARY_ORIGIN = b"Vary: Origin\r\n"  # what finish adds to an answer that depends on the origin
 
 
 class Cors:
@@ -83,6 +84,15 @@ class Cors:
         vary.append("Access-Control-Request-Headers")  # the allowed ones are echoed
         self.preflight_vary = ", ".join(vary)
         self.route: Any = None  # the preflight Route, set by App.add_cors
+        # finish's lines for an allowed origin after Access-Control-Allow-Origin, ready-made for plain();
+        # None (plain() defers to finish) if one cannot be sent, so the error is finish's
+        try:
+            for name, value in self.simple_headers:
+                check_header(name, value)
+            self.simple_lines: bytes | None = b"".join(
+                b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in self.simple_headers)
+        except (ValueError, UnicodeEncodeError):
+            self.simple_lines = None
 
     def allows(self, origin: str) -> bool:
         if self.any_origin:
@@ -112,6 +122,24 @@ class Cors:
         for name, value in self.simple_headers:
             headers.add(name, value)
         return response
+
+    def plain(self, request: Request, content_type: str, size: int) -> bytes | None:
+        """``finish`` for a plain 200 answer (``App.finish_plain``): the same lines, ready-made, with no
+        Response; None where ``finish`` must decide (the preflight route, a value it would refuse)."""
+        if request.route is self.route:
+            return None
+        origin = request.headers.get("origin")
+        lines = _VARY_ORIGIN if self.varies else b""
+        if origin is None or not self.allows(origin):
+            return lines
+        value = self._allow_origin(origin)
+        if self.simple_lines is None:
+            return None
+        try:
+            check_header("Access-Control-Allow-Origin", value)
+        except ValueError:
+            return None
+        return b"%sAccess-Control-Allow-Origin: %s\r\n%s" % (lines, value.encode("latin-1"), self.simple_lines)
 
     # -- preflights ----------------------------------------------------------------------------------
     async def preflight(self, request: Request, *_: Any, **__: Any) -> Response:

@@ -30,9 +30,12 @@ JSON_TYPE = "application/json"
 OCTET_TYPE = "application/octet-stream"
 
 # Heads for the common handler results: status line and content type in one piece.
-TEXT_200 = STATUS_LINES[200] + b"Content-Type: text/plain; charset=utf-8\r\n"
-JSON_200 = STATUS_LINES[200] + b"Content-Type: application/json\r\n"
-OCTET_200 = STATUS_LINES[200] + b"Content-Type: application/octet-stream\r\n"
+TEXT_LINE = b"Content-Type: text/plain; charset=utf-8\r\n"
+JSON_LINE = b"Content-Type: application/json\r\n"
+OCTET_LINE = b"Content-Type: application/octet-stream\r\n"
+TEXT_200 = STATUS_LINES[200] + TEXT_LINE
+JSON_200 = STATUS_LINES[200] + JSON_LINE
+OCTET_200 = STATUS_LINES[200] + OCTET_LINE
 NO_CONTENT = STATUS_LINES[204]
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
