@@ -16,7 +16,7 @@ from typing import Any, Callable
 from .accept import BatchAcceptor, listening_socket
 from .app import App
 from .asgi import asgi_app, is_asgi
-from .config import Config
+from .config import Config, SettingError
 from .connection import Connection
 from .realtime import Realtime
 from .router import Router
@@ -82,6 +82,7 @@ class Server:
                 tls["ssl_handshake_timeout"] = config.timeout_header
 
         try:
+            _check_task_factory(loop)
             sock = self._sock
             if sock is None and config.uds:
                 sock = bind_unix(config.uds, config.backlog)
@@ -223,6 +224,28 @@ def servable(target: Any, config: Config, call_factory: bool = True) -> Any:
     if config.interface == "aioserve" and not isinstance(app, (App, Router)):
         raise TypeError(f"interface='aioserve' was given but the app is {a_type(app)}, not an aioserve App or Router")
     return app
+
+
+async def _nothing() -> None:
+    pass
+
+
+def _check_task_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """A task factory the loop cannot use would fail every connection's task (an error logged each time,
+    no answer): say so once, at start. uvloop 0.23 passes ``eager_start``, which
+    ``asyncio.eager_task_factory`` refuses. The factory is taken off the loop, which could not otherwise
+    be shut down (asyncio.Runner makes a task to close it)."""
+    if loop.get_task_factory() is None:
+        return
+    probe = _nothing()
+    try:
+        loop.create_task(probe)
+    except Exception as exc:
+        probe.close()
+        loop.set_task_factory(None)
+        message = (f"the loop's task factory cannot make a task on this loop ({type(exc).__name__}: {exc}); "
+                   "uvloop does not support asyncio.eager_task_factory: run on asyncio's loop or drop the factory")
+        raise SettingError(message, message.replace("run on asyncio's loop", "use --loop asyncio")) from None
 
 
 async def serve(app: Any, **settings: Any) -> Server:
