@@ -936,7 +936,9 @@ class Connection(asyncio.Protocol):
         """The handler is waiting for body bytes: ask for them (100 Continue) and let them in."""
         if ex.expect_continue:
             ex.expect_continue = False
-            if self.pipeline and self.pipeline[0] is ex:
+            if ex.status:  # its answer has begun: a 1xx now would land inside it (RFC 9110 15.2)
+                self._resume_body_rate()
+            elif self.pipeline and self.pipeline[0] is ex:
                 self._write_in_order(CONTINUE_100)
                 self._resume_body_rate()
             else:
@@ -1391,7 +1393,8 @@ class Connection(asyncio.Protocol):
             head = pipeline[0]
             if head.continue_due:
                 head.continue_due = False
-                transport.write(CONTINUE_100)
+                if not head.status:  # not once its own answer has begun (body_wanted)
+                    transport.write(CONTINUE_100)
                 self._resume_body_rate()
             if head.turn is not None and not head.turn.done():
                 head.turn.set_result(None)

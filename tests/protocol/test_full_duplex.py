@@ -124,3 +124,37 @@ async def test_receive_after_the_response_was_sent_is_http_disconnect_not_a_shor
                     break
                 await asyncio.sleep(0.01)  # polling the app's record; no event reaches the test from it
     assert received == [{"type": "http.disconnect"}], received
+
+
+@pytest.mark.parametrize("kind", ["native", "asgi"])
+async def test_no_100_continue_inside_an_answer_that_has_begun(kind):
+    """A request with ``Expect: 100-continue`` whose answer begins before it reads the body: a 1xx after
+    the final answer's head would land inside its chunked body (RFC 9110 15.2: informational answers come
+    before the final one). The body, sent by the client without waiting, is read all the same."""
+    app, settings = (native_app(), {}) if kind == "native" else (asgi_app, {"lifespan": "off"})
+    head = HEAD.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    async with running(app, **settings) as server:
+        async with raw_connection(server) as conn:
+            raw = b""
+
+            async def until(marker: bytes) -> tuple[bytes, bool]:
+                nonlocal raw
+                while True:  # bounded: read_some times out
+                    final = raw.split(CONTINUE, 1)[1] if raw.startswith(CONTINUE) else raw  # a 100 first is fine
+                    payload, ended = decoded(final)
+                    if marker in payload or ended:
+                        return payload, ended
+                    raw += await conn.read_some()
+
+            await conn.send(head)
+            payload, _ = await until(b"ready;")
+            assert raw.removeprefix(CONTINUE).startswith(b"HTTP/1.1 200") and payload == b"ready;", raw
+            for piece in PIECES:
+                await conn.send(piece)
+                payload, _ = await until(piece.upper())
+            payload, ended = await until(b"end;")
+            assert ended and payload == b"ready;" + b"".join(PIECES).upper() + b"end;", raw
+            assert b"100 Continue" not in raw.removeprefix(CONTINUE), raw
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
