@@ -72,30 +72,44 @@ def decoded(raw: bytes) -> tuple[bytes, bool]:
         rest = after[size + 2:]
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Answer:
+    """What has arrived of one streamed answer on ``conn`` (a 100 Continue before it is let through)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.raw = b""
+
+    @property
+    def final(self) -> bytes:
+        return self.raw.removeprefix(CONTINUE)
+
+    async def until(self, marker: bytes) -> tuple[bytes, bool]:
+        """Read until ``marker`` is in the decoded payload, or the answer ended: (payload, ended)."""
+        while True:  # bounded: read_some times out
+            payload, ended = decoded(self.final)
+            if marker in payload or ended:
+                return payload, ended
+            self.raw += await self.conn.read_some()
+
+
 @pytest.mark.parametrize("kind", ["native", "asgi"])
 async def test_a_streamed_answer_reads_the_body_that_arrives_after_its_head(kind):
     app, settings = (native_app(), {}) if kind == "native" else (asgi_app, {"lifespan": "off"})
     async with running(app, **settings) as server:
         async with raw_connection(server) as conn:
-            raw = b""
-
-            async def until(marker: bytes) -> tuple[bytes, bool]:
-                nonlocal raw
-                while True:  # bounded: read_some times out
-                    payload, ended = decoded(raw)
-                    if marker in payload or ended:
-                        return payload, ended
-                    raw += await conn.read_some()
-
+            answer = Answer(conn)
             await conn.send(HEAD)
-            payload, _ = await until(b"ready;")
-            assert raw.startswith(b"HTTP/1.1 200") and payload == b"ready;", raw
+            payload, _ = await answer.until(b"ready;")
+            assert answer.raw.startswith(b"HTTP/1.1 200") and payload == b"ready;", answer.raw
             for piece in PIECES:  # each piece only once the one before came back
                 await conn.send(piece)
-                payload, _ = await until(piece.upper())
-                assert piece.upper() in payload, raw
-            payload, ended = await until(b"end;")
-            assert payload == b"ready;" + b"".join(PIECES).upper() + b"end;", raw
+                payload, _ = await answer.until(piece.upper())
+                assert piece.upper() in payload, answer.raw
+            payload, ended = await answer.until(b"end;")
+            assert payload == b"ready;" + b"".join(PIECES).upper() + b"end;", answer.raw
 
 
 async def answers_then_receives(scope, receive, send):
@@ -135,26 +149,13 @@ async def test_no_100_continue_inside_an_answer_that_has_begun(kind):
     head = HEAD.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
     async with running(app, **settings) as server:
         async with raw_connection(server) as conn:
-            raw = b""
-
-            async def until(marker: bytes) -> tuple[bytes, bool]:
-                nonlocal raw
-                while True:  # bounded: read_some times out
-                    final = raw.split(CONTINUE, 1)[1] if raw.startswith(CONTINUE) else raw  # a 100 first is fine
-                    payload, ended = decoded(final)
-                    if marker in payload or ended:
-                        return payload, ended
-                    raw += await conn.read_some()
-
+            answer = Answer(conn)
             await conn.send(head)
-            payload, _ = await until(b"ready;")
-            assert raw.removeprefix(CONTINUE).startswith(b"HTTP/1.1 200") and payload == b"ready;", raw
+            payload, _ = await answer.until(b"ready;")
+            assert answer.final.startswith(b"HTTP/1.1 200") and payload == b"ready;", answer.raw
             for piece in PIECES:
                 await conn.send(piece)
-                payload, _ = await until(piece.upper())
-            payload, ended = await until(b"end;")
-            assert ended and payload == b"ready;" + b"".join(PIECES).upper() + b"end;", raw
-            assert b"100 Continue" not in raw.removeprefix(CONTINUE), raw
-
-
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+                payload, _ = await answer.until(piece.upper())
+            payload, ended = await answer.until(b"end;")
+            assert ended and payload == b"ready;" + b"".join(PIECES).upper() + b"end;", answer.raw
+            assert b"100 Continue" not in answer.final, answer.raw
