@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ import aioserve
 from aioserve import App, stream
 from aioserve.config import SettingError
 from tests.support import current_loop_name, raw_connection, request_bytes, running
+from tests.support.apps import burn_then_quick_app
 
 pytestmark = [pytest.mark.asyncio,
               pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")]
@@ -92,22 +92,7 @@ async def test_shedding_sees_every_head_of_a_read_first():
 async def test_a_budget_spent_while_queued_is_a_503_without_running():
     """/quick (20 ms budget) queued behind /burn (100 ms of CPU) in the same read: it must start after its
     budget and be answered 503 unrun. An eager task factory started it inside the parser, so it ran."""
-    app = App()
-    ran = []
-
-    @app.get("/burn")
-    async def burn(request):
-        end = time.perf_counter() + 0.1
-        while time.perf_counter() < end:  # holds the loop, as a CPU-bound handler does
-            pass
-        await asyncio.sleep(0)
-        return "burnt"
-
-    @app.get("/quick", deadline=0.02)
-    async def quick(request):
-        ran.append(1)
-        await asyncio.sleep(0)
-        return "quick"
+    app, ran = burn_then_quick_app()
 
     async with running(app) as server, raw_connection(server) as conn:
         with eager_factory():

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from aioserve import App, HTTPError
 from tests.support import RawConnection, raw_get, request_bytes, running, wait_until
+from tests.support.apps import burn_then_quick_app
 
 MARGIN = 0.5  # loose: CI machines are noisy; the point is "about the deadline", not "after the work"
 EARLY = 0.002  # uvloop's timers and clock tick in whole milliseconds, so a timer may fire just under its delay
@@ -259,24 +259,9 @@ async def _h(request):
 async def test_handler_whose_budget_ran_out_while_queued_does_not_run():
     """Tasks made ready in one loop iteration run back to back; no timer fires in between. A task
     that starts after its deadline answers 503 without running its handler (its CPU is saved)."""
-    app = App()
-    ran = []
-
     # Both handlers await, so each runs in a task (a handler with no await runs inline, as its head
     # is parsed, and would be answered before /burn's task even starts).
-    @app.get("/burn")
-    async def burn(request):
-        end = time.perf_counter() + 0.1
-        while time.perf_counter() < end:  # holds the loop, as a CPU-bound handler does
-            pass
-        await asyncio.sleep(0)
-        return "burnt"
-
-    @app.get("/quick", deadline=0.02)
-    async def quick(request):
-        ran.append(1)
-        await asyncio.sleep(0)
-        return "quick"
+    app, ran = burn_then_quick_app()
 
     async with running(app) as server:
         client = await RawConnection.open(server.port)

@@ -311,3 +311,27 @@ metered_app.enable_metrics("/metrics")
 @metered_app.get("/")
 async def metered_index(request: Request):
     return {"pid": os.getpid()}
+
+
+def burn_then_quick_app() -> tuple[App, list[int]]:
+    """``/burn`` holds the loop for 100 ms of CPU, then awaits; ``/quick`` (a 20 ms budget) records in the
+    list that it ran. Both await, so each runs in a task. Sent in one read, ``/quick`` waits behind ``/burn``
+    past its budget: admission control must answer it 503 without running it (the list stays empty)."""
+    app = App()
+    ran: list[int] = []
+
+    @app.get("/burn")
+    async def burn(request):
+        end = time.perf_counter() + 0.1
+        while time.perf_counter() < end:  # holds the loop, as a CPU-bound handler does
+            pass
+        await asyncio.sleep(0)
+        return "burnt"
+
+    @app.get("/quick", deadline=0.02)
+    async def quick(request):
+        ran.append(1)
+        await asyncio.sleep(0)
+        return "quick"
+
+    return app, ran
