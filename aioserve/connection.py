@@ -63,7 +63,7 @@ from .headcheck import (
     parser_reason,
     unknown_method,
 )
-from .rates import MinRate, unsent
+from .rates import MinRate, unsent, waiting
 from .request import Request
 from .response import RawResponse, Response, StreamResponse
 from .results import to_response
@@ -118,6 +118,7 @@ class _HoldRest(Exception):
 # Python 3.12+ runs a new task's first step at once; a handler that never suspends then finishes
 # without a trip through the event loop. 3.11 has no safe equivalent, so it gets a plain task.
 EAGER_TASKS = sys.version_info >= (3, 12)
+CLOSE_POLL = 0.05  # seconds between looks at a TLS close's last bytes (_close_when_sent)
 _copy_context = contextvars.copy_context
 _send = GeneratorType.send  # context.run(_send, driver, coro): no bound method made per request
 # Bound once: Python 3.11 compiles a call on an imported name (METHODS.get(...)) as an attribute load
@@ -170,6 +171,8 @@ class Connection(asyncio.Protocol):
         "upgrade_to", "upgraded", "ignored_upgrade",
         # minimum data rates (rates.py), made on first use: the body being read, the client reading
         "body_rate", "write_rate", "write_base", "write_mark",
+        # a TLS close waiting for its last bytes to reach the client: (unsent count, when it last moved)
+        "close_check",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -188,6 +191,7 @@ class Connection(asyncio.Protocol):
         self.stage = IDLE
         self.expires_at: float | None = None  # when the current stage times out (loop time)
         self.timer_at = INF  # when this connection's entry in the server's Timers is due (timers.py)
+        self.close_check: tuple[int, float] | None = None
         self.pipeline: list[Exchange] = []  # bounded by limit_pipeline; a list is 10x smaller than a deque
         self.current: Exchange | None = None  # the exchange whose body is being read
         self.read_blockers = 0
@@ -604,6 +608,9 @@ class Connection(asyncio.Protocol):
         if (self.body_rate is not None or self.write_rate is not None) and self.transport is not None:
             if not self._check_rates(self.loop.time()):
                 return
+        if self.close_check is not None:
+            self._close_when_sent()
+            return
         when = self.expires_at
         if when is None or self.transport is None or self.stage == CLOSING:
             return
@@ -1387,7 +1394,7 @@ class Connection(asyncio.Protocol):
             for ex in pipeline:  # requests behind an answer that closes: never answered, let them go
                 self._release(ex)
             pipeline.clear()
-            transport.close()
+            self._close_when_sent()
             return
         if pipeline:
             head = pipeline[0]
@@ -1401,13 +1408,41 @@ class Connection(asyncio.Protocol):
         elif self.stage == HANDLING:
             if self.draining:
                 self._enter(CLOSING)
-                transport.close()
+                self._close_when_sent()
                 return
             self._enter(IDLE)
         if self.read_blockers & PIPELINE_FULL and len(pipeline) <= self.config.limit_pipeline // 2:
             self._unblock(PIPELINE_FULL)
         if self.held is not None and len(pipeline) <= self.config.limit_pipeline // 2:
             self.loop.call_soon(self._feed_held)
+
+    def _close_when_sent(self) -> None:
+        """Close after the last answer, once its bytes have reached the client.
+
+        Over plain TCP at once: the kernel goes on sending what it holds. asyncio's and uvloop's TLS
+        transports instead give a closing connection TLS_SHUTDOWN_TIMEOUT (server.py, 5 s) for the
+        flush and the client's close_notify together, then drop what is left in their buffers (up to
+        half a megabyte in each of two): a client reading the end of a long answer slower than that
+        had it cut short. So over TLS the close waits, checked on the connection's timer, until the
+        transport and the kernel hold nothing; a client that takes nothing for ``timeout_write``
+        (30 s when off) is closed all the same."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.scheme == "https" and waiting(transport):
+            now = self.loop.time()
+            count = unsent(transport)
+            check = self.close_check
+            if check is None or count != check[0]:
+                self.close_check = (count, now)  # the client took some: wait on
+            elif now - check[1] >= (self.config.timeout_write or 30.0):
+                self.close_check = None
+                transport.close()
+                return
+            self._wake_at(now + CLOSE_POLL)
+            return
+        self.close_check = None
+        transport.close()
 
     def _feed_body(self, head_and_body: tuple[bytes, bytes]) -> bool:
         """Write a large body in slices while the transport accepts them; True once all is written.

@@ -65,6 +65,21 @@ def unsent(transport: Any) -> int:
     return transport.get_write_buffer_size()
 
 
+def waiting(transport: Any) -> int:
+    """Bytes written to ``transport`` not yet acknowledged by the client where the kernel can say (its
+    buffer plus, on Linux, the socket's send queue, sent but unacknowledged bytes included): 0 once
+    everything has arrived. (A TLS transport's buffer leaves out the TCP transport under it, but that
+    one keeps the kernel's queue from emptying while it holds bytes.)"""
+    size = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            size += _kernel_queue(sock.fileno())
+        except (OSError, ValueError):  # closed meanwhile
+            pass
+    return size
+
+
 class MinRate:
     __slots__ = ("rate", "grace", "counted", "since", "base")
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 
 import pytest
@@ -105,3 +106,72 @@ async def test_a_tls_client_closing_its_side_with_a_request_outstanding_is_gone_
             await asyncio.wait_for(writer.wait_closed(), 5)
     warnings = logs.at_least(logging.WARNING)
     assert not warnings, logs.describe(warnings)
+
+
+def _read_to_the_end(pki, port: int, pace: float) -> bytes:
+    """GET /whole with ``Connection: close``, 16 KiB per ``pace`` seconds, until the server closes."""
+    data = b""
+    with tls_socket(pki, port, rcvbuf=32768, timeout=20) as sock:
+        sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while True:  # bounded: the socket's timeout, and the server closes once all is sent
+            try:
+                piece = sock.recv(16384)
+            except (ssl.SSLError, OSError):
+                break
+            if not piece:
+                break
+            data += piece
+            time.sleep(pace)  # the pace of the reader: wall time is the point
+    return data
+
+
+async def test_a_slow_reader_gets_the_whole_answer_before_a_tls_close(pki, monkeypatch):
+    """A closing TLS connection gets the loop's TLS shutdown timeout (aioserve's 5 s, 0.5 s here) for the
+    flush and the close_notify together; then the TLS and TCP transports drop what they still hold, up to
+    a megabyte. A reader slower than that had the end of its answer cut short, a clean EOF where plain TCP
+    delivers it all: the close now waits until the transport and the kernel hold nothing."""
+    import aioserve.server
+
+    monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    servers: list = []
+    app = App()
+
+    @app.get("/whole")
+    async def whole(request):
+        for conn in servers[0].state.connections:  # a slow link's small kernel queue (see _slow_link_app)
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        return body
+
+    async with running(app, **tls_settings(pki)) as server:
+        servers.append(server)
+        data = await asyncio.to_thread(_read_to_the_end, pki, server.port, 0.03)  # about 500 kB/s
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
+    assert len(got) == len(body) and got == body, f"{len(got)} of {len(body)} bytes"
+
+
+async def test_a_tls_close_waits_no_longer_than_timeout_write_for_a_client_that_reads_nothing(pki, monkeypatch):
+    """The close that waits for the last bytes (above) is bounded: a client that takes none of them is
+    closed after ``timeout_write`` of no progress, though the transport never paused for writing (the
+    answer fits in its buffers), so the write timeout itself never ran."""
+    import aioserve.server
+
+    monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
+    app = App()
+
+    @app.get("/some")
+    async def some(request):
+        return b"s" * 200_000  # under the TLS transport's high-water mark: no pause_writing
+
+    def ask(port: int):
+        sock = tls_socket(pki, port, rcvbuf=8192)
+        sock.sendall(b"GET /some HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # then reads nothing
+        return sock
+
+    async with running(app, **tls_settings(pki), timeout_write=0.5) as server:
+        sock = await asyncio.to_thread(ask, server.port)  # the handshake blocks: not on the server's loop
+        try:
+            await wait_until(lambda: server.connections == 0, timeout=8, message="the closing connection stayed")
+        finally:
+            sock.close()
