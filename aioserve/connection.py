@@ -620,7 +620,7 @@ class Connection(asyncio.Protocol):
         stage = self.stage
         if stage == IDLE:
             self._enter(CLOSING)
-            self.transport.close()
+            self._close_when_sent()  # over TLS the last answer may still be on its way to the client
         elif stage == HEAD:
             if self._head_started:
                 self._reject(408, "Request head not received in time")
@@ -1147,6 +1147,8 @@ class Connection(asyncio.Protocol):
                 data = response.encode_head(CONTENT_LENGTHS[size] if size < 1024 else content_length(size), tail)
                 if ex.request.method != "HEAD":
                     data = (data, body) if len(body) >= LARGE_BODY else data + body
+                else:  # the access log counts the body bytes sent: none
+                    body = b""
             self._emit(ex, data, close, status, len(body))
             return None
         if close or self.observer is not None:
@@ -1158,6 +1160,7 @@ class Connection(asyncio.Protocol):
             data = b"".join((head, tail, b"\r\n"))
         elif ex.request.method == "HEAD":
             data = b"".join((head, tail, end_of_head(size)))
+            size = 0  # the access log counts the body bytes sent: none
         elif size >= LARGE_BODY:
             data = (b"".join((head, tail, end_of_head(size))), body)
         else:
@@ -1540,9 +1543,10 @@ class Connection(asyncio.Protocol):
         if (self.app.finish is None and (observer is None or not observer.server_timing)) \
                 or not self._finished_error(ex, status, reason):
             data = self._error_bytes(status, reason)
+            end = data.index(b"\r\n\r\n") + 4
             if head_only or ex.request.method == "HEAD":  # RFC 9110 9.3.2: the head alone
-                data = data[:data.index(b"\r\n\r\n") + 4]
-            self._emit(ex, data, True, status, len(data))
+                data = data[:end]
+            self._emit(ex, data, True, status, len(data) - end)  # the access log counts body bytes
         self._block(PIPELINE_FULL)  # stop reading: nothing more from this client is processed
 
     def _read_body_past_head(self, rest: bytes) -> None:
@@ -1665,7 +1669,7 @@ class Connection(asyncio.Protocol):
                 self._expire_at(when)
         else:
             self._enter(CLOSING)
-            self.transport.close()
+            self._close_when_sent()  # over TLS the last answer may still be on its way to the client
 
     def outstanding_tasks(self) -> list[asyncio.Task[Any]]:
         """The tasks still working on this connection's requests (handlers, streams)."""

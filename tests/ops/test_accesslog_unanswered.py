@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aioserve import App, StreamResponse
+from aioserve import App, Response, StreamResponse
 
 from tests.support import raw_connection, running, wait_until
 
@@ -57,3 +57,27 @@ async def test_a_stream_its_client_left_is_logged_with_the_status_sent(access_re
         record = access_records[0]
         assert record.path == "/stream" and record.status == 200
         assert record.bytes == 1000  # what was sent before the client left
+
+
+async def test_a_head_answer_is_logged_with_no_body_bytes(access_records):
+    """The access log's byte count is the body sent (as nginx's $body_bytes_sent): none for a HEAD,
+    though its head announces the GET's Content-Length; whatever way the answer took."""
+    app = App()
+
+    @app.get("/text")
+    async def text(request):
+        return "Hello, World!"
+
+    @app.get("/response")
+    async def response(request):
+        return Response("Hello, World!", headers={"X-Kind": "response"})
+
+    async with running(app, access_log=True) as server:
+        async with raw_connection(server) as conn:
+            for method in ("HEAD", "GET"):
+                for path in ("/text", "/response", "/missing"):
+                    await conn.request(method, path)
+        await wait_until(lambda: len(access_records) == 6, timeout=5)
+    sizes = [(r.method, r.path, r.status, r.bytes) for r in access_records]
+    assert sizes == [("HEAD", "/text", 200, 0), ("HEAD", "/response", 200, 0), ("HEAD", "/missing", 404, 0),
+                     ("GET", "/text", 200, 13), ("GET", "/response", 200, 13), ("GET", "/missing", 404, 9)], sizes
