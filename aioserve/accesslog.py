@@ -111,16 +111,20 @@ class AccessLog:
         handler = self.handler
         if not lines or handler is None:
             return
-        pieces: list[str] = []
-        piece: list[str] = []
-        size = 0
-        for line in lines:
-            if size + len(line) > WRITE_LIMIT and piece:
-                pieces.append("".join(piece))
-                piece, size = [], 0
-            piece.append(line)
-            size += len(line)
-        pieces.append("".join(piece))
+        text = lines[0] if len(lines) == 1 else "".join(lines)
+        if len(text) <= WRITE_LIMIT:  # the usual iteration: one write (a line is far below the limit)
+            pieces = [text]
+        else:
+            pieces = []
+            piece: list[str] = []
+            size = 0
+            for line in lines:
+                if size + len(line) > WRITE_LIMIT and piece:
+                    pieces.append("".join(piece))
+                    piece, size = [], 0
+                piece.append(line)
+                size += len(line)
+            pieces.append("".join(piece))
         handler.acquire()
         try:
             for text in pieces:
