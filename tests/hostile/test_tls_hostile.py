@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import aioserve
 from aioserve import App, StreamResponse
 
 from tests.support import running, wait_until
@@ -175,3 +176,81 @@ async def test_a_tls_close_waits_no_longer_than_timeout_write_for_a_client_that_
             await wait_until(lambda: server.connections == 0, timeout=8, message="the closing connection stayed")
         finally:
             sock.close()
+
+
+def _read_keep_alive_answer(pki, port: int, pace: float, size: int) -> bytes:
+    """GET /whole kept alive, 16 KiB per ``pace`` seconds, until the whole answer or the server's close."""
+    data = b""
+    with tls_socket(pki, port, rcvbuf=32768, timeout=20) as sock:
+        sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(100_000):  # bounded: the socket's timeout, and the answer's length
+            try:
+                piece = sock.recv(16384)
+            except (ssl.SSLError, OSError):
+                break
+            if not piece:
+                break
+            data += piece
+            head, sep, got = data.partition(b"\r\n\r\n")
+            if sep and len(got) >= size:
+                break
+            time.sleep(pace)  # the pace of the reader: wall time is the point
+    return data
+
+
+async def test_a_slow_reader_gets_the_whole_answer_when_the_keep_alive_timeout_closes_over_tls(pki, monkeypatch):
+    """The keep-alive timeout runs from the answer's last write, not from its arrival: over TLS a reader
+    still taking the end of the answer when it expires had it cut short by the transport's shutdown
+    timeout, as a closing answer was (above). That close waits for the last bytes too."""
+    import aioserve.server
+
+    monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    servers: list = []
+    app = App()
+
+    @app.get("/whole")
+    async def whole(request):
+        for conn in servers[0].state.connections:  # a slow link's small kernel queue (see _slow_link_app)
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        return body
+
+    async with running(app, **tls_settings(pki), timeout_keep_alive=0.2) as server:
+        servers.append(server)
+        data = await asyncio.to_thread(_read_keep_alive_answer, pki, server.port, 0.03, len(body))
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
+    assert len(got) == len(body) and got == body, f"{len(got)} of {len(body)} bytes"
+
+
+async def test_a_graceful_shutdown_lets_a_slow_reader_take_the_rest_of_its_answer_over_tls(pki, monkeypatch):
+    """A graceful shutdown closes an idle keep-alive connection at once; over TLS one whose last answer
+    is still on its way waits for it (bounded by the shutdown's own timeout), as a closing answer does."""
+    import aioserve.server
+
+    monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    servers: list = []
+    app = App()
+
+    @app.get("/whole")
+    async def whole(request):
+        for conn in servers[0].state.connections:  # a slow link's small kernel queue (see _slow_link_app)
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        return body
+
+    server = await aioserve.serve(app, host="127.0.0.1", port=0, access_log=False, **tls_settings(pki))
+    servers.append(server)
+    try:
+        reader = asyncio.ensure_future(asyncio.to_thread(_read_keep_alive_answer, pki, server.port, 0.03, len(body)))
+        # Answered and idle (a connection starts in its head stage): every byte handed to the transport, most of them not yet taken by the client.
+        await wait_until(lambda: any(conn.stage == 0 for conn in server.state.connections),
+                         timeout=8, message="the connection never went idle after its answer")
+        assert not reader.done()
+        await asyncio.wait_for(server.shutdown(timeout=10), 15)
+        data = await asyncio.wait_for(reader, 15)
+    finally:
+        await asyncio.wait_for(server.shutdown(timeout=1), 5)
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert len(got) == len(body) and got == body, f"{len(got)} of {len(body)} bytes"
