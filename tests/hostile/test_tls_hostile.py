@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-import aioserve
 from aioserve import App, StreamResponse
 
 from tests.support import running, wait_until
@@ -191,7 +190,7 @@ def _read_keep_alive_answer(pki, port: int, pace: float, size: int) -> bytes:
             if not piece:
                 break
             data += piece
-            head, sep, got = data.partition(b"\r\n\r\n")
+            _, sep, got = data.partition(b"\r\n\r\n")
             if sep and len(got) >= size:
                 break
             time.sleep(pace)  # the pace of the reader: wall time is the point
