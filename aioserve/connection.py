@@ -1231,7 +1231,9 @@ class Connection(asyncio.Protocol):
             length = response.content_length  # known (a file): Content-Length framing, else chunked
             has_body = response.status not in NO_BODY_STATUSES
             chunked = http11 and has_body and length is None
-            close = not ex.keep_alive or self.draining or response.wants_close() or not (http11 or length is not None)
+            # as _encode: a 100-continue body never asked for may or may not come, so nothing after it can be read
+            close = (not ex.keep_alive or self.draining or response.wants_close() or not (http11 or length is not None)
+                     or (ex.expect_continue and not ex.complete))
             head_only = req.method == "HEAD" or not has_body
             if not has_body:
                 framing = b""

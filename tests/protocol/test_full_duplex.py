@@ -159,3 +159,25 @@ async def test_no_100_continue_inside_an_answer_that_has_begun(kind):
             payload, ended = await answer.until(b"end;")
             assert ended and payload == b"ready;" + b"".join(PIECES).upper() + b"end;", answer.raw
             assert b"100 Continue" not in answer.final, answer.raw
+
+
+async def test_a_streamed_answer_to_an_unread_100_continue_body_closes_the_connection():
+    """A stream answered without reading an ``Expect: 100-continue`` body (never asked for: no 100 sent)
+    must close the connection, as a whole answer does: the body may or may not follow, so the next bytes
+    cannot be read as a request. Kept alive, the connection waited in the body stage for ever (the body
+    timeout re-armed while the 100 was unanswered), and a next request's first bytes were eaten as body."""
+    app = App()
+
+    @app.post("/ignore")
+    async def ignore(request):
+        async def produce():
+            yield b"no body needed"
+        return StreamResponse(produce(), content_type="text/plain")
+
+    async with running(app, timeout_body=0.3, timeout_keep_alive=0.3) as server:
+        async with raw_connection(server) as conn:
+            await conn.send(b"POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            response = await conn.read_response("POST")
+            assert response.status == 200 and response.body == b"no body needed"
+            assert "close" in response.connection_tokens(), response.headers
+            assert await conn.is_closed_by_peer()  # bounded: it times out
