@@ -108,12 +108,30 @@ async def test_a_tls_client_closing_its_side_with_a_request_outstanding_is_gone_
     assert not warnings, logs.describe(warnings)
 
 
-def _read_to_the_end(pki, port: int, pace: float) -> bytes:
-    """GET /whole with ``Connection: close``, 16 KiB per ``pace`` seconds, until the server closes."""
+BODY = bytes(range(256)) * 4096  # 1 MiB: far more than the kernel's small queue and the TLS shutdown window take
+
+
+def _whole_app(servers: list) -> App:
+    """GET /whole answers BODY over a slow link's small kernel send queue (see _slow_link_app)."""
+    app = App()
+
+    @app.get("/whole")
+    async def whole(request):
+        for conn in servers[0].state.connections:
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        return BODY
+
+    return app
+
+
+def _read_whole(pki, port: int, pace: float, close: bool) -> bytes:
+    """GET /whole (with ``Connection: close`` or kept alive), 16 KiB per ``pace`` seconds, until the whole
+    answer has come or the server closes."""
     data = b""
+    ask = b"GET /whole HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
     with tls_socket(pki, port, rcvbuf=32768, timeout=20) as sock:
-        sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        while True:  # bounded: the socket's timeout, and the server closes once all is sent
+        sock.sendall(ask)
+        for _ in range(100_000):  # bounded: the socket's timeout, and the answer's length
             try:
                 piece = sock.recv(16384)
             except (ssl.SSLError, OSError):
@@ -121,8 +139,17 @@ def _read_to_the_end(pki, port: int, pace: float) -> bytes:
             if not piece:
                 break
             data += piece
+            _, sep, got = data.partition(b"\r\n\r\n")
+            if sep and len(got) >= len(BODY):
+                break
             time.sleep(pace)  # the pace of the reader: wall time is the point
     return data
+
+
+def _body_of(data: bytes) -> bytes:
+    head, _, got = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return got
 
 
 async def test_a_slow_reader_gets_the_whole_answer_before_a_tls_close(pki, monkeypatch):
@@ -133,22 +160,13 @@ async def test_a_slow_reader_gets_the_whole_answer_before_a_tls_close(pki, monke
     import aioserve.server
 
     monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
-    body = bytes(range(256)) * 4096  # 1 MiB
     servers: list = []
-    app = App()
-
-    @app.get("/whole")
-    async def whole(request):
-        for conn in servers[0].state.connections:  # a slow link's small kernel queue (see _slow_link_app)
-            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
-        return body
-
-    async with running(app, **tls_settings(pki)) as server:
+    async with running(_whole_app(servers), **tls_settings(pki)) as server:
         servers.append(server)
-        data = await asyncio.to_thread(_read_to_the_end, pki, server.port, 0.03)  # about 500 kB/s
-    head, _, got = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
-    assert len(got) == len(body) and got == body, f"{len(got)} of {len(body)} bytes"
+        data = await asyncio.to_thread(_read_whole, pki, server.port, 0.03, True)  # about 500 kB/s
+    assert b"connection: close" in data.partition(b"\r\n\r\n")[0].lower()
+    got = _body_of(data)
+    assert len(got) == len(BODY) and got == BODY, f"{len(got)} of {len(BODY)} bytes"
 
 
 async def test_a_tls_close_waits_no_longer_than_timeout_write_for_a_client_that_reads_nothing(pki, monkeypatch):
@@ -177,26 +195,6 @@ async def test_a_tls_close_waits_no_longer_than_timeout_write_for_a_client_that_
             sock.close()
 
 
-def _read_keep_alive_answer(pki, port: int, pace: float, size: int) -> bytes:
-    """GET /whole kept alive, 16 KiB per ``pace`` seconds, until the whole answer or the server's close."""
-    data = b""
-    with tls_socket(pki, port, rcvbuf=32768, timeout=20) as sock:
-        sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
-        for _ in range(100_000):  # bounded: the socket's timeout, and the answer's length
-            try:
-                piece = sock.recv(16384)
-            except (ssl.SSLError, OSError):
-                break
-            if not piece:
-                break
-            data += piece
-            _, sep, got = data.partition(b"\r\n\r\n")
-            if sep and len(got) >= size:
-                break
-            time.sleep(pace)  # the pace of the reader: wall time is the point
-    return data
-
-
 async def test_a_slow_reader_gets_the_whole_answer_when_the_keep_alive_timeout_closes_over_tls(pki, monkeypatch):
     """The keep-alive timeout runs from the answer's last write, not from its arrival: over TLS a reader
     still taking the end of the answer when it expires had it cut short by the transport's shutdown
@@ -204,22 +202,13 @@ async def test_a_slow_reader_gets_the_whole_answer_when_the_keep_alive_timeout_c
     import aioserve.server
 
     monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
-    body = bytes(range(256)) * 4096  # 1 MiB
     servers: list = []
-    app = App()
-
-    @app.get("/whole")
-    async def whole(request):
-        for conn in servers[0].state.connections:  # a slow link's small kernel queue (see _slow_link_app)
-            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
-        return body
-
-    async with running(app, **tls_settings(pki), timeout_keep_alive=0.2) as server:
+    async with running(_whole_app(servers), **tls_settings(pki), timeout_keep_alive=0.2) as server:
         servers.append(server)
-        data = await asyncio.to_thread(_read_keep_alive_answer, pki, server.port, 0.03, len(body))
-    head, _, got = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
-    assert len(got) == len(body) and got == body, f"{len(got)} of {len(body)} bytes"
+        data = await asyncio.to_thread(_read_whole, pki, server.port, 0.03, False)
+    assert b"connection: close" not in data.partition(b"\r\n\r\n")[0].lower()
+    got = _body_of(data)
+    assert len(got) == len(BODY) and got == BODY, f"{len(got)} of {len(BODY)} bytes"
 
 
 async def test_a_graceful_shutdown_lets_a_slow_reader_take_the_rest_of_its_answer_over_tls(pki, monkeypatch):
@@ -228,20 +217,11 @@ async def test_a_graceful_shutdown_lets_a_slow_reader_take_the_rest_of_its_answe
     import aioserve.server
 
     monkeypatch.setattr(aioserve.server, "TLS_SHUTDOWN_TIMEOUT", 0.5)
-    body = bytes(range(256)) * 4096  # 1 MiB
     servers: list = []
-    app = App()
-
-    @app.get("/whole")
-    async def whole(request):
-        for conn in servers[0].state.connections:  # a slow link's small kernel queue (see _slow_link_app)
-            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
-        return body
-
-    server = await aioserve.serve(app, host="127.0.0.1", port=0, access_log=False, **tls_settings(pki))
+    server = await aioserve.serve(_whole_app(servers), host="127.0.0.1", port=0, access_log=False, **tls_settings(pki))
     servers.append(server)
     try:
-        reader = asyncio.ensure_future(asyncio.to_thread(_read_keep_alive_answer, pki, server.port, 0.03, len(body)))
+        reader = asyncio.ensure_future(asyncio.to_thread(_read_whole, pki, server.port, 0.03, False))
         # Answered and idle (a connection starts in its head stage): every byte handed to the transport, most of them not yet taken by the client.
         await wait_until(lambda: any(conn.stage == 0 for conn in server.state.connections),
                          timeout=8, message="the connection never went idle after its answer")
@@ -250,6 +230,5 @@ async def test_a_graceful_shutdown_lets_a_slow_reader_take_the_rest_of_its_answe
         data = await asyncio.wait_for(reader, 15)
     finally:
         await asyncio.wait_for(server.shutdown(timeout=1), 5)
-    head, _, got = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    assert len(got) == len(body) and got == body, f"{len(got)} of {len(body)} bytes"
+    got = _body_of(data)
+    assert len(got) == len(BODY) and got == BODY, f"{len(got)} of {len(BODY)} bytes"
