@@ -232,7 +232,7 @@ async def _nothing() -> None:
 
 def _check_task_factory(loop: asyncio.AbstractEventLoop) -> None:
     """A task factory the loop cannot use would fail every connection's task (an error logged each time,
-    no answer): say so once, at start. uvloop 0.23 passes ``eager_start``, which
+    no answer): say so once, at start. uvloop 0.23 on Python 3.13 passes ``eager_start``, which
     ``asyncio.eager_task_factory`` refuses. The factory is taken off the loop, which could not otherwise
     be shut down (asyncio.Runner makes a task to close it)."""
     if loop.get_task_factory() is None:

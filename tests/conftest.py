@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - uvloop is optional
 
 def _eager_loop() -> asyncio.AbstractEventLoop:
     """asyncio's loop with the task factory users install for speed on 3.12+ (AIOSERVE_TEST_EAGER=1):
-    every task the server makes then runs its first step inside create_task. uvloop 0.23 cannot use it."""
+    every task the server makes then runs its first step inside create_task. uvloop 0.23 on 3.13 cannot use it."""
     loop = asyncio.new_event_loop()
     loop.set_task_factory(asyncio.eager_task_factory)
     return loop
